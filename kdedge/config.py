@@ -1,0 +1,231 @@
+"""One typed, frozen config tree. YAML in, YAML out, validated before any work starts.
+
+Precedence, lowest first: field defaults < the demo preset (only when the data is the demo)
+< the YAML file given with --config < options on the command line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdedge.errors import KdedgeError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingConfig(_Section):
+    """Optimizer and loop settings shared by teacher fine-tuning and distillation."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # linear warm-up, then linear decay to 0
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class RunConfig(_Section):
+    out: Path | None = None  # the run directory; default runs/<dataset name>
+    seed: int = 42  # seeds python, numpy and torch, and the data split
+    threads: int | None = Field(None, ge=1)  # torch threads for training; default: all cores
+
+
+class DataConfig(_Section):
+    source: str = "demo"  # "demo", a CSV / JSONL / Parquet file, or a Hugging Face datasets name
+    dataset_config: str | None = None  # datasets config name, e.g. "sst2" for "glue"
+    text_columns: tuple[str, ...] = ("text",)  # one column, or two for sentence pairs
+    label_column: str = "label"
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)  # used when the data has no such split
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_train_samples: int | None = Field(None, ge=1)  # a seeded, stratified subset
+    max_eval_samples: int | None = Field(None, ge=1)  # caps validation and test alike
+    max_length: int = Field(128, ge=8, le=4096)  # tokens; longer texts are truncated and counted
+
+    @field_validator("text_columns", mode="before")
+    @classmethod
+    def _one_or_two(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = (value,)
+        if not 1 <= len(value) <= 2:
+            raise ValueError("give one text column, or two for sentence pairs")
+        return value
+
+
+class TeacherConfig(_Section):
+    model: str = "demo"  # "demo", a local directory, or a Hugging Face hub id
+    revision: str | None = None  # hub revision (branch, tag or commit) for reproducible loads
+    fine_tune: Literal["auto", "always", "never"] = "auto"  # auto: only without a matching head
+    trust_remote_code: bool = False  # runs code from the model repository: opt in knowingly
+    training: TrainingConfig = TrainingConfig(epochs=1, learning_rate=5e-5)
+
+
+class DistillConfig(_Section):
+    student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
+    recipe: str = "kd"
+    temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the KD term; 1 - alpha weighs gold-label CE
+    training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)
+
+    @field_validator("student", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class ExportConfig(_Section):
+    opset: int = Field(17, ge=11, le=21)
+    atol: float = Field(1e-4, gt=0)  # max |onnx - pytorch| allowed on the parity batches
+    parity_samples: int = Field(32, ge=1)  # real validation texts compared at two batch shapes
+
+
+class QuantizeConfig(_Section):
+    mode: Literal["dynamic"] = "dynamic"
+    preset: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = "auto"  # auto: this CPU
+    per_channel: bool = False
+
+
+class BenchConfig(_Section):
+    models: tuple[str, ...] = ("teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8")
+    batch_sizes: tuple[int, ...] = (1, 32)
+    sequence_length: int | None = Field(None, ge=1)  # default: data.max_length
+    threads: int | None = Field(None, ge=1)  # same for every model; default: physical cores
+    warmup_runs: int = Field(10, ge=0)
+    min_runs: int = Field(50, ge=1)
+    min_duration_s: float = Field(5.0, ge=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or min(value) < 1:
+            raise ValueError("give at least one batch size, each at least 1")
+        return value
+
+
+class ReportConfig(_Section):
+    formats: tuple[Literal["json", "md"], ...] = ("json", "md")
+    min_retained_accuracy: float = Field(0.95, gt=0, le=1.0)  # vs the teacher, to be recommended
+
+
+class KdedgeConfig(_Section):
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    bench: BenchConfig = BenchConfig()
+    report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KdedgeConfig:
+        seq = self.bench.sequence_length
+        if seq is not None and seq > self.data.max_length:
+            raise ValueError(
+                f"bench.sequence_length {seq} exceeds data.max_length {self.data.max_length}; "
+                "lower it or raise data.max_length"
+            )
+        return self
+
+
+# Sized so the whole demo finishes in minutes on a 2-core CPU (see README for measured time).
+DEMO_PRESET: dict[str, Any] = {
+    "data": {"max_train_samples": 4000, "max_eval_samples": 1000, "max_length": 64},
+}
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Return base updated by top, recursing into nested dicts."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    """{"distill.alpha": 0.3} -> {"distill": {"alpha": 0.3}}."""
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise KdedgeError(f"Config file {path} does not exist; check the path given to --config.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0]
+        raise KdedgeError(f"Config file {path} is not valid YAML ({first}); fix its syntax.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KdedgeError(f"Config file {path} must hold a mapping of sections, not a list or value.")
+    return data
+
+
+def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                 ) -> KdedgeConfig:
+    """Merge file and dotted CLI overrides over the defaults (and the demo preset) and validate."""
+    merged = deep_merge(file_data or {}, dotted_to_nested(overrides or {}))
+    source = (merged.get("data") or {}).get("source", DataConfig().source)
+    if source == "demo":
+        merged = deep_merge(DEMO_PRESET, merged)
+    return validate_config(merged)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> KdedgeConfig:
+    return build_config(read_yaml(path) if path else {}, overrides)
+
+
+def validate_config(data: dict[str, Any]) -> KdedgeConfig:
+    try:
+        return KdedgeConfig.model_validate(data)
+    except ValidationError as err:
+        raise KdedgeError(_explain(err)) from None
+
+
+def dump_config(cfg: KdedgeConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _explain(err: ValidationError) -> str:
+    """Turn pydantic's first error into one sentence with the key, the value and the fix."""
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) or "config"
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else (
+            f"known keys here: {', '.join(known)}.")
+        return f"Unknown config key {key!r}; {hint}"
+    message = first["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"Invalid config: {message}."
+    return f"Invalid value {first.get('input')!r} for {key}: {message}."
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = KdedgeConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []

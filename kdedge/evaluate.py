@@ -1,0 +1,76 @@
+"""Task metrics, and predictions from a PyTorch model or an ONNX file on the same texts.
+
+Every artifact is scored through the runtime it ships on: PyTorch for checkpoints,
+onnxruntime for ONNX files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdedge.runtime import ort_feed, ort_session
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int,
+                           ) -> dict[str, Any]:
+    """Accuracy and macro-F1, plus per-class precision / recall / F1 and the confusion matrix."""
+    preds = logits.argmax(-1)
+    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    tp = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {
+        "accuracy": round(float((preds == labels).mean()), 6),
+        "macro_f1": round(float(f1.mean()), 6),
+        "examples": int(len(labels)),
+        "per_class": {"precision": precision.round(6).tolist(), "recall": recall.round(6).tolist(),
+                      "f1": f1.round(6).tolist(), "support": actual.tolist()},
+        "confusion": confusion.tolist(),
+    }
+
+
+def batches(texts: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(texts), size):
+        yield texts[start:start + size]
+
+
+def encode(tokenizer: Any, texts: Sequence[Any], max_length: int, return_tensors: str,
+           padding: str | bool = True) -> dict[str, Any]:
+    """Tokenize single texts or (text, pair) tuples the same way everywhere."""
+    if texts and isinstance(texts[0], tuple | list):
+        first, second = [t[0] for t in texts], [t[1] for t in texts]
+        return tokenizer(first, second, truncation=True, max_length=max_length, padding=padding,
+                         return_tensors=return_tensors)
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=padding,
+                     return_tensors=return_tensors)
+
+
+def torch_logits(model: Any, tokenizer: Any, texts: Sequence[Any], max_length: int,
+                 batch_size: int = 64) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for chunk in batches(texts, batch_size):
+            enc = encode(tokenizer, chunk, max_length, "pt")
+            out.append(model(**enc).logits.float().numpy())
+    return np.concatenate(out)
+
+
+def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: int,
+                batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+    session = ort_session(path, threads)
+    out = []
+    for chunk in batches(texts, batch_size):
+        enc = encode(tokenizer, chunk, max_length, "np")
+        out.append(session.run(["logits"], ort_feed(session, enc))[0])
+    return np.concatenate(out)

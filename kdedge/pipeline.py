@@ -1,0 +1,208 @@
+"""The stage order, resume and progress: the only module that knows the order of stages.
+
+Stages exchange paths and manifests, never live objects, so each can run alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kdedge import __version__, environment
+from kdedge.artifacts import (
+    MANIFEST,
+    Manifest,
+    fingerprint,
+    list_outputs,
+    read_json,
+    sha256_file,
+    write_json,
+)
+from kdedge.config import KdedgeConfig, dump_config, load_config
+from kdedge.errors import KdedgeError
+
+log = logging.getLogger("kdedge")
+
+RESOLVED_CONFIG = "config.resolved.yaml"
+RUN_MANIFEST = "run.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    inputs: tuple[str, ...]  # upstream stages whose outputs this one reads
+    entry: str  # "module:function" taking a StageContext, returning metrics; imported lazily
+
+    def function(self) -> Callable[[StageContext], dict[str, Any]]:
+        module, _, attr = self.entry.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", (), "kdedge.data.stage:run"),
+    Stage("teacher", ("data",), "kdedge.teacher.stage:run"),
+    Stage("distill", ("data", "teacher"), "kdedge.distill.stage:run"),
+    Stage("export", ("data", "teacher", "distill"), "kdedge.export.stage:run"),
+    Stage("quantize", ("data", "export"), "kdedge.quantize.stage:run"),
+    Stage("bench", ("data", "teacher", "export", "quantize"), "kdedge.bench.stage:run"),
+    Stage("report", ("data", "teacher", "distill", "export", "quantize", "bench"),
+          "kdedge.report.stage:run"),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def stage_dirname(name: str) -> str:
+    return f"{STAGE_NAMES.index(name) + 1:02d}_{name}"
+
+
+def stage_config(cfg: KdedgeConfig, name: str) -> dict[str, Any]:
+    """The part of the config a stage's result depends on (its fingerprint input)."""
+    section = getattr(cfg, name).model_dump(mode="json")
+    return {name: section, "seed": cfg.run.seed}
+
+
+@dataclass(frozen=True)
+class StageContext:
+    cfg: KdedgeConfig
+    run_dir: Path
+    work: Path  # the stage writes here; renamed to its final directory on success
+    fingerprint: str
+    input_fingerprints: dict[str, str]
+
+    def input(self, name: str) -> Path:
+        return self.run_dir / stage_dirname(name)
+
+    def manifest(self, name: str) -> Manifest:
+        return Manifest.load(self.input(name))
+
+
+def fingerprints(cfg: KdedgeConfig) -> dict[str, str]:
+    fps: dict[str, str] = {}
+    for stage in STAGES:
+        fps[stage.name] = fingerprint(stage.name, stage_config(cfg, stage.name),
+                                      {name: fps[name] for name in stage.inputs})
+    return fps
+
+
+def default_run_dir(cfg: KdedgeConfig) -> Path:
+    if cfg.run.out is not None:
+        return cfg.run.out
+    source = cfg.data.source
+    name = Path(source).stem if Path(source).suffix else source.replace("/", "-")
+    return Path("runs") / name
+
+
+def prepare_run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Create the run directory and write the resolved config; refuse to mix two runs."""
+    run_dir = run_dir.resolve()
+    existing = (run_dir / RUN_MANIFEST).exists()
+    if existing and not (resume or force):
+        raise KdedgeError(f"Run directory {run_dir} already holds a run; pass --resume to continue "
+                          "it, --force to start it over, or --out for a new directory.")
+    if existing and force:
+        shutil.rmtree(run_dir)
+    elif run_dir.exists() and not existing and any(run_dir.iterdir()):
+        raise KdedgeError(f"Output directory {run_dir} is not empty and is not a kdedge run; "
+                          "choose another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from kdedge.artifacts import atomic_write_text
+
+    atomic_write_text(run_dir / RESOLVED_CONFIG, dump_config(cfg))
+    if not (run_dir / RUN_MANIFEST).exists():
+        write_json(run_dir / RUN_MANIFEST, {
+            "kdedge_version": __version__,
+            "created_at": _now(),
+            "environment": environment.capture(),
+            "stages": {},
+        })
+
+
+def load_run(run_dir: Path) -> KdedgeConfig:
+    """The config a run was made with, read back from its directory."""
+    path = run_dir / RESOLVED_CONFIG
+    if not path.is_file():
+        raise KdedgeError(f"{run_dir} is not a kdedge run directory (no {RESOLVED_CONFIG}); "
+                          "pass the directory `kdedge compress --out` wrote.")
+    return load_config(path)
+
+
+def run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool = False,
+        only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run the stages in order (or only the named ones); return the run manifest."""
+    run_dir = run_dir.resolve()
+    fps = fingerprints(cfg)
+    for index, stage in enumerate(STAGES, start=1):
+        final = run_dir / stage_dirname(stage.name)
+        label = f"[{index}/{len(STAGES)}] {stage.name}"
+        if only is not None and stage.name not in only:
+            continue
+        inputs = {}
+        for name in stage.inputs:
+            upstream = run_dir / stage_dirname(name)
+            if not (upstream / MANIFEST).is_file():
+                raise KdedgeError(f"Stage {name!r} has not completed in {run_dir}; run "
+                                  f"`kdedge compress --resume --out {run_dir}` first.")
+            inputs[name] = {"fingerprint": fps[name],
+                            "manifest_sha256": sha256_file(upstream / MANIFEST)}
+        if resume and only is None:
+            stale = _why_stale(final, fps[stage.name], inputs)
+            if stale is None:
+                log.info("%s: up to date, skipped", label)
+                continue
+            log.info("%s: runs again (%s)", label, stale)
+        else:
+            log.info("%s", label)
+        _execute(stage, cfg, run_dir, final, fps[stage.name], inputs)
+    return read_json(run_dir / RUN_MANIFEST)
+
+
+def _why_stale(final: Path, fp: str, inputs: dict[str, dict[str, str]]) -> str | None:
+    if not (final / MANIFEST).is_file():
+        return "not run yet"
+    manifest = Manifest.load(final)
+    if manifest.status != "complete":
+        return "did not complete"
+    if manifest.fingerprint != fp:
+        return "its config changed"
+    if manifest.inputs != inputs:
+        return "an upstream stage ran again"
+    return manifest.verify(final)
+
+
+def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: str,
+             inputs: dict[str, dict[str, str]]) -> None:
+    from kdedge.torch_utils import seed_everything
+
+    work = run_dir / f".{final.name}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    started, t0 = _now(), time.perf_counter()
+    seed_everything(cfg.run.seed)
+    ctx = StageContext(cfg, run_dir, work, fp, {k: v["fingerprint"] for k, v in inputs.items()})
+    metrics = stage.function()(ctx)
+    manifest = Manifest(
+        stage=stage.name, fingerprint=fp, config=stage_config(cfg, stage.name), inputs=inputs,
+        started_at=started, duration_s=round(time.perf_counter() - t0, 3),
+        outputs=list_outputs(work), metrics=metrics, environment=environment.capture(),
+    )
+    manifest.save(work)
+    if final.exists():
+        shutil.rmtree(final)
+    work.rename(final)
+    summary = read_json(run_dir / RUN_MANIFEST)
+    summary["stages"][stage.name] = {"status": "complete", "fingerprint": fp,
+                                     "duration_s": manifest.duration_s, "finished_at": _now()}
+    write_json(run_dir / RUN_MANIFEST, summary)
+    log.info("  %s done in %.1f s", stage.name, manifest.duration_s)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

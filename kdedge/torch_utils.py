@@ -1,0 +1,25 @@
+"""Seeds and thread counts, set the same way by every stage."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> int:
+    """Use `threads` torch threads (default: every core); returns the number set."""
+    import torch
+
+    count = threads or os.cpu_count() or 1
+    torch.set_num_threads(count)
+    return count

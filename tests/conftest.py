@@ -1,0 +1,88 @@
+"""Tiny in-process models and data: a random 2-layer BERT (hidden 32) and a toy sentiment set."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun", "warm", "smart"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "poor", "flat", "messy"]
+FILLER = ["the", "movie", "film", "plot", "story", "was", "a", "very", "and", "cast", "is", "it"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+
+
+def toy_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Sentences whose label is told by one sentiment word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.choices(FILLER, k=rng.randint(3, 9))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+        rows.append({"sentence": " ".join(words), "sentiment": label})
+    return rows
+
+
+def write_tiny_model(folder: Path, layers: int = 2, seed: int = 0) -> Path:
+    """A random BertForSequenceClassification with a real WordPiece tokenizer, saved to folder."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                        num_labels=2)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_encoder(folder: Path, layers: int = 4) -> Path:
+    """A random BertModel (no task head), like the demo's sentence encoder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                        architectures=["BertModel"])
+    BertModel(config).save_pretrained(folder)
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import pandas as pd
+
+    path = tmp_path_factory.mktemp("data") / "toy.csv"
+    pd.DataFrame(toy_rows(400)).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+                    request: pytest.FixtureRequest) -> None:
+    """Unit tests never touch the user's cache; integration tests share one demo cache."""
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "kdedge-cache"))
