@@ -81,7 +81,7 @@ class DistillConfig(_Section):
 
 
 class ExportConfig(_Section):
-    opset: int = Field(17, ge=11, le=21)
+    opset: int = Field(18, ge=14, le=21)  # optimum's minimum for BERT-class exports is 18
     atol: float = Field(1e-4, gt=0)  # max |onnx - pytorch| allowed on the parity batches
     parity_samples: int = Field(32, ge=1)  # real validation texts compared at two batch shapes
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from kdedge.data.dataset import TaskData
 from kdedge.runtime import ort_feed, ort_session
 
 
@@ -30,7 +31,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: i
     return {
         "accuracy": round(float((preds == labels).mean()), 6),
         "macro_f1": round(float(f1.mean()), 6),
-        "examples": int(len(labels)),
+        "examples": len(labels),
         "per_class": {"precision": precision.round(6).tolist(), "recall": recall.round(6).tolist(),
                       "f1": f1.round(6).tolist(), "support": actual.tolist()},
         "confusion": confusion.tolist(),
@@ -74,3 +75,19 @@ def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: in
         enc = encode(tokenizer, chunk, max_length, "np")
         out.append(session.run(["logits"], ort_feed(session, enc))[0])
     return np.concatenate(out)
+
+
+def evaluate_splits(model: Any, tokenizer: Any, task: TaskData, max_length: int,
+                    ) -> dict[str, Any]:
+    """Validation and test metrics of a PyTorch classifier."""
+    return {name: classification_metrics(torch_logits(model, tokenizer, task.splits[name].texts,
+                                                      max_length),
+                                         task.splits[name].labels, task.num_labels)
+            for name in ("validation", "test")}
+
+
+def validation_accuracy(model: Any, tokenizer: Any, task: TaskData, max_length: int) -> float:
+    """The score the training loop keeps the best epoch by."""
+    split = task.splits["validation"]
+    logits = torch_logits(model, tokenizer, split.texts, max_length)
+    return float((logits.argmax(-1) == split.labels).mean())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,9 +82,24 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
-                    request: pytest.FixtureRequest) -> None:
-    """Unit tests never touch the user's cache; integration tests share one demo cache."""
-    if request.node.get_closest_marker("integration") is None:
-        monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "kdedge-cache"))
+USER_CACHE = os.environ.get("KDEDGE_CACHE")  # integration tests reuse the real demo cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never touch the user's cache (session-wide, so module fixtures see it too)."""
+    saved = os.environ.get("KDEDGE_CACHE")
+    os.environ["KDEDGE_CACHE"] = str(tmp_path_factory.getbasetemp() / "kdedge-cache")
+    yield
+    if saved is None:
+        os.environ.pop("KDEDGE_CACHE", None)
+    else:
+        os.environ["KDEDGE_CACHE"] = saved
+
+
+@pytest.fixture
+def demo_cache(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's cache, where the two demo wheels are fetched once and kept."""
+    path = Path(USER_CACHE).expanduser() if USER_CACHE else Path.home() / ".cache" / "kdedge"
+    monkeypatch.setenv("KDEDGE_CACHE", str(path))
+    return path

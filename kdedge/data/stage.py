@@ -47,10 +47,10 @@ def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
     missing = [c for c in wanted if c not in table.columns]
     if missing:
         available = ", ".join(map(str, table.columns))
-        option = "--label-column" if cfg.label_column in missing else "--text-column"
+        option = "--text-column" if missing[0] in cfg.text_columns else "--label-column"
         raise KdedgeError(f"Column {missing[0]!r} is not in the {split} data; available columns: "
                           f"{available}. Name the right one with {option}.")
-    names = ["text", "text_pair"][:len(cfg.text_columns)] + ["label"]
+    names = [*["text", "text_pair"][:len(cfg.text_columns)], "label"]
     table = table[wanted].set_axis(names, axis=1)
     before = len(table)
     table = table.dropna()

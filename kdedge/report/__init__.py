@@ -1,0 +1,1 @@
+"""Report stage: compare.py turns manifests into report data; render.py formats it (json, md)."""

@@ -1,0 +1,3 @@
+from kdedge_cli.main import main
+
+main()

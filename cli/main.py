@@ -1,0 +1,177 @@
+"""The `kdedge` command: parse options, build a config, call the library.
+
+Heavy libraries (torch, transformers, onnxruntime) are imported inside command bodies, so
+`kdedge --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="kdedge", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Distill a teacher into a small student, export it to ONNX, quantize, benchmark and "
+         "report, in one command: `kdedge compress` (with no options it runs the built-in demo).",
+)
+_state = {"debug": bool(os.environ.get("KDEDGE_DEBUG"))}
+
+STAGE_HELP = {
+    "data": "Load, split and label-map the dataset of an existing run.",
+    "teacher": "Load or fine-tune the teacher of an existing run.",
+    "distill": "Distill the student of an existing run.",
+    "export": "Export teacher and student of an existing run to ONNX and check parity.",
+    "quantize": "Quantize the student ONNX model of an existing run to int8.",
+    "bench": "Benchmark the models of an existing run, each in its own process.",
+    "report": "Write report.json and report.md for an existing run.",
+}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    _state["debug"] = _state["debug"] or debug
+    _setup_logging(logging.WARNING if quiet else logging.INFO)
+
+
+@app.command()
+def compress(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML recipe; options "
+                                                "given here override it.")] = None,
+    data: Annotated[str | None, typer.Option(help="CSV / JSONL / Parquet file or folder, a "
+                                             "datasets name, or 'demo'. [data.source]")] = None,
+    text_column: Annotated[list[str] | None, typer.Option(
+        help="Text column; give it twice for sentence pairs. [data.text_columns]")] = None,
+    label_column: Annotated[str | None, typer.Option(help="[data.label_column]")] = None,
+    teacher: Annotated[str | None, typer.Option(help="Directory, hub id or 'demo'. "
+                                                "[teacher.model]")] = None,
+    student: Annotated[str | None, typer.Option(help="Layer count (3), teacher layers (1,3,5), "
+                                                "a directory or a hub id. [distill.student]")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data name>). "
+                                             "[run.out]")] = None,
+    seed: Annotated[int | None, typer.Option(help="[run.seed]")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="[data.max_train_samples]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Distillation epochs. "
+                                               "[distill.training.epochs]")] = None,
+    trust_remote_code: Annotated[bool | None, typer.Option(
+        "--trust-remote-code", help="Run code shipped with the teacher. [teacher.trust_remote_code]",
+    )] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key, e.g. --set "
+                                                   "distill.temperature=4 (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write config.resolved.yaml to the "
+                                          "run directory and stop.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip stages whose fingerprint and "
+                                         "outputs are unchanged.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete an existing run in the run "
+                                        "directory and start over.")] = False,
+) -> None:
+    """Run the whole chain: data, teacher, distill, export, quantize, bench, report."""
+    from kdedge import pipeline
+    from kdedge.config import load_config
+
+    options: dict[str, Any] = {
+        "data.source": data, "data.text_columns": text_column, "data.label_column": label_column,
+        "teacher.model": teacher, "distill.student": student, "run.out": out, "run.seed": seed,
+        "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,
+        "teacher.trust_remote_code": trust_remote_code,
+    }
+    overrides = {**parse_sets(set_ or []), **{k: v for k, v in options.items() if v is not None}}
+    cfg = load_config(config, overrides)
+    run_dir = pipeline.default_run_dir(cfg)
+    pipeline.prepare_run(cfg, run_dir, resume=resume or dry_run, force=force)
+    if dry_run:
+        typer.echo(run_dir.resolve() / pipeline.RESOLVED_CONFIG)
+        return
+    pipeline.run(cfg, run_dir, resume=resume)
+    _print_outcome(run_dir)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """--set key=value pairs; values are read as YAML scalars or lists ("4", "[1, 8]")."""
+    import yaml
+
+    from kdedge.errors import KdedgeError
+
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KdedgeError(f"--set {pair!r} is not key=value; write e.g. --set distill.alpha=0.3.")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def _stage_command(name: str) -> None:
+    def command(run_dir: Annotated[Path, typer.Argument(help="A directory written by "
+                                                        "kdedge compress.")]) -> None:
+        from kdedge import pipeline
+
+        cfg = pipeline.load_run(run_dir)
+        pipeline.run(cfg, run_dir, only=(name,))
+        if name == "report":
+            _print_outcome(run_dir)
+
+    command.__doc__ = STAGE_HELP[name]
+    app.command(name)(command)
+
+
+for _name in STAGE_HELP:
+    _stage_command(_name)
+
+
+def _print_outcome(run_dir: Path) -> None:
+    from kdedge.artifacts import Manifest
+    from kdedge.pipeline import stage_dirname
+
+    report = run_dir.resolve() / stage_dirname("report")
+    metrics = Manifest.load(report).metrics
+    if metrics.get("recommended"):
+        typer.echo(f"Recommended: {metrics['recommended']}")
+    for name in sorted(p.name for p in report.glob("report.*")):
+        typer.echo(report / name)
+
+
+def _setup_logging(level: int) -> None:
+    from rich.logging import RichHandler
+
+    from kdedge.progress import console
+
+    logger = logging.getLogger("kdedge")
+    logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=False,
+                                      show_level=False, markup=False)]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    from kdedge.errors import KdedgeError
+
+    try:
+        app()
+    except KdedgeError as err:
+        if _state["debug"]:
+            raise
+        typer.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted; finished stages are kept: continue with `kdedge compress "
+                    "--resume --out RUN_DIR`.", fg="yellow", err=True)
+        sys.exit(130)
+    except Exception as err:  # an unexpected failure still gets one line unless --debug
+        if _state["debug"]:
+            raise
+        typer.secho(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the "
+                    "traceback, and please report it).", fg="red", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Distillation losses: small modules with one signature, combined by configured weights.
+
+Each takes (student: Outputs, teacher: Outputs | None, batch) and returns a scalar tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdedge.distill.outputs import Outputs
+from kdedge.registry import Registry
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss")
+
+
+@LOSSES.register("ce")
+class HardLabelCE(nn.Module):
+    """Cross-entropy on the gold labels."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        return F.cross_entropy(student.logits, batch["labels"])
+
+
+@LOSSES.register("kl")
+class SoftTargetKL(nn.Module):
+    """Hinton et al. (2015): KL(teacher || student) on logits softened by T, scaled by T^2.
+
+    The T^2 factor keeps the gradient scale of the soft term comparable to the hard term as T
+    changes, so alpha means the same thing at every temperature.
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "the kl loss needs teacher outputs"
+        t = self.temperature
+        log_p_student = F.log_softmax(student.logits / t, dim=-1)
+        log_p_teacher = F.log_softmax(teacher.logits / t, dim=-1)
+        kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+        return kl * t * t
+
+
+@LOSSES.register("mse_logits")
+class LogitMSE(nn.Module):
+    """Mean squared error between raw logits (Ba & Caruana 2014)."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "the mse_logits loss needs teacher outputs"
+        return F.mse_loss(student.logits, teacher.logits)
+
+
+class WeightedSum(nn.Module):
+    """sum_i w_i * loss_i, also returning each term for logging."""
+
+    def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]) -> None:
+        super().__init__()
+        self.names = [name for name, _, _ in terms]
+        self.weights = [weight for _, weight, _ in terms]
+        self.losses = nn.ModuleList([loss for _, _, loss in terms])
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any],
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        total = student.logits.new_zeros(())
+        parts = {}
+        for name, weight, loss in zip(self.names, self.weights, self.losses, strict=True):
+            if weight == 0:
+                continue
+            value = loss(student, teacher, batch)
+            parts[name] = float(value.detach())
+            total = total + weight * value
+        return total, parts
+
+
+def build(terms: Sequence[tuple[str, float, dict[str, Any]]]) -> WeightedSum:
+    """From (loss name, weight, kwargs) triples, e.g. [("kl", 0.5, {"temperature": 2}), ...]."""
+    return WeightedSum([(name, weight, LOSSES.get(name)(**kwargs)) for name, weight, kwargs in terms])

@@ -1,0 +1,98 @@
+"""Student builders. `distill.student` picks one:
+
+- a layer count ("3"): that many of the teacher's layers, evenly spaced and ending at its top
+  layer (for 6 -> 3: layers 1, 3, 5), with embeddings and the task head copied;
+- a list of teacher layers ("0,2,4"): exactly those;
+- a local directory or a hub id: that pretrained model, with a fresh head for these labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from kdedge.errors import KdedgeError
+from kdedge.registry import Registry
+
+STUDENTS: Registry[Any] = Registry("student builder")
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    builder: str  # "teacher-layers" or "pretrained"
+    layers: tuple[int, ...] = ()
+    source: str = ""
+
+
+def parse_spec(text: str, teacher_layers: int) -> StudentSpec:
+    text = text.strip()
+    if text.isdigit():
+        count = int(text)
+        if not 1 <= count <= teacher_layers:
+            raise KdedgeError(f"Student layer count {count} must be between 1 and the teacher's "
+                              f"{teacher_layers} layers; change --student.")
+        return StudentSpec("teacher-layers", evenly_spaced(teacher_layers, count))
+    if re.fullmatch(r"\d+(\s*,\s*\d+)+", text):
+        layers = tuple(int(part) for part in text.split(","))
+        bad = [i for i in layers if i >= teacher_layers]
+        if bad or len(set(layers)) != len(layers):
+            raise KdedgeError(f"Student layers {text!r} must be distinct teacher layer indices "
+                              f"below {teacher_layers}; change --student.")
+        return StudentSpec("teacher-layers", tuple(sorted(layers)))
+    return StudentSpec("pretrained", source=text)
+
+
+def evenly_spaced(total: int, count: int) -> tuple[int, ...]:
+    """`count` of `total` layers, evenly spaced, always keeping the top one."""
+    return tuple(round((i + 1) * total / count) - 1 for i in range(count))
+
+
+def layer_stack(model: nn.Module, num_layers: int) -> tuple[str, nn.ModuleList]:
+    """The transformer's list of layers: the ModuleList with one entry per hidden layer."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return name, module
+    raise KdedgeError(f"Cannot find the layer stack of this {type(model).__name__}; pass a student "
+                      "directory or hub id with --student instead of a layer count.")
+
+
+@STUDENTS.register("teacher-layers")
+def from_teacher_layers(spec: StudentSpec, teacher: nn.Module, **_: Any) -> nn.Module:
+    """A copy of the teacher that keeps only some layers (embeddings and head included)."""
+    student = copy.deepcopy(teacher)
+    name, _ = layer_stack(student, teacher.config.num_hidden_layers)
+    parent_name, _, attr = name.rpartition(".")
+    parent = student.get_submodule(parent_name) if parent_name else student
+    stack = getattr(parent, attr)
+    setattr(parent, attr, nn.ModuleList([stack[i] for i in spec.layers]))
+    student.config.num_hidden_layers = len(spec.layers)
+    return student
+
+
+@STUDENTS.register("pretrained")
+def from_pretrained(spec: StudentSpec, teacher: nn.Module, *, trust_remote_code: bool = False,
+                    **_: Any) -> nn.Module:
+    from kdedge.hf import load_classifier
+
+    config = teacher.config
+    return load_classifier(spec.source, config.id2label, revision=None,
+                           trust_remote_code=trust_remote_code)[0]
+
+
+def build_student(text: str, teacher: nn.Module, trust_remote_code: bool = False,
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    spec = parse_spec(text, teacher.config.num_hidden_layers)
+    student = STUDENTS.get(spec.builder)(spec, teacher, trust_remote_code=trust_remote_code)
+    info = {
+        "source": spec.source or f"teacher layers {list(spec.layers)}",
+        "builder": spec.builder,
+        "layers": list(spec.layers) or None,
+        "num_layers": student.config.num_hidden_layers,
+        "hidden_size": getattr(student.config, "hidden_size", None),
+        "parameters": sum(p.numel() for p in student.parameters()),
+    }
+    return student, info

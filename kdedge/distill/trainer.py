@@ -1,0 +1,119 @@
+"""The one training loop. Teacher fine-tuning and every distillation recipe run through it.
+
+What differs between methods is the loss (a WeightedSum of small modules) and where teacher
+outputs come from (cached tensors, or none for plain fine-tuning), never the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdedge.config import TrainingConfig
+from kdedge.data.dataset import TaskSplit
+from kdedge.distill.losses import WeightedSum
+from kdedge.distill.outputs import Outputs
+from kdedge.errors import KdedgeError
+from kdedge.evaluate import encode
+from kdedge.progress import advance, progress_bar
+
+log = logging.getLogger("kdedge")
+
+TeacherFn = Callable[[dict[str, Any]], Outputs | None]  # batch -> teacher outputs for it
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_batch(tokenizer: Any, split: TaskSplit, indices: Sequence[int], max_length: int,
+               ) -> dict[str, Any]:
+    """Tokenize a batch, padded to its longest text; carries row indices for cached outputs."""
+    idx = np.asarray(indices)
+    batch = dict(encode(tokenizer, [split.texts[i] for i in idx], max_length, "pt"))
+    batch["labels"] = torch.as_tensor(split.labels[idx])
+    batch["index"] = torch.as_tensor(idx)
+    return batch
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if k not in ("labels", "index")}
+
+
+def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedSum,
+          teacher: TeacherFn, evaluate: Callable[[nn.Module], float], cfg: TrainingConfig,
+          max_length: int, seed: int, description: str) -> TrainResult:
+    """Train for cfg.epochs, evaluating after each; leaves the model at its best epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
+    optimizer = _optimizer(model, cfg)
+    schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
+    result = TrainResult(best_epoch=0, best_score=-math.inf)
+    best_state: dict[str, torch.Tensor] | None = None
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(split), generator=generator).tolist()
+        started, total_loss, seen = time.perf_counter(), 0.0, 0
+        with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
+            for start in range(0, len(order), cfg.batch_size):
+                batch = make_batch(tokenizer, split, order[start:start + cfg.batch_size], max_length)
+                student = Outputs.from_hf(model(**model_inputs(batch)))
+                loss, _ = loss_fn(student, teacher(batch), batch)
+                if not torch.isfinite(loss):
+                    raise KdedgeError(f"The {description} loss became {loss.item()} at epoch {epoch}; "
+                                      "lower the learning rate (training.learning_rate).")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                total_loss += loss.item() * len(batch["labels"])
+                seen += len(batch["labels"])
+                advance(bar, 1, f"loss {total_loss / seen:.4f}")
+        score = evaluate(model)
+        result.history.append({"epoch": epoch, "train_loss": round(total_loss / seen, 6),
+                               "validation_accuracy": round(score, 6),
+                               "seconds": round(time.perf_counter() - started, 2)})
+        log.info("  %s epoch %d: train loss %.4f, validation accuracy %.4f", description, epoch,
+                 total_loss / seen, score)
+        if score > result.best_score:
+            result.best_epoch, result.best_score = epoch, score
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def _optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and norms, as in BERT fine-tuning."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate)
+
+
+def _linear_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, total_steps: int,
+                     ) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = int(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,724 @@
+"""Build the report data from the stage manifests: every number, ratio and the recommendation.
+
+The report never measures anything: it reads the manifests the other stages wrote. All
+arithmetic happens here, in one plain dict of JSON types, so report.json and report.md are two
+views of the same values and cannot disagree. A part of a run that is missing (a stage not run,
+a model the bench skipped) becomes None here and "n/a" in the renderers, never a crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdedge import __version__
+from kdedge.artifacts import MANIFEST, Manifest
+from kdedge.config import ReportConfig, load_config
+from kdedge.pipeline import RESOLVED_CONFIG, stage_dirname
+from kdedge.report.formatting import fmt_ms, fmt_pct, fmt_pp, fmt_ratio, fmt_sci
+
+SCHEMA_VERSION = 1
+REFERENCE = "teacher-onnx"  # accuracy and speed reference: the teacher as it would ship
+REPORT_INPUTS = ("data", "teacher", "distill", "export", "quantize", "bench")
+CANDIDATES = ("teacher-onnx", "student-onnx", "student-int8")  # what can be shipped: ONNX only
+LATENCY_FIELDS = ("runs", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "min_ms",
+                  "max_ms", "throughput_samples_per_s")
+MEMORY_FIELDS = ("baseline_rss_bytes", "load_peak_rss_bytes", "inference_peak_rss_bytes")
+HISTORY_FIELDS = ("epoch", "train_loss", "validation_accuracy", "seconds")
+# Accuracies are ratios of counts; a floor like 0.95 x 0.8 must not fail on float rounding.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """Where one artifact's quality lives in the manifests, and what kind of artifact it is."""
+
+    name: str
+    family: str  # teacher | student
+    runtime: str  # pytorch | onnxruntime
+    precision: str  # fp32 | int8
+    quality_at: tuple[str, ...]  # stage name, then keys down to the node holding test/validation
+
+
+ARTIFACT_SPECS = (
+    ArtifactSpec("teacher-pytorch", "teacher", "pytorch", "fp32", ("teacher",)),
+    ArtifactSpec("teacher-onnx", "teacher", "onnxruntime", "fp32", ("export", "models", "teacher")),
+    ArtifactSpec("student-pytorch", "student", "pytorch", "fp32", ("distill",)),
+    ArtifactSpec("student-onnx", "student", "onnxruntime", "fp32", ("export", "models", "student")),
+    ArtifactSpec("student-int8", "student", "onnxruntime", "int8",
+                 ("quantize", "models", "student-int8")),
+)
+ARTIFACTS = tuple(spec.name for spec in ARTIFACT_SPECS)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def load_manifests(run_dir: Path) -> dict[str, Manifest | None]:
+    """The manifests the report reads, None for a stage that has not completed in run_dir."""
+    return {name: _load(run_dir / stage_dirname(name)) for name in REPORT_INPUTS}
+
+
+def build_report_from_run(run_dir: Path, *, min_retained_accuracy: float | None = None,
+                          ) -> dict[str, Any]:
+    """Report data from a run directory alone, for `kdedge report RUN_DIR` and for tests.
+
+    The accuracy floor and seed come from the run's config.resolved.yaml when it is there, so
+    re-reporting an old run applies the rule that run was configured with.
+    """
+    run_dir = Path(run_dir)
+    manifests = load_manifests(run_dir)
+    config_path = run_dir / RESOLVED_CONFIG
+    seed: int | None = None
+    floor = ReportConfig().min_retained_accuracy
+    if config_path.is_file():
+        cfg = load_config(config_path)
+        seed, floor = cfg.run.seed, cfg.report.min_retained_accuracy
+    else:  # every stage records the seed beside its config section
+        seeds = [m.config.get("seed") for m in manifests.values()
+                 if m is not None and isinstance(m.config, Mapping)]
+        seed = next((s for s in seeds if isinstance(s, int)), None)
+    if min_retained_accuracy is not None:
+        floor = min_retained_accuracy
+    return build_report(manifests, min_retained_accuracy=floor, seed=seed)
+
+
+def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accuracy: float,
+                 seed: int | None) -> dict[str, Any]:
+    """The whole report as one plain JSON-ready dict (shape: the keys of `report` below).
+
+    `artifacts` holds one row per artifact (quality, latency per batch size, memory, size,
+    parameters, `vs_reference` ratios); `recommendation` holds the verdict and its reasons; the
+    other keys hold the export, quantization, training, data, environment and reproducibility
+    facts, each None when its stage is missing.
+    """
+    metrics = {name: _mapping(getattr(manifests.get(name), "metrics", None))
+               for name in REPORT_INPUTS}
+    bench = metrics["bench"]
+    bench_models = _mapping(bench.get("models"))
+    skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
+    batch_sizes = _batch_sizes(bench, bench_models)
+    ranking_batch = 1 if 1 in batch_sizes else (batch_sizes[0] if batch_sizes else None)
+
+    specs = list(ARTIFACT_SPECS) + [
+        ArtifactSpec(str(name), "other", str(_mapping(entry).get("runtime") or "unknown"),
+                     "n/a", ())
+        for name, entry in bench_models.items() if name not in ARTIFACTS
+    ]
+    rows = [_artifact_row(spec, metrics, _mapping(bench_models.get(spec.name)),
+                          skipped.get(spec.name)) for spec in specs]
+    by_name = {row["name"]: row for row in rows}
+    _add_reference_ratios(rows, by_name[REFERENCE], batch_sizes)
+    recommendation = recommend(by_name, min_retained_accuracy=min_retained_accuracy,
+                               batch_size=ranking_batch)
+    missing = [name for name in REPORT_INPUTS if manifests.get(name) is None]
+    environment = _environment(manifests)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "reference": REFERENCE,
+        "min_retained_accuracy": min_retained_accuracy,
+        "batch_sizes": batch_sizes,
+        "recommendation": recommendation,
+        "notes": _notes(metrics, environment, by_name, missing, skipped),
+        "artifacts": rows,
+        "per_class": _per_class(metrics, rows),
+        "export": _export(metrics),
+        "quantization": _quantization(metrics),
+        "training": _training(metrics, manifests),
+        "data": _data(metrics),
+        "benchmark": _benchmark(bench, batch_sizes, skipped) if bench else None,
+        "environment": environment,
+        "reproducibility": _reproducibility(manifests, seed),
+        "missing_stages": missing,
+    }
+    return _clean(report)
+
+
+# ---------------------------------------------------------------------------------------------
+# the recommendation
+
+
+def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: float,
+              batch_size: int | None) -> dict[str, Any]:
+    """Pick the ONNX artifact to ship and say why, from artifact rows built by this module.
+
+    Among the candidates whose test accuracy is at least min_retained_accuracy x the reference's,
+    the lowest p50 latency at batch_size wins (ties: the smaller size on disk). When no
+    compressed artifact qualifies, the reference itself is recommended and the reasons say what
+    each student lacked.
+    """
+    ref_acc = _test_acc(rows.get(REFERENCE))
+    floor = None if ref_acc is None else min_retained_accuracy * ref_acc
+    key = None if batch_size is None else str(batch_size)
+    shown = key or "n/a"  # the batch size as the sentences print it
+    candidates = [_candidate(rows.get(name), name, floor, key, min_retained_accuracy)
+                  for name in CANDIDATES]
+    ranked = sorted((c for c in candidates if c["ranked"]),
+                    key=lambda c: (c["p50_ms"], _inf_if_none(c["size_bytes"]),
+                                   CANDIDATES.index(c["name"])))
+    for rank, candidate in enumerate(ranked, start=1):
+        candidate["rank"] = rank
+    by_name = {c["name"]: c for c in candidates}
+    reference = by_name[REFERENCE]
+    best = ranked[0] if ranked else (reference if reference["produced"] else None)
+    fallback = best is not None and best["name"] == REFERENCE and not any(
+        c["name"] != REFERENCE for c in ranked)
+
+    rule = (f"Among the ONNX artifacts ({', '.join(CANDIDATES)}) whose test accuracy is at least "
+            f"{fmt_pct(min_retained_accuracy)} of {REFERENCE}'s ({fmt_pct(floor, 2)} here), the "
+            f"lowest p50 latency at batch {shown} wins; "
+            "a tie goes to the smaller artifact.")
+    trade_offs = (_trade_offs(best, ranked, candidates, batch_size)
+                  if best is not None and best["ranked"] else [])
+    if best is None:
+        summary = ("No recommendation: this run has no ONNX artifact to ship (the export stage is "
+                   "missing or produced none).")
+        reasons = [f"{c['name']}: {c['status']}." for c in candidates]
+    elif fallback:
+        summary = (f"Ship {REFERENCE}: no compressed artifact keeps at least "
+                   f"{fmt_pct(min_retained_accuracy)} of its test accuracy with a measured "
+                   f"batch-{shown} latency, so the teacher stays.")
+        reasons = [f"{c['name']}: {c['status']}." for c in candidates if c["name"] != REFERENCE]
+        if not reference["ranked"]:
+            reasons.append(f"{REFERENCE}: {reference['status']}.")
+    else:
+        summary = _summary(best, rows, reference, batch_size)
+        reasons = [f"{c['name']}: {c['status']}." for c in candidates]
+    reasons += [t["sentence"] for t in trade_offs]
+    best_row = rows.get(best["name"]) if best else None
+    ratios = (best_row or {}).get("vs_reference") or {}
+    return {
+        "artifact": best["name"] if best else None,
+        "fallback": fallback,
+        "summary": summary,
+        "rule": rule,
+        "reasons": reasons,
+        "reference": REFERENCE,
+        "reference_accuracy": ref_acc,
+        "min_retained_accuracy": min_retained_accuracy,
+        "accuracy_floor": floor,
+        "batch_size": batch_size,
+        "headline": {
+            "artifact": best["name"] if best else None,
+            "retained_accuracy": best["retained_accuracy"] if best else None,
+            "speedup": (ratios.get("speedup") or {}).get(key) if key else None,
+            "size_ratio": ratios.get("size_ratio"),
+        },
+        "candidates": candidates,
+        "trade_offs": trade_offs,
+    }
+
+
+def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, key: str | None,
+               min_retained: float) -> dict[str, Any]:
+    """One candidate's standing against the rule, with a sentence saying where it stands."""
+    row, batch_size = row or {}, key or "n/a"
+    accuracy = _test_acc(row)
+    retained = row.get("retained_accuracy")
+    p50 = _dig(row.get("latency"), key, "p50_ms") if key else None
+    qualifies = accuracy is not None and floor is not None and accuracy >= floor - _EPS
+    ranked = qualifies and p50 is not None
+    if not row.get("produced"):
+        status = "not produced in this run"
+    elif accuracy is None:
+        status = "no test accuracy in its manifest, so it cannot be judged"
+    elif floor is None:
+        status = f"{REFERENCE} has no test accuracy, so retained accuracy cannot be judged"
+    elif name == REFERENCE:
+        status = (f"the accuracy reference ({fmt_pct(accuracy, 2)}); "
+                  + (f"p50 {fmt_ms(p50)} at batch {batch_size}" if p50 is not None
+                     else f"no batch-{batch_size} latency"))
+    elif not qualifies:
+        status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test accuracy "
+                  f"({fmt_pct(accuracy, 2)}), below the {fmt_pct(min_retained)} floor")
+    elif p50 is None:
+        skipped = row.get("bench_skipped")
+        status = (f"keeps {fmt_pct(retained)} but has no batch-{batch_size} latency"
+                  + (f" (the bench skipped it: {skipped})" if skipped else ""))
+    else:
+        status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test accuracy; "
+                  f"p50 {fmt_ms(p50)} at batch {batch_size}")
+    return {"name": name, "produced": bool(row.get("produced")), "accuracy": accuracy,
+            "retained_accuracy": retained, "qualifies": qualifies, "p50_ms": p50,
+            "size_bytes": row.get("size_bytes"), "ranked": ranked, "rank": None, "status": status}
+
+
+def _summary(best: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]],
+             reference: Mapping[str, Any], batch_size: int | None) -> str:
+    """The one-line verdict for a recommendation that passed the rule."""
+    name = best["name"]
+    if name == REFERENCE:
+        return (f"Ship {REFERENCE}: it is the fastest ONNX artifact at batch {batch_size} "
+                f"({fmt_ms(best['p50_ms'])} p50) and is itself the accuracy reference "
+                f"({fmt_pct(best['accuracy'], 2)}).")
+    ratios = rows[name].get("vs_reference") or {}
+    speedup = (ratios.get("speedup") or {}).get(str(batch_size))
+    return (f"Ship {name}: {fmt_ratio(speedup)} the speed of {REFERENCE} at batch {batch_size} "
+            f"({fmt_ms(best['p50_ms'])} vs {fmt_ms(reference['p50_ms'])} p50), "
+            f"{_smaller(ratios.get('size_ratio'))}, keeping {fmt_pct(best['retained_accuracy'])} "
+            f"of its test accuracy ({fmt_pct(best['accuracy'], 2)} vs "
+            f"{fmt_pct(reference['accuracy'], 2)}).")
+
+
+def _trade_offs(best: Mapping[str, Any], ranked: list[dict[str, Any]],
+                candidates: list[dict[str, Any]], batch_size: int | None) -> list[dict[str, Any]]:
+    """What choosing `best` gives up or gains against the next best, and against any faster
+    artifact the accuracy floor excluded."""
+    others: list[tuple[str, dict[str, Any]]] = []
+    if len(ranked) > 1:
+        others.append(("runner_up", ranked[1]))
+    others += [("faster_but_below_floor", c) for c in candidates
+               if not c["qualifies"] and c["accuracy"] is not None and c["p50_ms"] is not None
+               and c["p50_ms"] < best["p50_ms"]]
+    result = []
+    for kind, other in others:
+        speedup = _ratio(other["p50_ms"], best["p50_ms"])
+        size_ratio = _ratio(other["size_bytes"], best["size_bytes"])
+        delta = _diff(best["accuracy"], other["accuracy"])
+        if kind == "runner_up":
+            sentence = (f"Against the next best, {other['name']}: {best['name']} has "
+                        f"{fmt_ratio(speedup)} its speed ({fmt_ms(best['p50_ms'])} vs "
+                        f"{fmt_ms(other['p50_ms'])} p50 at batch {batch_size}), is "
+                        f"{_smaller(size_ratio)}, and differs by {fmt_pp(delta)} in test accuracy "
+                        f"({fmt_pct(best['accuracy'], 2)} vs {fmt_pct(other['accuracy'], 2)}).")
+        else:
+            sentence = (f"{other['name']} would be faster ({fmt_ms(other['p50_ms'])} p50, "
+                        f"{fmt_ratio(_ratio(best['p50_ms'], other['p50_ms']))} the speed of "
+                        f"{best['name']}) but keeps only {fmt_pct(other['retained_accuracy'])} of "
+                        f"{REFERENCE}'s test accuracy, below the floor.")
+        result.append({"against": other["name"], "kind": kind, "speedup": speedup,
+                       "size_ratio": size_ratio, "accuracy_delta": delta, "sentence": sentence})
+    return result
+
+
+def _smaller(size_ratio: float | None) -> str:
+    """'3.90× smaller' or '1.25× larger': a size ratio as a reader says it."""
+    if size_ratio is None:
+        return "of unknown relative size"
+    if size_ratio >= 1:
+        return f"{fmt_ratio(size_ratio)} smaller"
+    return f"{fmt_ratio(1 / size_ratio)} larger"
+
+
+# ---------------------------------------------------------------------------------------------
+# artifact rows
+
+
+def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
+                  entry: Mapping[str, Any], skipped: str | None) -> dict[str, Any]:
+    """One artifact: quality from its stage's manifest, speed/memory/size from the bench's."""
+    node = _mapping(_dig(metrics.get(spec.quality_at[0]), *spec.quality_at[1:])) \
+        if spec.quality_at else {}
+    test, validation = _quality(node.get("test")), _quality(node.get("validation"))
+    latency = {str(bs): _latency(stats) for bs, stats in _mapping(entry.get("latency")).items()}
+    memory = _mapping(entry.get("memory"))
+    file_bytes = _int(node.get("bytes")) if len(spec.quality_at) > 1 else None
+    size_bytes, size_source = _int(entry.get("size_bytes")), "bench"
+    if size_bytes is None and file_bytes is not None:
+        size_bytes, size_source = file_bytes, spec.quality_at[0]
+    parameters = _int(entry.get("parameters"))
+    if parameters is None and spec.family == "teacher":
+        parameters = _int(metrics["teacher"].get("parameters"))
+    elif parameters is None and spec.family == "student":
+        parameters = _int(_dig(metrics["distill"], "student", "parameters"))
+    path = entry.get("path") or node.get("path")
+    produced = bool(test or validation or latency or size_bytes is not None or path)
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "runtime": str(entry.get("runtime") or spec.runtime),
+        "precision": spec.precision,
+        "produced": produced,
+        "path": str(path) if path is not None else None,
+        "quality_source": ".".join([*spec.quality_at, "test"]) if spec.quality_at else None,
+        "test": test,
+        "validation": validation,
+        "retained_accuracy": None,  # filled against the reference once every row exists
+        "accuracy_delta": None,
+        "benchmarked": bool(entry),
+        "bench_skipped": skipped,
+        "latency": latency,
+        "memory": ({**{f: _int(memory.get(f)) for f in MEMORY_FIELDS},
+                    "peak_source": memory.get("peak_source")} if memory else None),
+        "runtime_info": dict(_mapping(entry.get("runtime_info"))) or None,  # EP, session options
+        "size_bytes": size_bytes,
+        "size_source": size_source if size_bytes is not None else None,
+        "file_bytes": file_bytes,
+        "parameters": parameters,
+        "vs_reference": None,
+    }
+
+
+def _add_reference_ratios(rows: list[dict[str, Any]], ref: Mapping[str, Any],
+                          batch_sizes: list[int]) -> None:
+    """Retained accuracy and the speed, size and memory ratios of each row to the reference.
+
+    Ratios read reference / artifact, so above 1 always means the artifact is better.
+    """
+    ref_acc = _test_acc(ref)
+    for row in rows:
+        acc = _test_acc(row)
+        row["retained_accuracy"] = _ratio(acc, ref_acc)
+        row["accuracy_delta"] = _diff(acc, ref_acc)
+        speedup = {str(bs): _ratio(_dig(ref["latency"], str(bs), "p50_ms"),
+                                   _dig(row["latency"], str(bs), "p50_ms")) for bs in batch_sizes}
+        row["vs_reference"] = {
+            "speedup": speedup,
+            "size_ratio": _size_ratio(ref, row),
+            "memory_ratio": _ratio(_dig(ref, "memory", "inference_peak_rss_bytes"),
+                                   _dig(row, "memory", "inference_peak_rss_bytes")),
+        }
+
+
+def _size_ratio(ref: Mapping[str, Any], row: Mapping[str, Any]) -> float | None:
+    """Reference bytes / artifact bytes, both measured the same way.
+
+    The bench counts everything needed to run (model + tokenizer); export and quantize count
+    the model file alone. Mixing the two would flatter or punish an artifact, so the ratio uses
+    bench sizes when both rows have them, else model-file sizes when both have those.
+    """
+    if ref.get("size_source") == "bench" and row.get("size_source") == "bench":
+        return _ratio(ref["size_bytes"], row["size_bytes"])
+    return _ratio(ref.get("file_bytes"), row.get("file_bytes"))
+
+
+def _batch_sizes(bench: Mapping[str, Any], models: Mapping[str, Any]) -> list[int]:
+    declared = bench.get("batch_sizes")
+    if isinstance(declared, list) and declared:
+        values = {_int(v) for v in declared}
+    else:
+        values = {_int(k) for entry in models.values()
+                  for k in _mapping(_mapping(entry).get("latency"))}
+    return sorted(v for v in values if v is not None)
+
+
+def _quality(metrics: Any) -> dict[str, Any] | None:
+    if not isinstance(metrics, Mapping):
+        return None
+    per_class = _mapping(metrics.get("per_class"))
+    return {
+        "accuracy": _num(metrics.get("accuracy")),
+        "macro_f1": _num(metrics.get("macro_f1")),
+        "examples": _int(metrics.get("examples")),
+        "per_class": {k: list(v) for k, v in per_class.items() if isinstance(v, list)} or None,
+        "confusion": metrics.get("confusion") if isinstance(metrics.get("confusion"), list)
+        else None,
+    }
+
+
+def _latency(stats: Any) -> dict[str, Any]:
+    stats = _mapping(stats)
+    out: dict[str, Any] = {f: _num(stats.get(f)) for f in LATENCY_FIELDS}
+    out["runs"] = _int(stats.get("runs"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the other sections
+
+
+def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, Any]],
+               ) -> dict[str, Any] | None:
+    """Test F1 per label for every artifact that has it: a fast model that drops a rare class
+    shows here even when its overall accuracy passes the floor."""
+    f1 = {row["name"]: _dig(row, "test", "per_class", "f1") for row in rows}
+    f1 = {name: values for name, values in f1.items() if isinstance(values, list)}
+    if not f1:
+        return None
+    labels = metrics["data"].get("labels")
+    width = max(len(values) for values in f1.values())
+    if not isinstance(labels, list) or len(labels) != width:
+        labels = [str(i) for i in range(width)]
+    supports = (_dig(row, "test", "per_class", "support")
+                for row in sorted(rows, key=lambda r: r["name"] != REFERENCE))  # reference first
+    support = next((s for s in supports if isinstance(s, list)), None)
+    return {"labels": [str(label) for label in labels], "support": support, "f1": f1}
+
+
+def _export(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    models = _mapping(metrics["export"].get("models"))
+    if not models:
+        return None
+    pytorch_acc = {"teacher": _num(_dig(metrics["teacher"], "test", "accuracy")),
+                   "student": _num(_dig(metrics["distill"], "test", "accuracy"))}
+    out = {}
+    for name, entry in models.items():
+        entry = _mapping(entry)
+        parity = _mapping(entry.get("parity"))
+        onnx_acc = _num(_dig(entry, "test", "accuracy"))
+        out[str(name)] = {
+            "path": entry.get("path"),
+            "bytes": _int(entry.get("bytes")),
+            "opset": _int(entry.get("opset")),
+            "max_abs_diff": _num(parity.get("max_abs_diff")),
+            "atol": _num(parity.get("atol")),
+            "passed": parity.get("passed") if isinstance(parity.get("passed"), bool) else None,
+            "shapes": parity.get("shapes"),
+            "test_accuracy": onnx_acc,
+            "pytorch_test_accuracy": pytorch_acc.get(str(name)),
+            "accuracy_delta_vs_pytorch": _diff(onnx_acc, pytorch_acc.get(str(name))),
+        }
+    return {"models": out}
+
+
+def _quantization(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    models = _mapping(metrics["quantize"].get("models"))
+    if not models:
+        return None
+    exported = _mapping(metrics["export"].get("models"))
+    out = {}
+    for name, entry in models.items():
+        entry = _mapping(entry)
+        source = _mapping(exported.get(entry.get("source")))
+        graph = _mapping(entry.get("graph"))
+        fp32 = {k: _num(_dig(source, "test", k)) for k in ("accuracy", "macro_f1")}
+        int8 = {k: _num(_dig(entry, "test", k)) for k in ("accuracy", "macro_f1")}
+        out[str(name)] = {
+            "path": entry.get("path"),
+            "source": entry.get("source"),
+            "mode": entry.get("mode"),
+            "preset": entry.get("preset"),
+            "per_channel": entry.get("per_channel"),
+            "matmul_total": _int(graph.get("matmul_total")),
+            "matmul_int8": _int(graph.get("matmul_int8")),
+            "fp32_bytes": _int(entry.get("fp32_bytes")),
+            "bytes": _int(entry.get("bytes")),
+            "size_ratio": _ratio(_int(entry.get("fp32_bytes")), _int(entry.get("bytes"))),
+            "fp32_test_accuracy": fp32["accuracy"],
+            "test_accuracy": int8["accuracy"],
+            "accuracy_delta": _diff(int8["accuracy"], fp32["accuracy"]),
+            "fp32_test_macro_f1": fp32["macro_f1"],
+            "test_macro_f1": int8["macro_f1"],
+            "macro_f1_delta": _diff(int8["macro_f1"], fp32["macro_f1"]),
+        }
+    return {"models": out}
+
+
+def _training(metrics: Mapping[str, Mapping[str, Any]],
+              manifests: Mapping[str, Manifest | None]) -> dict[str, Any]:
+    teacher, distill = metrics["teacher"], metrics["distill"]
+    out: dict[str, Any] = {"teacher": None, "distill": None}
+    if teacher:
+        out["teacher"] = {
+            "model": teacher.get("model"),
+            "fine_tuned": teacher.get("fine_tuned"),
+            "cache_hit": teacher.get("cache_hit"),
+            "parameters": _int(teacher.get("parameters")),
+            "validation_accuracy": _num(_dig(teacher, "validation", "accuracy")),
+            "test_accuracy": _num(_dig(teacher, "test", "accuracy")),
+            "history": _history(teacher.get("history")),
+            "duration_s": _duration(manifests.get("teacher")),
+        }
+    if distill:
+        manifest = manifests.get("distill")
+        section = _mapping(_dig(manifest.config if manifest else None, "distill"))
+        student = _mapping(distill.get("student"))
+        student_params = _int(student.get("parameters"))
+        out["distill"] = {
+            "recipe": distill.get("recipe"),
+            "temperature": _num(section.get("temperature")),
+            "alpha": _num(section.get("alpha")),
+            "student": {
+                "source": student.get("source"),
+                "layers": student.get("layers"),
+                "num_layers": _int(student.get("num_layers")),
+                "hidden_size": _int(student.get("hidden_size")),
+                "parameters": student_params,
+            },
+            "parameter_ratio": _ratio(_int(teacher.get("parameters")), student_params),
+            "best_epoch": _int(distill.get("best_epoch")),
+            "validation_accuracy": _num(_dig(distill, "validation", "accuracy")),
+            "test_accuracy": _num(_dig(distill, "test", "accuracy")),
+            "reload_max_abs_diff": _num(distill.get("reload_max_abs_diff")),
+            "history": _history(distill.get("history")),
+            "duration_s": _duration(manifest),
+        }
+    return out
+
+
+def _history(history: Any) -> list[dict[str, Any]]:
+    if not isinstance(history, list):
+        return []
+    return [{f: _num(_mapping(h).get(f)) for f in HISTORY_FIELDS} for h in history]
+
+
+def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    data = metrics["data"]
+    if not data:
+        return None
+    return {
+        "source": data.get("source"),
+        "labels": [str(label) for label in data.get("labels") or []],
+        "num_labels": _int(data.get("num_labels")),
+        "splits": {str(k): _int(v) for k, v in _mapping(data.get("splits")).items()},
+        "label_counts": data.get("label_counts"),
+    }
+
+
+def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[str, str],
+               ) -> dict[str, Any]:
+    return {
+        "threads": _int(bench.get("threads")),
+        "sequence_length": _int(bench.get("sequence_length")),
+        "batch_sizes": batch_sizes,
+        "protocol": bench.get("protocol"),
+        "skipped": skipped,
+    }
+
+
+def _environment(manifests: Mapping[str, Manifest | None]) -> dict[str, Any] | None:
+    """The machine that measured speed (the bench's), and any stage that ran elsewhere."""
+    order = ["bench", *reversed(REPORT_INPUTS[:-1])]
+    source = next((n for n in order if manifests.get(n) and manifests[n].environment), None)
+    if source is None:
+        return None
+    env = _mapping(manifests[source].environment)
+    cpu = _mapping(env.get("cpu"))
+    others = [{"stage": name, "cpu_model": _dig(m.environment, "cpu", "model")}
+              for name, m in manifests.items()
+              if m is not None and m.environment and name != source
+              and _dig(m.environment, "cpu", "model") != cpu.get("model")]
+    return {
+        "stage": source,
+        "cpu": {
+            "model": cpu.get("model"),
+            "arch": cpu.get("arch"),
+            "isa": dict(_mapping(cpu.get("isa"))),
+            "logical_cores": _int(cpu.get("logical_cores")),
+            "physical_cores": _int(cpu.get("physical_cores")),
+            "ram_bytes": _int(cpu.get("ram_bytes")),
+        },
+        "os": env.get("os"),
+        "python": env.get("python"),
+        "packages": dict(_mapping(env.get("packages"))),
+        "kdedge_git_sha": env.get("kdedge_git_sha"),
+        "other_machines": others,
+    }
+
+
+def _reproducibility(manifests: Mapping[str, Manifest | None], seed: int | None,
+                     ) -> dict[str, Any]:
+    stages = {name: None if m is None else {"fingerprint": m.fingerprint, "status": m.status,
+                                            "started_at": m.started_at,
+                                            "duration_s": _num(m.duration_s)}
+              for name, m in ((n, manifests.get(n)) for n in REPORT_INPUTS)}
+    shas = [_dig(m.environment, "kdedge_git_sha") for m in manifests.values() if m is not None]
+    return {
+        "seed": seed,
+        "config_path": RESOLVED_CONFIG,
+        "kdedge_git_sha": next((s for s in shas if s), None),
+        "report_kdedge_version": __version__,
+        "stages": stages,
+    }
+
+
+def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | None,
+           rows: Mapping[str, Mapping[str, Any]], missing: list[str],
+           skipped: Mapping[str, str]) -> list[str]:
+    """Warnings a reader must see before trusting the tables."""
+    notes = [f"The {name} stage has no manifest in this run; its parts of the report show n/a."
+             for name in missing]
+    notes += [f"The bench skipped {name}: {reason}." for name, reason in skipped.items()]
+    for name, entry in _mapping(metrics["export"].get("models")).items():
+        parity = _mapping(_mapping(entry).get("parity"))
+        if parity.get("passed") is False:
+            notes.append(f"Export parity FAILED for {name}: max abs diff "
+                         f"{fmt_sci(_num(parity.get('max_abs_diff')))} exceeds atol "
+                         f"{fmt_sci(_num(parity.get('atol')))}; its ONNX outputs do not match "
+                         "PyTorch.")
+    for name, entry in _mapping(metrics["quantize"].get("models")).items():
+        graph = _mapping(_mapping(entry).get("graph"))
+        if graph.get("matmul_int8") == 0:
+            notes.append(f"{name}: no MatMul was quantized to int8, so it cannot be faster than "
+                         "its fp32 source.")
+    isa = _dig(env, "cpu", "isa") if env else None
+    if isinstance(isa, Mapping) and isa and rows["student-int8"].get("benchmarked"):
+        if not (isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("asimddp")):
+            notes.append("This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product "
+                         "instructions: int8 speed-ups measured here understate what such CPUs "
+                         "give.")
+        for name, entry in _mapping(metrics["quantize"].get("models")).items():
+            preset = _mapping(entry).get("preset")
+            if preset == "avx512_vnni" and not isa.get("avx512_vnni"):
+                notes.append(f"{name} was quantized for avx512_vnni, but the bench CPU lacks it.")
+    if env:
+        notes += [f"The {other['stage']} stage ran on another CPU ({other['cpu_model']}); the "
+                  f"environment below is the {env['stage']} stage's, which measured speed."
+                  for other in env["other_machines"]]
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _load(stage_dir: Path) -> Manifest | None:
+    return Manifest.load(stage_dir) if (stage_dir / MANIFEST).is_file() else None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _dig(data: Any, *keys: str | None) -> Any:
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from a manifest, or None: NaN must not reach report.json."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _inf_if_none(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+def _test_acc(row: Mapping[str, Any] | None) -> float | None:
+    return _num(_dig(row, "test", "accuracy"))
+
+
+def _duration(manifest: Manifest | None) -> float | None:
+    return None if manifest is None else _num(manifest.duration_s)
+
+
+def _clean(value: Any) -> Any:
+    """Plain JSON types only: str keys, lists for tuples, None for NaN and infinity."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -1,0 +1,403 @@
+"""Report formats: each turns the report data from compare.py into the text of one file.
+
+Renderers only format: every number they print was computed in compare.py, so report.json
+and report.md always agree. A new format is one function registered in FORMATS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kdedge.registry import Registry
+from kdedge.report.formatting import (
+    NA,
+    fmt_bool,
+    fmt_bytes,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    fmt_pp,
+    fmt_ratio,
+    fmt_sci,
+)
+
+Renderer = Callable[[Mapping[str, Any]], str]
+FORMATS: Registry[Renderer] = Registry("report format")
+
+
+def render(fmt: str, data: Mapping[str, Any]) -> str:
+    """The text of report.<fmt>; an unknown format names the known ones."""
+    return FORMATS.get(fmt)(data)
+
+
+def file_name(fmt: str) -> str:
+    return f"report.{fmt}"
+
+
+@FORMATS.register("json")
+def render_json(data: Mapping[str, Any]) -> str:
+    """The report data as is: the machine-readable report is the data itself."""
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+# Characters that change meaning anywhere in a line or table cell. `<`, `>` and `&` become
+# entities so no label can open an HTML tag; the rest are backslash-escaped.
+_MD_ESCAPES = {c: "\\" + c for c in "\\`*_{}[]|~#$"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_LEADING_BLOCK = re.compile(r"^(\d+)([.)])|^([-+=])")  # would start a list or heading
+
+
+def escape_md(value: Any, *, line_start: bool = False) -> str:
+    """Text from a run (labels, paths, model names) as inert Markdown, on one line.
+
+    line_start: the text opens a line, so a leading "1." or "-" must not start a list. Only
+    then, so versions like "3.11" stay readable inside cells and bullets.
+    """
+    if value is None:
+        return NA
+    text = " ".join(str(value).split())  # newlines would break a table row
+    text = "".join(_MD_ESCAPES.get(c, c) for c in text)
+    if not line_start:
+        return text
+    return _LEADING_BLOCK.sub(lambda m: (f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}"), text,
+                              count=1)
+
+
+def _cell(value: Any) -> str:
+    """Any plain value as a table cell: numbers formatted, strings escaped."""
+    if value is None:
+        return NA
+    if isinstance(value, bool):
+        return fmt_bool(value)
+    if isinstance(value, int):
+        return fmt_int(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (Mapping, list)):
+        return escape_md(json.dumps(value, ensure_ascii=False))
+    return escape_md(value)
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    """A GitHub table; cells arrive formatted and escaped."""
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _bullets(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    return [f"- {key}: {value}" for key, value in pairs]
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+@FORMATS.register("md")
+def render_markdown(data: Mapping[str, Any]) -> str:
+    """The report for a person deciding what to ship: the verdict first, the evidence after."""
+    lines = ["# kdedge deployment report", ""]
+    for section in (_verdict, _notes, _artifacts, _latency, _per_class, _parity, _quantization,
+                    _training, _data, _environment, _reproducibility):
+        part = section(data)
+        if part:
+            lines += [*part, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _verdict(data: Mapping[str, Any]) -> list[str]:
+    rec = data.get("recommendation") or {}
+    name = rec.get("artifact")
+    if name is None:
+        title = "**No recommendation**"
+    elif rec.get("fallback"):
+        title = f"**Recommended: {escape_md(name)}** (fallback: no student met the accuracy floor)"
+    else:
+        title = f"**Recommended: {escape_md(name)}**"
+    lines = ["## Verdict", "", title, "", escape_md(rec.get("summary"), line_start=True), ""]
+    lines += [f"- {escape_md(reason)}" for reason in rec.get("reasons") or []]
+    lines += ["", f"Rule: {escape_md(rec.get('rule'))}"]
+    return lines
+
+
+def _notes(data: Mapping[str, Any]) -> list[str]:
+    notes = data.get("notes") or []
+    return ["## Warnings", "", *[f"- {escape_md(note)}" for note in notes]] if notes else []
+
+
+def _artifacts(data: Mapping[str, Any]) -> list[str]:
+    recommended = _get(data, "recommendation", "artifact")
+    ref = escape_md(data.get("reference"))
+    header = ["Artifact", "Runtime", "Precision", "Test accuracy", "Macro-F1",
+              f"Retained vs {ref}", "Size", f"Size ratio vs {ref}", "Parameters",
+              "Load peak RSS", "Inference peak RSS", f"Memory ratio vs {ref}"]
+    rows = []
+    for row in data.get("artifacts") or []:
+        ratios = row.get("vs_reference") or {}
+        memory = row.get("memory") or {}
+        mark = " (recommended)" if row["name"] == recommended else ""
+        rows.append([
+            escape_md(row["name"]) + mark,
+            escape_md(row.get("runtime")),
+            escape_md(row.get("precision")),
+            fmt_pct(_get(row, "test", "accuracy"), 2),
+            fmt_num(_get(row, "test", "macro_f1"), 4),
+            fmt_pct(row.get("retained_accuracy")),
+            fmt_bytes(row.get("size_bytes")),
+            fmt_ratio(ratios.get("size_ratio")),
+            fmt_int(row.get("parameters")),
+            fmt_bytes(memory.get("load_peak_rss_bytes")),
+            fmt_bytes(memory.get("inference_peak_rss_bytes")),
+            fmt_ratio(ratios.get("memory_ratio")),
+        ])
+    return ["## Artifacts", "",
+            f"Quality is on the test split, each artifact through its own runtime. Ratios read "
+            f"{ref} / artifact, so above 1 is better. Size counts what is needed to run (bench), "
+            "else the model file alone.", "", *_table(header, rows)]
+
+
+def _latency(data: Mapping[str, Any]) -> list[str]:
+    sizes = [str(bs) for bs in data.get("batch_sizes") or []]
+    bench = data.get("benchmark") or {}
+    ref = escape_md(data.get("reference"))
+    lines = ["## Latency", ""]
+    if not sizes:
+        return [*lines, f"No benchmark numbers in this run ({NA})."]
+    lines += [f"Milliseconds per batch at sequence length {fmt_int(bench.get('sequence_length'))} "
+              f"with {fmt_int(bench.get('threads'))} threads; speed-up = {ref} p50 / artifact "
+              "p50 at the same batch size.", ""]
+    header = ["Artifact"]
+    for bs in sizes:
+        header += [f"p50 @{bs}", f"p90 @{bs}", f"p99 @{bs}", f"samples/s @{bs}",
+                   f"speed-up @{bs}"]
+    rows = []
+    for row in data.get("artifacts") or []:
+        cells = [escape_md(row["name"])]
+        for bs in sizes:
+            stats = _get(row, "latency", bs) or {}
+            cells += [fmt_num(stats.get("p50_ms")), fmt_num(stats.get("p90_ms")),
+                      fmt_num(stats.get("p99_ms")),
+                      fmt_num(stats.get("throughput_samples_per_s"), 1),
+                      fmt_ratio(_get(row, "vs_reference", "speedup", bs))]
+        rows.append(cells)
+    return [*lines, *_table(header, rows)]
+
+
+def _per_class(data: Mapping[str, Any]) -> list[str]:
+    per_class = data.get("per_class")
+    if not per_class:
+        return []
+    names = list(per_class["f1"])
+    support = per_class.get("support") or []
+    rows = []
+    for i, label in enumerate(per_class["labels"]):
+        cells = [escape_md(label), fmt_int(support[i] if i < len(support) else None)]
+        for name in names:
+            values = per_class["f1"][name]
+            cells.append(fmt_num(values[i] if i < len(values) else None, 4))
+        rows.append(cells)
+    return ["## Per-class F1 (test)", "",
+            *_table(["Label", "Support", *[escape_md(n) for n in names]], rows)]
+
+
+def _parity(data: Mapping[str, Any]) -> list[str]:
+    models = _get(data, "export", "models")
+    lines = ["## Export parity", ""]
+    if not models:
+        return [*lines, f"No export in this run ({NA})."]
+    rows = [[escape_md(name), escape_md(m.get("path")), fmt_int(m.get("opset")),
+             fmt_sci(m.get("max_abs_diff")), fmt_sci(m.get("atol")),
+             fmt_bool(m.get("passed"), "pass", "FAIL"), _shapes(m.get("shapes")),
+             fmt_pct(m.get("test_accuracy"), 2), fmt_pct(m.get("pytorch_test_accuracy"), 2),
+             fmt_pp(m.get("accuracy_delta_vs_pytorch"))] for name, m in models.items()]
+    header = ["Model", "Path", "Opset", "Max abs diff", "atol", "Result", "Shapes (batch×seq)",
+              "ONNX test accuracy", "PyTorch test accuracy", "Change"]
+    return [*lines, *_table(header, rows)]
+
+
+def _shapes(shapes: Any) -> str:
+    """[[1, 16], [8, 64]] as "1×16, 8×64"."""
+    if not isinstance(shapes, list) or not shapes:
+        return NA
+    return ", ".join("×".join(_cell(d) for d in s) if isinstance(s, list) else _cell(s)
+                     for s in shapes)
+
+
+def _joined(values: Any) -> str:
+    """A list as "0, 2, 4"; anything else as a cell."""
+    return ", ".join(_cell(v) for v in values) if isinstance(values, list) else _cell(values)
+
+
+def _quantization(data: Mapping[str, Any]) -> list[str]:
+    models = _get(data, "quantization", "models")
+    lines = ["## Quantization", ""]
+    if not models:
+        return [*lines, f"No quantized model in this run ({NA})."]
+    for name, q in models.items():
+        lines += [f"### {escape_md(name)}", "", *_bullets([
+            ("source", escape_md(q.get("source"))),
+            ("path", escape_md(q.get("path"))),
+            ("mode", escape_md(q.get("mode"))),
+            ("preset", escape_md(q.get("preset"))),
+            ("per-channel", fmt_bool(q.get("per_channel"))),
+            ("MatMuls quantized", f"{fmt_int(q.get('matmul_int8'))} of "
+                                  f"{fmt_int(q.get('matmul_total'))}"),
+            ("size", f"{fmt_bytes(q.get('fp32_bytes'))} → {fmt_bytes(q.get('bytes'))} "
+                     f"({fmt_ratio(q.get('size_ratio'))} smaller)"),
+            ("test accuracy", f"{fmt_pct(q.get('fp32_test_accuracy'), 2)} → "
+                              f"{fmt_pct(q.get('test_accuracy'), 2)} "
+                              f"({fmt_pp(q.get('accuracy_delta'))})"),
+            ("test macro-F1", f"{fmt_num(q.get('fp32_test_macro_f1'), 4)} → "
+                              f"{fmt_num(q.get('test_macro_f1'), 4)} "
+                              f"({fmt_pp(q.get('macro_f1_delta'))})"),
+        ]), ""]
+    return lines[:-1]
+
+
+def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None) -> list[str]:
+    if not history:
+        return [f"No per-epoch history ({NA})."]
+    rows = [[_cell(h.get("epoch")) + (" (best)" if h.get("epoch") == best_epoch else ""),
+             fmt_num(h.get("train_loss"), 4), fmt_pct(h.get("validation_accuracy"), 2),
+             fmt_num(h.get("seconds"), 1)] for h in history]
+    return _table(["Epoch", "Train loss", "Validation accuracy", "Seconds"], rows)
+
+
+def _training(data: Mapping[str, Any]) -> list[str]:
+    teacher = _get(data, "training", "teacher")
+    distill = _get(data, "training", "distill")
+    lines = ["## Training", "", "### Teacher", ""]
+    if teacher:
+        lines += [*_bullets([
+            ("model", escape_md(teacher.get("model"))),
+            ("fine-tuned here", fmt_bool(teacher.get("fine_tuned"))),
+            ("from cache", fmt_bool(teacher.get("cache_hit"))),
+            ("parameters", fmt_int(teacher.get("parameters"))),
+            ("validation / test accuracy", f"{fmt_pct(teacher.get('validation_accuracy'), 2)} / "
+                                           f"{fmt_pct(teacher.get('test_accuracy'), 2)}"),
+            ("stage time", f"{fmt_num(teacher.get('duration_s'), 1)} s"),
+        ]), "", *_history(teacher.get("history") or [])]
+    else:
+        lines.append(f"No teacher stage in this run ({NA}).")
+    lines += ["", "### Distillation", ""]
+    if distill:
+        student = distill.get("student") or {}
+        lines += [*_bullets([
+            ("recipe", escape_md(distill.get("recipe"))),
+            ("temperature / alpha", f"{fmt_num(distill.get('temperature'))} / "
+                                    f"{fmt_num(distill.get('alpha'))}"),
+            ("student", escape_md(student.get("source"))),
+            ("teacher layers kept", _joined(student.get("layers"))),
+            ("layers / hidden size", f"{fmt_int(student.get('num_layers'))} / "
+                                     f"{fmt_int(student.get('hidden_size'))}"),
+            ("parameters", f"{fmt_int(student.get('parameters'))} "
+                           f"({fmt_ratio(distill.get('parameter_ratio'))} fewer than the teacher)"),
+            ("best epoch", fmt_int(distill.get("best_epoch"))),
+            ("validation / test accuracy", f"{fmt_pct(distill.get('validation_accuracy'), 2)} / "
+                                           f"{fmt_pct(distill.get('test_accuracy'), 2)}"),
+            ("reload max abs diff", fmt_sci(distill.get("reload_max_abs_diff"))),
+            ("stage time", f"{fmt_num(distill.get('duration_s'), 1)} s"),
+        ]), "", *_history(distill.get("history") or [], distill.get("best_epoch"))]
+    else:
+        lines.append(f"No distillation stage in this run ({NA}).")
+    return lines
+
+
+def _data(data: Mapping[str, Any]) -> list[str]:
+    info = data.get("data")
+    lines = ["## Data", ""]
+    if not info:
+        return [*lines, f"No data stage in this run ({NA})."]
+    source = info.get("source")
+    pairs = ([(escape_md(k), _cell(v)) for k, v in _flatten(source)]
+             if isinstance(source, Mapping) else [("source", _cell(source))])
+    splits = info.get("splits") or {}
+    lines += [*_bullets([*pairs, ("splits", ", ".join(f"{escape_md(k)}: {fmt_int(v)}"
+                                                     for k, v in splits.items()) or NA),
+                         ("labels", fmt_int(info.get("num_labels")))]), ""]
+    counts = info.get("label_counts") or {}
+    names = list(splits) or list(counts)
+    rows = [[escape_md(label), *[_cell(_get(counts, split, label)) for split in names]]
+            for label in info.get("labels") or []]
+    return [*lines, *_table(["Label", *[escape_md(n) for n in names]], rows)]
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """{"files": {"all": {"path": p}}} as [("files.all.path", p)]: one readable line each."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            pairs += _flatten(value, f"{name}.")
+        else:
+            pairs.append((name, value))
+    return pairs
+
+
+def _environment(data: Mapping[str, Any]) -> list[str]:
+    env = data.get("environment")
+    bench = data.get("benchmark") or {}
+    lines = ["## Environment", ""]
+    if not env:
+        lines.append(f"No environment recorded ({NA}).")
+    else:
+        cpu = env.get("cpu") or {}
+        isa = ", ".join(f"{escape_md(k)} {fmt_bool(v)}" for k, v in (cpu.get("isa") or {}).items())
+        packages = ", ".join(f"{escape_md(k)} {escape_md(v)}"
+                             for k, v in (env.get("packages") or {}).items())
+        lines += _bullets([
+            ("measured on (stage)", escape_md(env.get("stage"))),
+            ("CPU", f"{escape_md(cpu.get('model'))} ({escape_md(cpu.get('arch'))})"),
+            ("ISA flags", isa or NA),
+            ("cores", f"{fmt_int(cpu.get('physical_cores'))} physical, "
+                      f"{fmt_int(cpu.get('logical_cores'))} logical"),
+            ("RAM", fmt_bytes(cpu.get("ram_bytes"))),
+            ("OS", escape_md(env.get("os"))),
+            ("Python", escape_md(env.get("python"))),
+            ("packages", packages or NA),
+        ])
+    protocol = bench.get("protocol")
+    protocol_text = _settings(protocol)
+    lines += _bullets([
+        ("bench threads (every model)", fmt_int(bench.get("threads"))),
+        ("sequence length", fmt_int(bench.get("sequence_length"))),
+        ("batch sizes", ", ".join(fmt_int(b) for b in bench.get("batch_sizes") or []) or NA),
+        ("benchmark protocol", protocol_text or NA),
+    ])
+    rows = [[escape_md(row["name"]), _settings(row.get("runtime_info")),
+             escape_md(_get(row, "memory", "peak_source"))]
+            for row in data.get("artifacts") or [] if row.get("benchmarked")]
+    if rows:
+        lines += ["", *_table(["Artifact", "Runtime settings", "Peak memory from"], rows)]
+    return lines
+
+
+def _settings(settings: Any) -> str:
+    """{"providers": [...], "intra_op_threads": 4} as "providers CPUExecutionProvider, ..."."""
+    if not isinstance(settings, Mapping) or not settings:
+        return NA
+    return ", ".join(f"{escape_md(k)} {_joined(v)}" for k, v in settings.items())
+
+
+def _reproducibility(data: Mapping[str, Any]) -> list[str]:
+    repro = data.get("reproducibility") or {}
+    rows = [[escape_md(name), escape_md((s or {}).get("fingerprint")),
+             escape_md((s or {}).get("status")), fmt_num((s or {}).get("duration_s"), 1),
+             escape_md((s or {}).get("started_at"))]
+            for name, s in (repro.get("stages") or {}).items()]
+    return ["## Reproducibility", "", *_bullets([
+        ("seed", escape_md(repro.get("seed"))),
+        ("config", escape_md(repro.get("config_path"))),
+        ("kdedge git sha", escape_md(repro.get("kdedge_git_sha"))),
+        ("report written by kdedge", escape_md(repro.get("report_kdedge_version"))),
+    ]), "", *_table(["Stage", "Fingerprint", "Status", "Seconds", "Started"], rows)]

@@ -1,0 +1,104 @@
+"""Teacher stage: load the teacher; fine-tune it when it has no head for these labels.
+
+A fine-tuned teacher is cached in the user cache by fingerprint, so a second run (or another
+run on the same data and teacher settings) skips the fine-tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kdedge.artifacts import copy_tree, read_json, write_json
+from kdedge.data.dataset import load_task
+from kdedge.demo import cache_dir
+from kdedge.distill import losses
+from kdedge.distill.trainer import train
+from kdedge.errors import KdedgeError
+from kdedge.evaluate import evaluate_splits, validation_accuracy
+from kdedge.hf import load_classifier, resolve_source, save_verified
+from kdedge.torch_utils import set_threads
+
+log = logging.getLogger("kdedge")
+
+MODEL_DIR = "model"
+
+
+def run(ctx) -> dict[str, Any]:
+    cfg, max_length = ctx.cfg.teacher, ctx.cfg.data.max_length
+    task = load_task(ctx.input("data"))
+    set_threads(ctx.cfg.run.threads)
+    out = ctx.work / MODEL_DIR
+    cached = _cache_entry(ctx.fingerprint, cfg.model, cfg.revision)
+    if (cached / "metrics.json").is_file():
+        log.info("  fine-tuned teacher found in the cache (%s)", cached)
+        copy_tree(cached / MODEL_DIR, out)
+        return {**read_json(cached / "metrics.json"), "cache_hit": True}
+
+    model, tokenizer, matched = load_classifier(cfg.model, task.id2label, revision=cfg.revision,
+                                                trust_remote_code=cfg.trust_remote_code)
+    if cfg.fine_tune == "never" and not matched:
+        raise KdedgeError(f"Teacher {cfg.model!r} has no classification head for the labels "
+                          f"{task.labels}; set teacher.fine_tune to auto so kdedge trains one.")
+    fine_tune = cfg.fine_tune == "always" or not matched
+    history: list[dict[str, float]] = []
+    if fine_tune:
+        log.info("  fine-tuning the teacher on %d examples (%d epoch(s))", len(task.splits["train"]),
+                 cfg.training.epochs)
+        result = train(model, tokenizer, task.splits["train"], losses.build([("ce", 1.0, {})]),
+                       teacher=lambda batch: None,
+                       evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
+                       cfg=cfg.training, max_length=max_length, seed=ctx.cfg.run.seed,
+                       description="teacher")
+        history = result.history
+    metrics = {
+        "model": cfg.model,
+        "fine_tuned": fine_tune,
+        "cache_hit": False,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "num_layers": model.config.num_hidden_layers,
+        "truncated": {name: truncated(tokenizer, split.texts, max_length)
+                      for name, split in task.splits.items()},
+        "history": history,
+        **evaluate_splits(model, tokenizer, task, max_length),
+    }
+    probe = task.splits["validation"].texts[:8]
+    metrics["reload_max_abs_diff"] = save_verified(model, tokenizer, out, probe, max_length)
+    _store(cached, out, metrics)
+    return metrics
+
+
+def truncated(tokenizer: Any, texts: list[Any], max_length: int) -> int:
+    """How many texts are longer than max_length tokens (and so lose their end)."""
+    from kdedge.evaluate import encode
+
+    lengths = encode(tokenizer, texts, max_length=10**6, return_tensors=None, padding=False)
+    return sum(len(ids) > max_length for ids in lengths["input_ids"])
+
+
+def _cache_entry(fingerprint: str, source: str, revision: str | None) -> Path:
+    """Cache folder keyed by the stage fingerprint and the teacher files' identity."""
+    location = resolve_source(source)
+    identity = [location, revision]
+    folder = Path(location)
+    if folder.is_dir():  # a local teacher: its files' names, sizes and times stand for content
+        identity += [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in sorted(folder.rglob("*")) if p.is_file()]
+    key = hashlib.sha256(repr([fingerprint, identity]).encode()).hexdigest()[:20]
+    return cache_dir() / "teachers" / key
+
+
+def _store(cached: Path, model_dir: Path, metrics: dict[str, Any]) -> None:
+    tmp = cached.with_name(cached.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        copy_tree(model_dir, tmp / MODEL_DIR)
+        write_json(tmp / "metrics.json", metrics)
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)
+    except OSError as err:  # the cache is an optimization: a full disk there must not fail the run
+        log.warning("  could not cache the fine-tuned teacher (%s)", err)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""Golden values for the loss modules, computed by hand for fixed logits."""
+
+import math
+
+import pytest
+import torch
+
+from kdedge.distill import losses
+from kdedge.distill.outputs import Outputs
+from kdedge.errors import KdedgeError
+
+STUDENT = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+TEACHER = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+BATCH = {"labels": torch.tensor([0, 1])}
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+
+def _softmax(row: list[float], t: float) -> list[float]:
+    exps = [math.exp(v / t) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def test_kl_matches_hinton_formula_with_t_squared() -> None:
+    t = 2.0
+    expected = t * t * sum(_kl(_softmax(tr, t), _softmax(sr, t))
+                           for tr, sr in zip(TEACHER.tolist(), STUDENT.tolist(), strict=True)) / 2
+    got = losses.SoftTargetKL(temperature=t)(Outputs(STUDENT), Outputs(TEACHER), BATCH)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(got) == pytest.approx(0.2363863, abs=1e-6)  # golden value
+
+
+def test_kl_is_zero_when_student_equals_teacher() -> None:
+    got = losses.SoftTargetKL(4.0)(Outputs(TEACHER), Outputs(TEACHER), BATCH)
+    assert float(got) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ce_and_weighted_sum() -> None:
+    ce = float(losses.HardLabelCE()(Outputs(STUDENT), None, BATCH))
+    assert ce == pytest.approx(0.2200948, abs=1e-6)  # (ln(1+e^-2) + ln(1+e^-1)) / 2
+    combined = losses.build([("kl", 0.5, {"temperature": 2.0}), ("ce", 0.5, {})])
+    total, parts = combined(Outputs(STUDENT), Outputs(TEACHER), BATCH)
+    assert float(total) == pytest.approx(0.5 * 0.2363863 + 0.5 * ce, abs=1e-6)
+    assert set(parts) == {"kl", "ce"}
+
+
+def test_logit_mse() -> None:
+    got = losses.LogitMSE()(Outputs(STUDENT), Outputs(TEACHER), BATCH)
+    assert float(got) == pytest.approx((1 + 0 + 0 + 4) / 4)
+
+
+def test_unknown_loss_lists_the_known_ones() -> None:
+    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: ce, kl, mse_logits"):
+        losses.build([("kld", 1.0, {})])

@@ -1,0 +1,183 @@
+"""The whole chain on a tiny random BERT and a toy dataset: every stage, resume and re-runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdedge import pipeline
+from kdedge.artifacts import Manifest
+from kdedge.config import KdedgeConfig, build_config
+
+TINY = {
+    "data.text_columns": ["sentence"], "data.label_column": "sentiment", "data.max_length": 32,
+    "teacher.training.epochs": 6, "teacher.training.learning_rate": 3e-3,
+    "teacher.training.batch_size": 16,
+    "distill.student": "2", "distill.training.epochs": 3, "distill.training.learning_rate": 3e-3,
+    "distill.training.batch_size": 16,
+    "bench.batch_sizes": [1, 4], "bench.warmup_runs": 1, "bench.min_runs": 3,
+    "bench.min_duration_s": 0, "bench.threads": 1, "run.threads": 2,
+}
+
+
+def tiny_config(csv: Path, teacher: Path, out: Path, **extra: Any) -> KdedgeConfig:
+    return build_config(overrides={**TINY, "data.source": str(csv), "teacher.model": str(teacher),
+                                   "run.out": str(out), **extra})
+
+
+def run_fresh(cfg: KdedgeConfig) -> Path:
+    pipeline.prepare_run(cfg, cfg.run.out, resume=False, force=True)
+    pipeline.run(cfg, cfg.run.out)
+    return cfg.run.out
+
+
+def manifest(run_dir: Path, stage: str) -> Manifest:
+    return Manifest.load(run_dir / pipeline.stage_dirname(stage))
+
+
+def started(run_dir: Path) -> dict[str, str]:
+    return {s: manifest(run_dir, s).started_at + str(manifest(run_dir, s).duration_s)
+            for s in pipeline.STAGE_NAMES}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_csv: Path, tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+             ) -> tuple[KdedgeConfig, Path]:
+    cfg = tiny_config(tiny_csv, tiny_encoder_dir, tmp_path_factory.mktemp("runs") / "tiny")
+    return cfg, run_fresh(cfg)
+
+
+def test_every_stage_leaves_a_verified_manifest(tiny_run: tuple[KdedgeConfig, Path]) -> None:
+    cfg, run_dir = tiny_run
+    fps = pipeline.fingerprints(cfg)
+    for stage in pipeline.STAGES:
+        folder = run_dir / pipeline.stage_dirname(stage.name)
+        m = Manifest.load(folder)
+        assert m.status == "complete" and m.fingerprint == fps[stage.name]
+        assert set(m.inputs) == set(stage.inputs)
+        assert m.outputs and m.verify(folder) is None
+        assert m.environment["cpu"]["logical_cores"] >= 1
+    assert not list(run_dir.glob(".*.partial"))
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert list(summary["stages"]) == list(pipeline.STAGE_NAMES)
+    assert (run_dir / "config.resolved.yaml").is_file()
+
+
+def test_models_learn_and_survive_export_and_int8(tiny_run: tuple[KdedgeConfig, Path]) -> None:
+    _, run_dir = tiny_run
+    teacher, distill = manifest(run_dir, "teacher").metrics, manifest(run_dir, "distill").metrics
+    assert teacher["fine_tuned"] and not teacher["cache_hit"]
+    assert teacher["test"]["accuracy"] >= 0.9  # the toy task is told by one word
+    assert distill["test"]["accuracy"] >= 0.9
+    assert distill["student"]["layers"] == [1, 3] and distill["student"]["num_layers"] == 2
+    assert distill["reload_max_abs_diff"] == 0.0
+    exported = manifest(run_dir, "export").metrics["models"]
+    for name in ("teacher", "student"):
+        parity = exported[name]["parity"]
+        assert parity["passed"] and parity["max_abs_diff"] <= 1e-4
+        assert parity["shapes"][0][0] == 1 and parity["shapes"][1][0] > 1
+    assert exported["student"]["test"]["accuracy"] == distill["test"]["accuracy"]
+    int8 = manifest(run_dir, "quantize").metrics["models"]["student-int8"]
+    # 2 layers x (Q, K, V, out, QK^T, attn.V, 2 FFN) + pooler + classifier = 18 MatMuls, all int8
+    assert int8["graph"]["matmul_total"] == 18
+    assert int8["graph"]["matmul_int8"] == 18 and int8["graph"]["matmul_fp32_left"] == 0
+    assert int8["test"]["accuracy"] >= 0.9
+
+
+def test_bench_and_report_cover_every_model(tiny_run: tuple[KdedgeConfig, Path]) -> None:
+    _, run_dir = tiny_run
+    bench = manifest(run_dir, "bench").metrics
+    assert set(bench["models"]) == {"teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8"}
+    assert bench["skipped"] == {} and bench["threads"] == 1 and bench["sequence_length"] == 32
+    for result in bench["models"].values():
+        assert set(result["latency"]) == {"1", "4"}
+        row = result["latency"]["1"]
+        assert row["runs"] >= 3 and 0 < row["p50_ms"] <= row["p99_ms"]
+        assert result["size_bytes"] > 0 and result["memory"]["inference_peak_rss_bytes"] > 0
+    report_dir = run_dir / pipeline.stage_dirname("report")
+    assert (report_dir / "report.md").is_file()
+    data = json.loads((report_dir / "report.json").read_text())
+    assert data["schema_version"] == 1
+
+
+def test_resume_skips_every_unchanged_stage(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    before = started(run_dir)
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": run_dir})})
+    pipeline.prepare_run(cfg, run_dir, resume=True, force=False)
+    pipeline.run(cfg, run_dir, resume=True)
+    assert started(run_dir) == before
+
+
+def test_config_change_reruns_that_stage_and_downstream_only(
+        tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    before = started(run_dir)
+    changed = build_config(overrides={**json_overrides(cfg), "run.out": str(run_dir),
+                                      "distill.alpha": 0.9})
+    pipeline.run(changed, run_dir, resume=True)
+    after = started(run_dir)
+    assert [s for s in pipeline.STAGE_NAMES if after[s] == before[s]] == ["data", "teacher"]
+    assert manifest(run_dir, "distill").config["distill"]["alpha"] == 0.9
+
+
+def test_a_corrupted_artifact_is_detected_and_its_stage_reruns(
+        tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    before = started(run_dir)
+    onnx = run_dir / pipeline.stage_dirname("quantize") / "student-int8" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": run_dir})})
+    pipeline.run(cfg, run_dir, resume=True)
+    after = started(run_dir)
+    assert [s for s in pipeline.STAGE_NAMES if after[s] != before[s]] == ["quantize", "bench", "report"]
+    assert manifest(run_dir, "quantize").verify(onnx.parent.parent) is None
+
+
+def test_a_second_run_reuses_the_cached_teacher(tiny_run: tuple[KdedgeConfig, Path],
+                                                tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    again = build_config(overrides={**json_overrides(cfg), "run.out": str(tmp_path / "again"),
+                                    "bench.models": ["student-onnx"]})
+    pipeline.prepare_run(again, again.run.out, resume=False, force=False)
+    pipeline.run(again, again.run.out, only=("data", "teacher"))
+    first, second = manifest(source, "teacher").metrics, manifest(again.run.out, "teacher").metrics
+    assert second["cache_hit"] and not first["cache_hit"]
+    assert second["test"] == first["test"]
+
+
+def test_a_stage_alone_needs_its_inputs(tmp_path: Path, tiny_run: tuple[KdedgeConfig, Path]) -> None:
+    from kdedge.errors import KdedgeError
+
+    cfg, _ = tiny_run
+    empty = tmp_path / "empty"
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": empty})})
+    pipeline.prepare_run(cfg, empty, resume=False, force=False)
+    with pytest.raises(KdedgeError, match=r"Stage 'data' has not completed in .*; run `kdedge "
+                                          r"compress --resume --out"):
+        pipeline.run(cfg, empty, only=("quantize",))
+
+
+def json_overrides(cfg: KdedgeConfig) -> dict[str, Any]:
+    """A config as dotted overrides, to rebuild it with a change."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node
+
+    walk("", cfg.model_dump(mode="json"))
+    return flat

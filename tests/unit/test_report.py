@@ -1,0 +1,299 @@
+"""Report stage: values from fake manifests with known numbers, never a real model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdedge.artifacts import Manifest
+from kdedge.config import build_config, dump_config
+from kdedge.errors import KdedgeError
+from kdedge.pipeline import RESOLVED_CONFIG, StageContext, stage_dirname
+from kdedge.report import stage
+from kdedge.report.compare import ARTIFACTS, build_report_from_run
+from kdedge.report.render import escape_md, render, render_json, render_markdown
+
+LABELS = ["neg", "pos"]
+# Known numbers: the reference teacher-onnx is 10 ms at batch 1 and 400 kB (bench size).
+ACCURACY = {"teacher-pytorch": 0.90, "teacher-onnx": 0.90, "student-pytorch": 0.88,
+            "student-onnx": 0.88, "student-int8": 0.87}
+P50 = {"teacher-pytorch": 12.0, "teacher-onnx": 10.0, "student-onnx": 4.0, "student-int8": 2.0}
+SIZE = {"teacher-pytorch": 500_000, "teacher-onnx": 400_000, "student-onnx": 200_000,
+        "student-int8": 100_000}
+ENV = {"cpu": {"model": "Test CPU 9000", "arch": "x86_64",
+               "isa": {"avx2": True, "avx512f": True, "avx512_vnni": True},
+               "logical_cores": 8, "physical_cores": 4, "ram_bytes": 16 * 2**30},
+       "os": "Linux 6.0", "python": "3.11.9",
+       "packages": {"torch": "2.13.0", "onnxruntime": "1.22.0"}, "kdedge_git_sha": "abc123"}
+
+
+def quality(accuracy: float, labels: list[str] = LABELS) -> dict[str, Any]:
+    """A metrics block M whose numbers are derived from one accuracy."""
+    n = len(labels)
+    return {"accuracy": accuracy, "macro_f1": accuracy - 0.01, "examples": 100,
+            "per_class": {"precision": [accuracy] * n, "recall": [accuracy] * n,
+                          "f1": [accuracy - 0.01] * n, "support": [50] * n},
+            "confusion": [[0] * n for _ in range(n)]}
+
+
+def latency(p50: float, batch: int) -> dict[str, Any]:
+    return {"batch_size": batch, "sequence_length": 64, "runs": 50, "mean_ms": p50 * 1.1,
+            "p50_ms": p50, "p90_ms": p50 * 1.2, "p95_ms": p50 * 1.3, "p99_ms": p50 * 1.5,
+            "stdev_ms": 0.1, "min_ms": p50 * 0.9, "max_ms": p50 * 2,
+            "throughput_samples_per_s": 1000 * batch / (p50 * batch)}
+
+
+def fake_metrics(accuracy: dict[str, float], p50: dict[str, float],
+                 labels: list[str] = LABELS) -> dict[str, dict[str, Any]]:
+    """Every stage's metrics, shaped as the other stages write them."""
+    history = [{"epoch": e, "train_loss": 1.0 / e, "validation_accuracy": 0.8 + e / 100,
+                "seconds": 3.0} for e in (1, 2, 3)]
+    bench_models = {
+        name: {"runtime": "pytorch" if name.endswith("pytorch") else "onnxruntime",
+               "path": f"{name}/model", "size_bytes": SIZE[name], "parameters": None,
+               "memory": {"baseline_rss_bytes": 100, "load_peak_rss_bytes": 2000,
+                          "inference_peak_rss_bytes": SIZE[name] * 2, "peak_source": "sampled"},
+               "runtime_info": {"providers": ["CPUExecutionProvider"], "intra_op_threads": 4},
+               "latency": {"1": latency(ms, 1), "32": latency(ms * 10, 32)}}
+        for name, ms in p50.items()
+    }
+    return {
+        "data": {"source": {"kind": "local", "files": {"all": {"path": "toy.csv"}}},
+                 "labels": labels,
+                 "num_labels": len(labels),
+                 "splits": {"train": 800, "validation": 100, "test": 100},
+                 "label_counts": {s: {label: 10 for label in labels}
+                                  for s in ("train", "validation", "test")}},
+        "teacher": {"model": "demo", "fine_tuned": True, "cache_hit": False,
+                    "parameters": 4_000_000,
+                    "validation": quality(accuracy["teacher-pytorch"], labels),
+                    "test": quality(accuracy["teacher-pytorch"], labels), "history": history[:1]},
+        "distill": {"recipe": "kd", "student": {"source": "3", "layers": [0, 2, 4], "num_layers": 3,
+                                               "hidden_size": 32, "parameters": 1_000_000},
+                    "validation": quality(accuracy["student-pytorch"], labels),
+                    "test": quality(accuracy["student-pytorch"], labels), "best_epoch": 2,
+                    "history": history, "reload_max_abs_diff": 0.0},
+        "export": {"models": {
+            role: {"path": role, "bytes": SIZE[f"{role}-onnx"] - 1000, "opset": 17,
+                   "parity": {"max_abs_diff": 2e-6, "atol": 1e-4, "passed": True,
+                              "shapes": [[1, 16], [8, 64]]},
+                   "validation": quality(accuracy[f"{role}-onnx"], labels),
+                   "test": quality(accuracy[f"{role}-onnx"], labels)}
+            for role in ("teacher", "student")}},
+        "quantize": {"models": {"student-int8": {
+            "path": "student-int8", "source": "student", "mode": "dynamic",
+            "preset": "avx512_vnni", "per_channel": False, "bytes": 99_000,
+            "fp32_bytes": 199_000, "graph": {"matmul_total": 20, "matmul_int8": 18},
+            "validation": quality(accuracy["student-int8"], labels),
+            "test": quality(accuracy["student-int8"], labels)}}},
+        "bench": {"threads": 4, "sequence_length": 64, "batch_sizes": [1, 32],
+                  "protocol": {"warmup_runs": 10, "min_runs": 50, "min_duration_s": 5.0},
+                  "models": bench_models, "skipped": {}},
+    }
+
+
+def write_run(root: Path, metrics: dict[str, dict[str, Any]], *,
+              min_retained: float = 0.95, seed: int = 7) -> Path:
+    """A fake run directory: config.resolved.yaml plus NN_stage/manifest.json per stage."""
+    cfg = build_config({"run": {"seed": seed},
+                        "report": {"min_retained_accuracy": min_retained}})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / RESOLVED_CONFIG).write_text(dump_config(cfg))
+    for i, (name, stage_metrics) in enumerate(metrics.items()):
+        folder = root / stage_dirname(name)
+        folder.mkdir()
+        Manifest(stage=name, fingerprint=f"fp{i:014d}", config={name: {}, "seed": seed},
+                 inputs={}, started_at="2025-01-01T00:00:00+00:00", duration_s=1.5,
+                 metrics=stage_metrics, environment=ENV).save(folder)
+    return root
+
+
+def row(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(r for r in report["artifacts"] if r["name"] == name)
+
+
+def test_recommends_fastest_artifact_that_keeps_enough_accuracy(tmp_path: Path) -> None:
+    report = build_report_from_run(write_run(tmp_path, fake_metrics(ACCURACY, P50)))
+    rec = report["recommendation"]
+    assert rec["artifact"] == "student-int8"
+    assert rec["fallback"] is False
+    assert rec["accuracy_floor"] == pytest.approx(0.95 * 0.90)
+    assert [c["rank"] for c in rec["candidates"]] == [3, 2, 1]
+    runner_up = rec["trade_offs"][0]
+    assert runner_up["against"] == "student-onnx" and runner_up["kind"] == "runner_up"
+    assert runner_up["speedup"] == pytest.approx(4.0 / 2.0)
+    assert runner_up["accuracy_delta"] == pytest.approx(0.87 - 0.88)
+    assert rec["headline"]["speedup"] == pytest.approx(10.0 / 2.0)
+    assert rec["headline"]["retained_accuracy"] == pytest.approx(0.87 / 0.90)
+
+
+def test_falls_back_when_fast_artifact_loses_too_much(tmp_path: Path) -> None:
+    accuracy = {**ACCURACY, "student-int8": 0.80}  # 88.9% of the teacher: below 95%
+    rec = build_report_from_run(write_run(tmp_path, fake_metrics(accuracy, P50)))["recommendation"]
+    assert rec["artifact"] == "student-onnx"
+    excluded = [t for t in rec["trade_offs"] if t["kind"] == "faster_but_below_floor"]
+    assert [t["against"] for t in excluded] == ["student-int8"]
+    assert any("student-int8" in r and "below the 95.0% floor" in r for r in rec["reasons"])
+
+
+def test_recommends_teacher_when_no_student_keeps_enough(tmp_path: Path) -> None:
+    accuracy = {**ACCURACY, "student-onnx": 0.84, "student-int8": 0.80}
+    rec = build_report_from_run(write_run(tmp_path, fake_metrics(accuracy, P50)))["recommendation"]
+    assert rec["artifact"] == "teacher-onnx"
+    assert rec["fallback"] is True
+    assert "no compressed artifact keeps at least 95.0%" in rec["summary"]
+    assert {t["against"] for t in rec["trade_offs"]} == {"student-onnx", "student-int8"}
+
+
+def test_floor_is_inclusive_and_read_from_the_run_config(tmp_path: Path) -> None:
+    accuracy = {**ACCURACY, "teacher-onnx": 0.80, "student-int8": 0.76}  # exactly 95% of 0.80
+    run = write_run(tmp_path / "a", fake_metrics(accuracy, P50))
+    assert build_report_from_run(run)["recommendation"]["artifact"] == "student-int8"
+    strict = write_run(tmp_path / "b", fake_metrics(accuracy, P50), min_retained=0.99)
+    assert build_report_from_run(strict)["recommendation"]["artifact"] == "student-onnx"
+
+
+def test_latency_tie_goes_to_the_smaller_artifact(tmp_path: Path) -> None:
+    p50 = {**P50, "student-onnx": 2.0}  # same p50 as student-int8, twice its size
+    rec = build_report_from_run(write_run(tmp_path, fake_metrics(ACCURACY, p50)))["recommendation"]
+    assert rec["artifact"] == "student-int8"
+    assert rec["trade_offs"][0]["size_ratio"] == pytest.approx(2.0)
+
+
+def test_speedup_and_size_ratios_against_teacher_onnx(tmp_path: Path) -> None:
+    report = build_report_from_run(write_run(tmp_path, fake_metrics(ACCURACY, P50)))
+    int8 = row(report, "student-int8")["vs_reference"]
+    assert int8["speedup"] == {"1": pytest.approx(10.0 / 2.0), "32": pytest.approx(100.0 / 20.0)}
+    assert int8["size_ratio"] == pytest.approx(400_000 / 100_000)
+    assert int8["memory_ratio"] == pytest.approx(800_000 / 200_000)
+    assert row(report, "student-onnx")["vs_reference"]["speedup"]["1"] == pytest.approx(2.5)
+    assert row(report, "teacher-pytorch")["vs_reference"]["speedup"]["1"] == pytest.approx(10 / 12)
+    assert row(report, "teacher-onnx")["vs_reference"]["size_ratio"] == pytest.approx(1.0)
+    assert row(report, "student-int8")["retained_accuracy"] == pytest.approx(0.87 / 0.90)
+    quant = report["quantization"]["models"]["student-int8"]
+    assert quant["accuracy_delta"] == pytest.approx(0.87 - 0.88)
+    assert quant["size_ratio"] == pytest.approx(199_000 / 99_000)
+    assert quant["matmul_int8"] == 18
+    assert report["training"]["distill"]["parameter_ratio"] == pytest.approx(4.0)
+    md = render_markdown(report)
+    assert "| student-int8 (recommended) | onnxruntime | int8 | 87.00% |" in md
+    assert "5.00×" in md and "4.00×" in md
+
+
+def test_markdown_escapes_user_strings(tmp_path: Path) -> None:
+    label = "a|b <b>bold</b> *x*"
+    metrics = fake_metrics(ACCURACY, P50, labels=["ok_label", label])
+    metrics["teacher"]["model"] = "`evil` [link](http://x)"
+    md = render_markdown(build_report_from_run(write_run(tmp_path, metrics)))
+    assert label not in md and "<b>" not in md
+    escaped = r"a\|b &lt;b&gt;bold&lt;/b&gt; \*x\*"
+    assert escape_md(label) == escaped
+    assert f"| {escaped} |" in md  # its row in the per-class and label tables
+    assert r"ok\_label" in md
+    assert r"\`evil\` \[link\](http://x)" in md
+    assert escape_md("1. not a list\nsecond line", line_start=True) == r"1\. not a list second line"
+    assert escape_md("- item", line_start=True) == r"\- item"
+    assert escape_md("3.11.9") == "3.11.9"  # inside a cell or bullet a version stays readable
+
+
+def test_stage_writes_reports_that_round_trip(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", fake_metrics(ACCURACY, P50))
+    work = run / ".07_report.partial"
+    work.mkdir()
+    cfg = build_config({"run": {"seed": 7}})
+    ctx = StageContext(cfg, run, work, fingerprint="f", input_fingerprints={})
+    summary = stage.run(ctx)
+    assert summary["recommended"] == "student-int8"
+    assert summary["speedup"] == pytest.approx(5.0)
+    assert summary["size_ratio"] == pytest.approx(4.0)
+    assert summary["files"] == ["report.json", "report.md"]
+    json.dumps(summary, allow_nan=False)  # it goes into the manifest
+
+    data = json.loads((work / "report.json").read_text(encoding="utf-8"))
+    assert data["schema_version"] == 1
+    assert data == build_report_from_run(run)
+    assert json.loads(render_json(data)) == data
+    assert data["reproducibility"]["seed"] == 7
+    assert data["reproducibility"]["config_path"] == "config.resolved.yaml"
+    assert data["reproducibility"]["stages"]["distill"]["fingerprint"] == "fp00000000000002"
+    assert data["environment"]["cpu"]["isa"]["avx512_vnni"] is True
+
+    md = (work / "report.md").read_text(encoding="utf-8")
+    assert md.index("## Verdict") < md.index("## Artifacts")
+    for name in ARTIFACTS:
+        assert f"| {name}" in md
+    for text in ("Test CPU 9000", "avx512\\_vnni yes", "fp00000000000005", "config.resolved.yaml",
+                 "18 of 20", "2.00e-06", "pass", "- files.all.path: toy.csv",
+                 "| teacher-pytorch | 12.00 | 14.40 | 18.00 | 83.3 | 0.83× |",
+                 "providers CPUExecutionProvider, intra\\_op\\_threads 4"):
+        assert text in md
+
+
+def test_missing_parts_render_as_na(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    del metrics["quantize"]
+    bench = metrics["bench"]
+    del bench["models"]["student-int8"]
+    bench["models"]["student-onnx"] = {}  # entry present but empty
+    bench["skipped"] = {"student-int8": "no int8 model in this run"}
+    report = build_report_from_run(write_run(tmp_path, metrics))
+    assert report["missing_stages"] == ["quantize"]
+    assert report["quantization"] is None
+    assert row(report, "student-int8")["produced"] is False
+    assert row(report, "student-onnx")["vs_reference"]["speedup"]["1"] is None
+    # student-onnx qualifies but has no latency: the teacher is the safe default
+    assert report["recommendation"]["artifact"] == "teacher-onnx"
+    md = render_markdown(report)
+    assert "| student-int8 | n/a | n/a | n/a | n/a | n/a |" in md
+    assert "No quantized model in this run (n/a)." in md
+    assert "The bench skipped student-int8: no int8 model in this run." in md
+    json.loads(render_json(report))
+
+
+def test_empty_run_does_not_crash(tmp_path: Path) -> None:
+    report = build_report_from_run(tmp_path)
+    assert report["recommendation"]["artifact"] is None
+    md = render_markdown(report)
+    assert "**No recommendation**" in md
+    assert "None" not in md
+    for name in ARTIFACTS:
+        assert f"| {name} |" in md
+
+
+def test_nan_in_a_manifest_becomes_null(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    broken = copy.deepcopy(metrics)
+    broken["export"]["models"]["student"]["parity"]["max_abs_diff"] = float("nan")
+    report = build_report_from_run(write_run(tmp_path, broken))
+    assert report["export"]["models"]["student"]["max_abs_diff"] is None
+    json.loads(render_json(report))
+
+
+def test_unknown_format_lists_the_known_ones() -> None:
+    with pytest.raises(KdedgeError, match="known: json, md"):
+        render("html", {})
+
+
+def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    metrics["export"]["models"]["student"]["parity"].update(max_abs_diff=0.5, passed=False)
+    run = write_run(tmp_path, metrics)
+    bench_dir = run / stage_dirname("bench")
+    manifest = Manifest.load(bench_dir)
+    manifest.environment = copy.deepcopy(ENV)
+    manifest.environment["cpu"].update(model="Old CPU", isa={"avx2": True, "avx512_vnni": False})
+    manifest.save(bench_dir)
+    report = build_report_from_run(run)
+    notes = " ".join(report["notes"])
+    assert "Export parity FAILED for student: max abs diff 5.00e-01 exceeds atol 1.00e-04" in notes
+    assert "no VNNI" in notes
+    assert "student-int8 was quantized for avx512_vnni, but the bench CPU lacks it." in notes
+    assert "The data stage ran on another CPU (Test CPU 9000)" in notes
+    assert report["environment"]["cpu"]["model"] == "Old CPU"
+    md = render_markdown(report)
+    assert md.index("## Warnings") < md.index("## Artifacts")
+    assert "| student | student | 17 | 5.00e-01 | 1.00e-04 | FAIL |" in md
