@@ -21,6 +21,12 @@ def run(ctx) -> dict[str, Any]:
     cfg: DataConfig = ctx.cfg.data
     tables, identity = load_tables(cfg)
     tables = {name: _select(table, cfg, name) for name, table in tables.items()}
+    for name in [n for n, t in tables.items() if t.empty and n in ("validation", "test")]:
+        log.warning("  the source's %s split has no labels; carving one out of train instead", name)
+        del tables[name]  # e.g. GLUE test splits, whose labels are hidden
+    if any(t.empty for t in tables.values()):
+        raise KdedgeError(f"The data in {cfg.source!r} has no rows with both text and label; check the "
+                          "file and the column names.")
     splits = make_splits(tables, cfg, ctx.cfg.run.seed)
     labels = label_names(splits["train"], cfg.label_column)
     for name, table in splits.items():
@@ -57,9 +63,6 @@ def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
     table = table[table["label"].astype(str).str.len() > 0]
     if before - len(table):
         log.warning("  dropped %d %s rows with a missing text or label", before - len(table), split)
-    if table.empty:
-        raise KdedgeError(f"The {split} data has no rows with both text and label; check "
-                          f"{cfg.source!r} and the column names.")
     for column in names[:-1]:
         table[column] = table[column].astype(str)
     return table.reset_index(drop=True)

@@ -117,3 +117,14 @@ def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture
     monkeypatch.setitem(cli_main._state, "debug", False)  # restored after the test
     with pytest.raises(KdedgeError, match="does not exist"):
         main()
+
+
+def test_an_empty_dataset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n,\n")
+    code, _, err = run_cli(["compress", "--data", str(empty), "--out", str(tmp_path / "r")],
+                           capsys, monkeypatch)
+    assert code == 2
+    assert error_line(err) == (f"error: The data in {str(empty)!r} has no rows with both text and "
+                               "label; check the file and the column names.")

@@ -46,7 +46,7 @@ def test_bad_value_names_the_key_and_value() -> None:
 
 
 def test_conflicting_sequence_lengths_are_refused() -> None:
-    with pytest.raises(KdedgeError, match="bench.sequence_length 256 exceeds data.max_length 64"):
+    with pytest.raises(KdedgeError, match=r"bench\.sequence_length 256 exceeds data\.max_length 64"):
         build_config(overrides={"bench.sequence_length": 256})
 
 

@@ -1,0 +1,51 @@
+"""The whole `kdedge compress` on a slice of the real demo: MiniLM teacher, Rotten Tomatoes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdedge.artifacts import Manifest
+from kdedge.pipeline import STAGE_NAMES, stage_dirname
+from kdedge_cli import main as cli_main
+
+pytestmark = pytest.mark.integration
+
+SLICE = ["--max-train-samples", "800", "--set", "data.max_eval_samples=300",
+         "--set", "distill.training.epochs=2", "--set", "bench.min_duration_s=0.5",
+         "--set", "bench.min_runs=10", "--set", "bench.warmup_runs=3"]
+
+
+def test_compress_on_a_slice_of_the_demo(demo_cache: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "demo"
+    monkeypatch.setattr(sys, "argv", ["kdedge", "compress", "--out", str(run_dir), *SLICE])
+    monkeypatch.setitem(cli_main._state, "debug", True)  # a failure here should show its traceback
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "Recommended: " in out
+
+    metrics = {name: Manifest.load(run_dir / stage_dirname(name)).metrics for name in STAGE_NAMES}
+    assert metrics["data"]["splits"] == {"train": 800, "validation": 300, "test": 300}
+    assert metrics["data"]["labels"] == ["fresh", "rotten"]
+    teacher = metrics["teacher"]
+    assert teacher["fine_tuned"] and teacher["parameters"] > 22_000_000
+    assert teacher["test"]["accuracy"] >= 0.65  # an untrained head scores about 0.5
+    assert metrics["distill"]["student"]["layers"] == [1, 3, 5]
+    for name in ("teacher", "student"):
+        assert metrics["export"]["models"][name]["parity"]["max_abs_diff"] <= 1e-4
+    int8 = metrics["quantize"]["models"]["student-int8"]
+    assert int8["graph"]["matmul_int8"] == int8["graph"]["matmul_total"] == 3 * 8 + 2
+    assert int8["test"]["accuracy"] >= 0.6
+    assert int8["bytes"] * 3 < metrics["export"]["models"]["teacher"]["bytes"]
+    assert set(metrics["bench"]["models"]) == {"teacher-pytorch", "teacher-onnx", "student-onnx",
+                                               "student-int8"}
+    report = json.loads((run_dir / stage_dirname("report") / "report.json").read_text())
+    assert report["recommendation"]["artifact"] in {"teacher-onnx", "student-onnx", "student-int8"}
+    assert (run_dir / stage_dirname("report") / "report.md").read_text().count("student-int8") >= 2
