@@ -54,6 +54,8 @@ def compress(
                                                 "[teacher.model]")] = None,
     student: Annotated[str | None, typer.Option(help="Layer count (3), teacher layers (1,3,5), "
                                                 "a directory or a hub id. [distill.student]")] = None,
+    method: Annotated[str | None, typer.Option(help="Distillation recipe: kd, annealing. "
+                                               "[distill.recipe]")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data name>). "
                                              "[run.out]")] = None,
     seed: Annotated[int | None, typer.Option(help="[run.seed]")] = None,
@@ -78,7 +80,8 @@ def compress(
 
     options: dict[str, Any] = {
         "data.source": data, "data.text_columns": text_column, "data.label_column": label_column,
-        "teacher.model": teacher, "distill.student": student, "run.out": out, "run.seed": seed,
+        "teacher.model": teacher, "distill.student": student, "distill.recipe": method,
+        "run.out": out, "run.seed": seed,
         "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,
         "teacher.trust_remote_code": trust_remote_code,
     }

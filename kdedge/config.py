@@ -67,17 +67,45 @@ class TeacherConfig(_Section):
     training: TrainingConfig = TrainingConfig(epochs=1, learning_rate=5e-5)
 
 
+class AnnealingConfig(_Section):
+    """Annealing-KD (Jafari et al. 2021). The paper's GLUE runs used tau_max 7, 14 + 4 epochs."""
+
+    tau_max: int = Field(7, ge=1)  # phase I raises Phi from 1/tau_max to 1 in tau_max steps
+    phase1_epochs: int = Field(7, ge=1)  # MSE to Phi x teacher logits; at least tau_max
+    phase2_epochs: int = Field(2, ge=1)  # gold-label CE from the best phase-I checkpoint
+    clamp_phi: bool = True  # hold Phi at 1 when phase1_epochs is not a multiple of tau_max
+
+    @model_validator(mode="after")
+    def _reaches_one(self) -> AnnealingConfig:
+        if self.phase1_epochs < self.tau_max:
+            raise ValueError(f"phase1_epochs {self.phase1_epochs} is below tau_max {self.tau_max}, so "
+                             "Phi never reaches 1; raise phase1_epochs or lower tau_max")
+        return self
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
-    recipe: str = "kd"
+    recipe: str = "kd"  # kd | annealing
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KD term; 1 - alpha weighs gold-label CE
-    training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)
+    logit_loss: Literal["kl", "mse"] = "kl"  # kd: KL on softened logits, or MSE on raw logits
+    annealing: AnnealingConfig = AnnealingConfig()
+    training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
+    # a recipe sets its own epochs (annealing), only the optimizer settings apply
 
     @field_validator("student", mode="before")
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value: str) -> str:
+        from kdedge.distill.recipes import RECIPES
+
+        if value not in RECIPES:
+            raise ValueError(f"unknown recipe; known: {', '.join(RECIPES.names())}")
+        return value
 
 
 class ExportConfig(_Section):

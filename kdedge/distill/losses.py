@@ -56,6 +56,35 @@ class LogitMSE(nn.Module):
         return F.mse_loss(student.logits, teacher.logits)
 
 
+def annealing_phi(epoch: int, tau_max: int, epochs: int, clamp: bool = True) -> float:
+    """Annealing-KD's factor for 1-indexed `epoch` of phase I: a staircase from 1/tau_max to 1.
+
+    The factor rises by 1/tau_max every k = max(1, epochs // tau_max) epochs, as in the authors'
+    code. When `epochs` is not a multiple of tau_max their loop overshoots past 1; `clamp` holds
+    it at 1 instead (Jafari et al. 2021; see methods-from-papers.md, section 1.3).
+    """
+    step = max(1, epochs // tau_max)
+    level = 1 + (epoch - 1) // step
+    return min(level, tau_max) / tau_max if clamp else level / tau_max
+
+
+@LOSSES.register("annealed_mse")
+class AnnealedLogitMSE(nn.Module):
+    """Annealing-KD phase I: MSE between raw student logits and Phi(epoch) x teacher logits."""
+
+    def __init__(self, tau_max: int = 7, epochs: int = 14, clamp: bool = True) -> None:
+        super().__init__()
+        self.tau_max, self.epochs, self.clamp = tau_max, epochs, clamp
+        self.phi = annealing_phi(1, tau_max, epochs, clamp)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.phi = annealing_phi(epoch, self.tau_max, self.epochs, self.clamp)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "the annealed_mse loss needs teacher outputs"
+        return F.mse_loss(student.logits, self.phi * teacher.logits)
+
+
 class WeightedSum(nn.Module):
     """sum_i w_i * loss_i, also returning each term for logging."""
 
@@ -64,6 +93,15 @@ class WeightedSum(nn.Module):
         self.names = [name for name, _, _ in terms]
         self.weights = [weight for _, weight, _ in terms]
         self.losses = nn.ModuleList([loss for _, _, loss in terms])
+
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        """Tell scheduled losses the epoch (1-indexed); returns their state for the history."""
+        state = {}
+        for name, loss in zip(self.names, self.losses, strict=True):
+            if hasattr(loss, "begin_epoch"):
+                loss.begin_epoch(epoch)
+                state[f"{name}_phi"] = loss.phi
+        return state
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any],
                 ) -> tuple[torch.Tensor, dict[str, float]]:

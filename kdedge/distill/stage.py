@@ -48,10 +48,11 @@ def run(ctx) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     best_epoch = 0
     for phase in RECIPES.get(cfg.recipe)(cfg):
+        training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         result = train(student, tokenizer, train_split, losses.build(phase.losses),
                        teacher=lambda batch: Outputs(logits=teacher_logits[batch["index"]]),
                        evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
-                       cfg=cfg.training, max_length=max_length, seed=ctx.cfg.run.seed,
+                       cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})")
         history += [{"phase": phase.name, **row} for row in result.history]
         best_epoch = result.best_epoch

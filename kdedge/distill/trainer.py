@@ -58,11 +58,12 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
     optimizer = _optimizer(model, cfg)
-    schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
+    lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
     result = TrainResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, cfg.epochs + 1):
         model.train()
+        schedule_state = loss_fn.begin_epoch(epoch)
         order = torch.randperm(len(split), generator=generator).tolist()
         started, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
@@ -77,14 +78,14 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                schedule.step()
+                lr_schedule.step()
                 total_loss += loss.item() * len(batch["labels"])
                 seen += len(batch["labels"])
                 advance(bar, 1, f"loss {total_loss / seen:.4f}")
         score = evaluate(model)
         result.history.append({"epoch": epoch, "train_loss": round(total_loss / seen, 6),
                                "validation_accuracy": round(score, 6),
-                               "seconds": round(time.perf_counter() - started, 2)})
+                               "seconds": round(time.perf_counter() - started, 2), **schedule_state})
         log.info("  %s epoch %d: train loss %.4f, validation accuracy %.4f", description, epoch,
                  total_loss / seen, score)
         if score > result.best_score:

@@ -70,3 +70,14 @@ def test_yaml_tags_cannot_run_code(tmp_path: Path) -> None:
     path.write_text("run: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(KdedgeError, match="is not valid YAML"):
         load_config(path)
+
+
+def test_annealing_needs_enough_phase_one_epochs() -> None:
+    with pytest.raises(KdedgeError, match=r"phase1_epochs 3 is below tau_max 7, so Phi never reaches 1"):
+        build_config(overrides={"distill.recipe": "annealing", "distill.annealing.phase1_epochs": 3})
+
+
+def test_unknown_recipe_lists_the_known_ones() -> None:
+    with pytest.raises(KdedgeError, match=r"Invalid value 'distil' for distill.recipe: unknown recipe; "
+                                          r"known: annealing, kd"):
+        build_config(overrides={"distill.recipe": "distil"})

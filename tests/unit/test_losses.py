@@ -52,5 +52,29 @@ def test_logit_mse() -> None:
 
 
 def test_unknown_loss_lists_the_known_ones() -> None:
-    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: ce, kl, mse_logits"):
+    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, mse_logits"):
         losses.build([("kld", 1.0, {})])
+
+
+def test_annealing_phi_is_the_papers_staircase() -> None:
+    phis = [losses.annealing_phi(epoch, tau_max=7, epochs=14) for epoch in range(1, 15)]
+    assert phis == pytest.approx([k / 7 for k in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)])
+    assert [losses.annealing_phi(e, 3, 3) for e in (1, 2, 3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_annealing_phi_is_clamped_where_the_reference_code_overshoots() -> None:
+    # 20 epochs, tau_max 7: a step every 2 epochs, so the unclamped factor reaches 10/7
+    assert losses.annealing_phi(20, 7, 20, clamp=False) == pytest.approx(10 / 7)
+    assert losses.annealing_phi(20, 7, 20, clamp=True) == 1.0
+    assert losses.annealing_phi(13, 7, 20, clamp=True) == 1.0
+
+
+def test_annealed_mse_golden_value_follows_the_epoch() -> None:
+    loss = losses.AnnealedLogitMSE(tau_max=2, epochs=2)
+    combined = losses.WeightedSum([("annealed_mse", 1.0, loss)])
+    assert combined.begin_epoch(1) == {"annealed_mse_phi": 0.5}
+    # epoch 1: targets are 0.5 x teacher = [[0.5, 0], [0, 1.5]]
+    first = float(loss(Outputs(STUDENT), Outputs(TEACHER), BATCH))
+    assert first == pytest.approx((1.5**2 + 0 + 0 + 0.5**2) / 4)
+    combined.begin_epoch(2)
+    assert float(loss(Outputs(STUDENT), Outputs(TEACHER), BATCH)) == pytest.approx(1.25)

@@ -181,3 +181,21 @@ def json_overrides(cfg: KdedgeConfig) -> dict[str, Any]:
 
     walk("", cfg.model_dump(mode="json"))
     return flat
+
+
+def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    annealing = build_config(overrides={
+        **json_overrides(cfg), "run.out": str(run_dir), "distill.recipe": "annealing",
+        "distill.annealing.tau_max": 2, "distill.annealing.phase1_epochs": 3,
+        "distill.annealing.phase2_epochs": 2})
+    pipeline.run(annealing, run_dir, only=("distill",))
+    metrics = manifest(run_dir, "distill").metrics
+    assert metrics["recipe"] == "annealing"
+    history = metrics["history"]
+    assert [row["phase"] for row in history] == ["anneal"] * 3 + ["finetune"] * 2
+    assert [row["annealed_mse_phi"] for row in history[:3]] == [0.5, 1.0, 1.0]  # clamped at 1
+    assert "annealed_mse_phi" not in history[3]
+    assert metrics["test"]["accuracy"] >= 0.9
