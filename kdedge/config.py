@@ -83,13 +83,23 @@ class AnnealingConfig(_Section):
         return self
 
 
+class TwoStageConfig(_Section):
+    """Two-stage KD (Kim et al. 2021): sentence vectors first, then logits."""
+
+    stage1_epochs: int = Field(1, ge=1)  # match sentence vectors; the head is not trained
+    stage2_epochs: int = Field(2, ge=1)  # logit KD with distill.logit_loss, alpha, temperature
+    pooling: Literal["cls", "mean"] = "cls"  # the paper matched [CLS] vectors
+    distance: Literal["mse", "cosine", "l1"] = "mse"  # the paper's stage-1 distance is unknown
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
-    recipe: str = "kd"  # kd | annealing
+    recipe: str = "kd"  # kd | annealing | two-stage
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KD term; 1 - alpha weighs gold-label CE
-    logit_loss: Literal["kl", "mse"] = "kl"  # kd: KL on softened logits, or MSE on raw logits
+    logit_loss: Literal["kl", "mse", "l1"] = "kl"  # KL on softened logits, or MSE / L1 on raw ones
     annealing: AnnealingConfig = AnnealingConfig()
+    two_stage: TwoStageConfig = TwoStageConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 

@@ -56,6 +56,43 @@ class LogitMSE(nn.Module):
         return F.mse_loss(student.logits, teacher.logits)
 
 
+@LOSSES.register("l1_logits")
+class LogitL1(nn.Module):
+    """Sum over classes of |student - teacher| logits, averaged over the batch (Kim et al. 2021)."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "the l1_logits loss needs teacher outputs"
+        return (student.logits - teacher.logits).abs().sum(-1).mean()
+
+
+@LOSSES.register("representation")
+class SentenceMatch(nn.Module):
+    """Distance between student and teacher sentence vectors (two-stage KD, stage 1).
+
+    When the widths differ, a learned linear projection maps the student's vector to the
+    teacher's width; it trains with the student and is dropped afterwards.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, pooling: str = "cls",
+                 distance: str = "mse") -> None:
+        super().__init__()
+        self.pooling, self.distance = pooling, distance
+        self.projection = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "the representation loss needs teacher outputs"
+        mask = batch["attention_mask"]
+        s = student.sentence_vector(self.pooling, mask)
+        if self.projection is not None:
+            s = self.projection(s)
+        t = teacher.sentence_vector(self.pooling, mask)
+        if self.distance == "cosine":
+            return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+        if self.distance == "l1":
+            return F.l1_loss(s, t)
+        return F.mse_loss(s, t)
+
+
 def annealing_phi(epoch: int, tau_max: int, epochs: int, clamp: bool = True) -> float:
     """Annealing-KD's factor for 1-indexed `epoch` of phase I: a staircase from 1/tau_max to 1.
 

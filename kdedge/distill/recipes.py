@@ -1,6 +1,7 @@
-"""Distillation recipes: which losses, with which weights, over the one training loop.
+"""Distillation recipes: which losses, with which weights, in which phases, over the one loop.
 
-A recipe names its loss terms and the teacher outputs they need; the loop is shared.
+The teacher's logits and sentence vectors come from the teacher-output cache; a recipe only
+names its loss terms per phase.
 """
 
 from __future__ import annotations
@@ -18,31 +19,59 @@ class Phase:
 
     name: str
     losses: tuple[tuple[str, float, dict[str, Any]], ...]  # (loss name, weight, kwargs)
-    teacher_outputs: tuple[str, ...]  # what the losses read from the teacher, e.g. ("logits",)
     epochs: int | None = None  # None: distill.training.epochs
+    hidden_states: bool = False  # the student's losses read its hidden states
+    keep: str = "best"  # "best" epoch on validation, or "last" (the head is not trained yet)
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Widths the recipe may need to size learned parts of a loss (a projection)."""
+
+    student_hidden: int
+    teacher_hidden: int
 
 
 RECIPES: Registry[Any] = Registry("distillation recipe")
 
 
 @RECIPES.register("kd")
-def vanilla_kd(cfg: DistillConfig) -> list[Phase]:
+def vanilla_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     """Hinton et al. (2015): alpha * T^2 KL(soft teacher || soft student) + (1 - alpha) * CE.
 
     With logit_loss "mse" the soft term is the MSE between raw logits instead (Ba & Caruana).
     """
-    soft = ("kl", cfg.alpha, {"temperature": cfg.temperature}) if cfg.logit_loss == "kl" else (
-        "mse_logits", cfg.alpha, {})
-    return [Phase("kd", (soft, ("ce", 1.0 - cfg.alpha, {})), ("logits",))]
+    return [Phase("kd", logit_kd_terms(cfg))]
+
+
+def logit_kd_terms(cfg: DistillConfig) -> tuple[tuple[str, float, dict[str, Any]], ...]:
+    """alpha x (KL at T, MSE or L1 between logits) + (1 - alpha) x gold-label CE."""
+    soft = {"kl": ("kl", cfg.alpha, {"temperature": cfg.temperature}),
+            "mse": ("mse_logits", cfg.alpha, {}),
+            "l1": ("l1_logits", cfg.alpha, {})}[cfg.logit_loss]
+    return soft, ("ce", 1.0 - cfg.alpha, {})
 
 
 @RECIPES.register("annealing")
-def annealing_kd(cfg: DistillConfig) -> list[Phase]:
+def annealing_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     """Jafari et al. (2021): phase I regresses raw logits on Phi(epoch) x teacher logits (Phi a
     staircase from 1/tau_max to 1); phase II trains on gold labels only, from the best phase-I
     checkpoint with a fresh optimizer. No alpha: the two losses never meet."""
     a = cfg.annealing
     anneal = ("annealed_mse", 1.0, {"tau_max": a.tau_max, "epochs": a.phase1_epochs,
                                      "clamp": a.clamp_phi})
-    return [Phase("anneal", (anneal,), ("logits",), a.phase1_epochs),
-            Phase("finetune", (("ce", 1.0, {}),), (), a.phase2_epochs)]
+    return [Phase("anneal", (anneal,), a.phase1_epochs),
+            Phase("finetune", (("ce", 1.0, {}),), a.phase2_epochs)]
+
+
+@RECIPES.register("two-stage")
+def two_stage_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """Kim et al. (2021), for text students: stage 1 matches sentence vectors (a projection
+    where widths differ), stage 2 is logit KD (their choice: L1 between logits + CE)."""
+    t = cfg.two_stage
+    match = ("representation", 1.0, {"student_dim": dims.student_hidden,
+                                      "teacher_dim": dims.teacher_hidden,
+                                      "pooling": t.pooling, "distance": t.distance})
+    return [Phase("represent", (match,), t.stage1_epochs, hidden_states=True,
+                  keep="last"),
+            Phase("logits", logit_kd_terms(cfg), t.stage2_epochs)]

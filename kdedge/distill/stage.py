@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from kdedge.data.dataset import TaskSplit, load_task, split_file
-from kdedge.demo import cache_dir
-from kdedge.distill import losses
+from kdedge.data.dataset import load_task, split_file
+from kdedge.distill import losses, teacher_cache
 from kdedge.distill.outputs import Outputs
-from kdedge.distill.recipes import RECIPES
+from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
 from kdedge.distill.trainer import train
-from kdedge.evaluate import evaluate_splits, torch_logits, validation_accuracy
+from kdedge.evaluate import evaluate_splits, validation_accuracy
 from kdedge.hf import save_verified
 from kdedge.teacher.stage import MODEL_DIR
 from kdedge.torch_utils import set_threads
@@ -38,22 +35,27 @@ def run(ctx) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     train_split = task.splits["train"]
 
-    cache_file = _teacher_cache_file(ctx, max_length)
-    teacher_logits, cache_hit = cached_teacher_logits(cache_file, teacher, tokenizer, train_split,
-                                                      max_length)
+    teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
+                       if rel.endswith((".safetensors", ".bin"))]
+    train_sha = ctx.manifest("data").outputs[split_file(Path("."), "train").name]["sha256"]
+    cached, cache_hit = teacher_cache.teacher_outputs(
+        teacher_cache.cache_file(teacher_weights, train_sha, max_length), teacher, tokenizer,
+        train_split, max_length)
     student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
     del teacher  # the cached logits are all the loop needs from it
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
     history: list[dict[str, Any]] = []
     best_epoch = 0
-    for phase in RECIPES.get(cfg.recipe)(cfg):
+    dims = Dims(student_hidden=info["hidden_size"], teacher_hidden=cached["sentence_cls"].shape[1])
+    for phase in RECIPES.get(cfg.recipe)(cfg, dims):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         result = train(student, tokenizer, train_split, losses.build(phase.losses),
-                       teacher=lambda batch: Outputs(logits=teacher_logits[batch["index"]]),
+                       teacher=lambda batch: cached_outputs(cached, batch["index"]),
                        evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
-                       description=f"student ({phase.name})")
+                       description=f"student ({phase.name})", hidden_states=phase.hidden_states,
+                       keep=phase.keep)
         history += [{"phase": phase.name, **row} for row in result.history]
         best_epoch = result.best_epoch
     probe = task.splits["validation"].texts[:8]
@@ -69,33 +71,8 @@ def run(ctx) -> dict[str, Any]:
     }
 
 
-def _teacher_cache_file(ctx, max_length: int) -> Path:
-    """Keyed by the teacher's weights and the train split's content, not by run."""
-    teacher_outputs = ctx.manifest("teacher").outputs
-    data_outputs = ctx.manifest("data").outputs
-    weights = sorted(meta["sha256"] for rel, meta in teacher_outputs.items()
-                     if rel.endswith((".safetensors", ".bin")))
-    train_rel = split_file(Path("."), "train").name
-    key = hashlib.sha256(repr([weights, data_outputs[train_rel]["sha256"], max_length]).encode())
-    return cache_dir() / "teacher-outputs" / f"{key.hexdigest()[:20]}.safetensors"
-
-
-def cached_teacher_logits(path: Path, teacher: Any, tokenizer: Any, split: TaskSplit,
-                          max_length: int) -> tuple[torch.Tensor, bool]:
-    """The teacher's train-set logits, computed once and kept in the user cache."""
-    from safetensors.torch import load_file, save_file
-
-    if path.is_file():
-        logits = load_file(path)["logits"]
-        if logits.shape[0] == len(split):
-            log.info("  teacher logits read from the cache")
-            return logits, True
-    log.info("  computing teacher logits on %d training examples (once)", len(split))
-    logits = torch.from_numpy(np.ascontiguousarray(
-        torch_logits(teacher, tokenizer, split.texts, max_length)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"logits": logits}, str(tmp))
-    tmp.replace(path)
-    return logits, False
-
+def cached_outputs(cached: dict[str, torch.Tensor], index: torch.Tensor) -> Outputs:
+    """The teacher's outputs for the rows of one batch."""
+    return Outputs(logits=cached["logits"][index],
+                   sentence={"cls": cached["sentence_cls"][index],
+                             "mean": cached["sentence_mean"][index]})

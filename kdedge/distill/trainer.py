@@ -53,11 +53,17 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 
 def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedSum,
           teacher: TeacherFn, evaluate: Callable[[nn.Module], float], cfg: TrainingConfig,
-          max_length: int, seed: int, description: str) -> TrainResult:
-    """Train for cfg.epochs, evaluating after each; leaves the model at its best epoch."""
+          max_length: int, seed: int, description: str, *, hidden_states: bool = False,
+          keep: str = "best") -> TrainResult:
+    """Train for cfg.epochs, evaluating after each epoch.
+
+    Leaves the model at its best epoch on validation (keep="best"), or at its last one
+    (keep="last", for phases whose validation score means nothing yet, e.g. before the head
+    is trained). The loss's own parameters (a projection) train with the model.
+    """
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
-    optimizer = _optimizer(model, cfg)
+    optimizer = _optimizer([model, loss_fn], cfg)
     lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
     result = TrainResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
@@ -69,7 +75,8 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
             for start in range(0, len(order), cfg.batch_size):
                 batch = make_batch(tokenizer, split, order[start:start + cfg.batch_size], max_length)
-                student = Outputs.from_hf(model(**model_inputs(batch)))
+                out = model(**model_inputs(batch), output_hidden_states=hidden_states)
+                student = Outputs.from_hf(out)
                 loss, _ = loss_fn(student, teacher(batch), batch)
                 if not torch.isfinite(loss):
                     raise KdedgeError(f"The {description} loss became {loss.item()} at epoch {epoch}; "
@@ -88,7 +95,7 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
                                "seconds": round(time.perf_counter() - started, 2), **schedule_state})
         log.info("  %s epoch %d: train loss %.4f, validation accuracy %.4f", description, epoch,
                  total_loss / seen, score)
-        if score > result.best_score:
+        if keep == "last" or score > result.best_score:
             result.best_epoch, result.best_score = epoch, score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
@@ -97,12 +104,13 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     return result
 
 
-def _optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+def _optimizer(modules: list[nn.Module], cfg: TrainingConfig) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and norms, as in BERT fine-tuning."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    for module in modules:
+        for name, param in module.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.learning_rate)

@@ -52,7 +52,7 @@ def test_logit_mse() -> None:
 
 
 def test_unknown_loss_lists_the_known_ones() -> None:
-    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, mse_logits"):
+    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, l1_logits, mse_logits, representation"):
         losses.build([("kld", 1.0, {})])
 
 
@@ -78,3 +78,26 @@ def test_annealed_mse_golden_value_follows_the_epoch() -> None:
     assert first == pytest.approx((1.5**2 + 0 + 0 + 0.5**2) / 4)
     combined.begin_epoch(2)
     assert float(loss(Outputs(STUDENT), Outputs(TEACHER), BATCH)) == pytest.approx(1.25)
+
+
+def test_l1_logits_sums_classes_and_averages_the_batch() -> None:
+    got = losses.LogitL1()(Outputs(STUDENT), Outputs(TEACHER), BATCH)
+    assert float(got) == pytest.approx(((1 + 0) + (0 + 2)) / 2)
+
+
+def test_representation_loss_on_cached_and_pooled_vectors() -> None:
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])  # (1, 3 tokens, 2)
+    mask = torch.tensor([[1, 1, 0]])  # the third token is padding
+    student = Outputs(torch.zeros(1, 2), hidden_states=(hidden,))
+    teacher = Outputs(torch.zeros(1, 2), sentence={"cls": torch.tensor([[1.0, 0.0]]),
+                                                   "mean": torch.tensor([[2.0, 3.0]])})
+    batch = {"attention_mask": mask}
+    mean_mse = losses.SentenceMatch(2, 2, pooling="mean", distance="mse")
+    assert float(mean_mse(student, teacher, batch)) == 0.0  # mean of the two real tokens
+    cls_mse = losses.SentenceMatch(2, 2, pooling="cls", distance="mse")
+    assert float(cls_mse(student, teacher, batch)) == pytest.approx((0 + 4) / 2)
+    cosine = losses.SentenceMatch(2, 2, pooling="cls", distance="cosine")
+    assert float(cosine(student, teacher, batch)) == pytest.approx(1 - 1 / 5**0.5)
+    projected = losses.SentenceMatch(2, 3)
+    assert projected.projection is not None and projected.projection.out_features == 3
+    assert losses.SentenceMatch(2, 2).projection is None

@@ -199,3 +199,20 @@ def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], 
     assert [row["annealed_mse_phi"] for row in history[:3]] == [0.5, 1.0, 1.0]  # clamped at 1
     assert "annealed_mse_phi" not in history[3]
     assert metrics["test"]["accuracy"] >= 0.9
+
+
+def test_two_stage_recipe_matches_vectors_then_logits(tiny_run: tuple[KdedgeConfig, Path],
+                                                      tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    two_stage = build_config(overrides={
+        **json_overrides(cfg), "run.out": str(run_dir), "distill.recipe": "two-stage",
+        "distill.two_stage.stage1_epochs": 2, "distill.two_stage.stage2_epochs": 2,
+        "distill.two_stage.distance": "cosine", "distill.logit_loss": "l1"})
+    pipeline.run(two_stage, run_dir, only=("distill",))
+    metrics = manifest(run_dir, "distill").metrics
+    history = metrics["history"]
+    assert [row["phase"] for row in history] == ["represent"] * 2 + ["logits"] * 2
+    assert history[1]["train_loss"] < history[0]["train_loss"]  # the vectors move together
+    assert metrics["test"]["accuracy"] >= 0.9
