@@ -63,6 +63,11 @@ class BiRNNConfig(PretrainedConfig):
         self.attention_dim = attention_dim or hidden_size
         super().__init__(**kwargs)
 
+    @property
+    def output_size(self) -> int:
+        """Width of the recurrent states and the pooled vector: both directions concatenated."""
+        return 2 * self.hidden_size
+
 
 class AttentionPooling(nn.Module):
     """Additive attention over time, score_t = v . tanh(W h_t + b) (Bahdanau-style).
@@ -99,9 +104,9 @@ class BiRNNForSequenceClassification(PreTrainedModel):
         self.rnn = rnn(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
                        bidirectional=True, batch_first=True,
                        dropout=config.dropout if config.num_layers > 1 else 0.0)
-        self.pooling = AttentionPooling(2 * config.hidden_size, config.attention_dim)
+        self.pooling = AttentionPooling(config.output_size, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.output_size, config.num_labels)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -134,9 +139,13 @@ class BiRNNForSequenceClassification(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                return_dict: bool | None = None, **kwargs: Any) -> SequenceClassifierOutput:
+                output_hidden_states: bool | None = None, **kwargs: Any) -> SequenceClassifierOutput:
         """token_type_ids is accepted so the shared loop can pass tokenizer output unchanged; a
-        BiRNN reads a sentence pair as one token stream, so it is ignored."""
+        BiRNN reads a sentence pair as one token stream, so it is ignored.
+
+        With output_hidden_states, hidden_states is (embeddings, recurrent states); the last one
+        is (batch, seq, 2 * hidden_size), zero at padded steps, for representation losses.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if not torch.jit.is_tracing():
@@ -150,7 +159,10 @@ class BiRNNForSequenceClassification(PreTrainedModel):
         pooled, _ = self.pooling(states, attention_mask)
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else self._loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden = (embedded, states) if output_hidden_states else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The Hugging Face classifier convention, so Trainer-style callers get the same loss."""

@@ -3,6 +3,8 @@
 - a layer count ("3"): that many of the teacher's layers, evenly spaced and ending at its top
   layer (for 6 -> 3: layers 1, 3, 5), with embeddings and the task head copied;
 - a list of teacher layers ("0,2,4"): exactly those;
+- "bilstm" / "bigru", optionally with options ("bilstm:hidden_size=256,num_layers=2"): a
+  bidirectional recurrent student with attention pooling over the teacher's tokenizer;
 - a local directory or a hub id: that pretrained model, with a fresh head for these labels.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+import kdedge.distill.bilstm  # noqa: F401  (registers the BiRNN with the Auto classes)
 from kdedge.errors import KdedgeError
 from kdedge.registry import Registry
 
@@ -23,13 +26,34 @@ STUDENTS: Registry[Any] = Registry("student builder")
 
 @dataclass(frozen=True)
 class StudentSpec:
-    builder: str  # "teacher-layers" or "pretrained"
+    builder: str  # "teacher-layers", "birnn" or "pretrained"
     layers: tuple[int, ...] = ()
     source: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+BIRNN_OPTIONS = {"embedding_dim": int, "hidden_size": int, "num_layers": int, "dropout": float,
+                 "init_embeddings": lambda v: {"true": True, "false": False}[v.lower()]}
+
+
+def _birnn_spec(text: str) -> StudentSpec:
+    """"bilstm" or "bigru", then optional comma-separated key=value options."""
+    name, _, rest = text.partition(":")
+    options: list[tuple[str, Any]] = [("cell", name[2:])]
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, _, value = pair.partition("=")
+        try:
+            options.append((key, BIRNN_OPTIONS[key](value)))
+        except (KeyError, ValueError):
+            raise KdedgeError(f"Student option {pair!r} is not valid for {name}; use "
+                              f"{', '.join(f'{k}=...' for k in BIRNN_OPTIONS)}.") from None
+    return StudentSpec("birnn", source=text, options=tuple(options))
 
 
 def parse_spec(text: str, teacher_layers: int) -> StudentSpec:
     text = text.strip()
+    if text.partition(":")[0] in ("bilstm", "bigru"):
+        return _birnn_spec(text)
     if text.isdigit():
         count = int(text)
         if not 1 <= count <= teacher_layers:
@@ -73,6 +97,14 @@ def from_teacher_layers(spec: StudentSpec, teacher: nn.Module, **_: Any) -> nn.M
     return student
 
 
+@STUDENTS.register("birnn")
+def birnn(spec: StudentSpec, teacher: nn.Module, **_: Any) -> nn.Module:
+    """A BiLSTM / BiGRU with attention pooling (the QE-distillation and MKD students)."""
+    from kdedge.distill.bilstm import build_birnn
+
+    return build_birnn(teacher, **dict(spec.options))
+
+
 @STUDENTS.register("pretrained")
 def from_pretrained(spec: StudentSpec, teacher: nn.Module, *, trust_remote_code: bool = False,
                     **_: Any) -> nn.Module:
@@ -93,6 +125,8 @@ def build_student(text: str, teacher: nn.Module, trust_remote_code: bool = False
         "layers": list(spec.layers) or None,
         "num_layers": student.config.num_hidden_layers,
         "hidden_size": getattr(student.config, "hidden_size", None),
+        "state_size": getattr(student.config, "output_size", None)
+        or getattr(student.config, "hidden_size", None),  # width of the vectors losses see
         "parameters": sum(p.numel() for p in student.parameters()),
     }
     return student, info

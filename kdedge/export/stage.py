@@ -15,6 +15,7 @@ from kdedge.data.dataset import TaskData, load_task
 from kdedge.distill.stage import STUDENT_DIR
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import classification_metrics, encode, onnx_logits, torch_logits
+from kdedge.export.torch_export import export_torch_onnx, needs_torch_export
 from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
 from kdedge.teacher.stage import MODEL_DIR
 
@@ -29,7 +30,8 @@ def run(ctx) -> dict[str, Any]:
     models = {}
     for name, source in sources.items():
         out = ctx.work / name
-        export_onnx(source, out, cfg.opset)
+        exporter = "torch.onnx" if needs_torch_export(source) else "optimum"
+        (export_torch_onnx if exporter == "torch.onnx" else export_onnx)(source, out, cfg.opset)
         parity = check_parity(source, out, task.splits["validation"].texts[:cfg.parity_samples],
                               max_length, cfg.atol)
         log.info("  %s: %.1f MB, max |onnx - pytorch| = %.2e (atol %.0e)", name,
@@ -38,7 +40,7 @@ def run(ctx) -> dict[str, Any]:
             raise KdedgeError(f"The {name} ONNX model differs from PyTorch by "
                               f"{parity['max_abs_diff']:.2e}, above export.atol {cfg.atol:.0e}; "
                               "raise export.atol only if that difference is acceptable.")
-        models[name] = {"path": name, "bytes": (out / ONNX_FILE).stat().st_size,
+        models[name] = {"path": name, "exporter": exporter, "bytes": (out / ONNX_FILE).stat().st_size,
                         "opset": cfg.opset, "parity": parity,
                         **onnx_metrics(out, task, max_length, ctx.cfg.run.threads)}
     return {"models": models}
@@ -62,6 +64,8 @@ def check_parity(source: Path, onnx_dir: Path, texts: list[Any], max_length: int
                  atol: float) -> dict[str, Any]:
     """Max |logits difference| between PyTorch and onnxruntime at batch 1 and a padded batch."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import kdedge.distill.bilstm  # noqa: F401  (a BiRNN student loads through the Auto classes)
 
     model = AutoModelForSequenceClassification.from_pretrained(source).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -59,6 +59,8 @@ def quantize_dynamic(source: Path, out: Path, preset: str, per_channel: bool) ->
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    import kdedge.distill.bilstm  # noqa: F401  (ORTQuantizer reads config.json of a BiRNN too)
+
     qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
     quantizer = ORTQuantizer.from_pretrained(source, file_name=ONNX_FILE)
     quantizer.quantize(save_dir=out, quantization_config=qconfig)
@@ -82,5 +84,7 @@ def graph_facts(fp32: Path, int8: Path) -> dict[str, Any]:
         "matmul_total": before.get("MatMul", 0) + before.get("Gemm", 0),
         "matmul_int8": sum(after.get(op, 0) for op in INT8_OPS),
         "matmul_fp32_left": after.get("MatMul", 0) + after.get("Gemm", 0),
+        "rnn_int8": after.get("DynamicQuantizeLSTM", 0),  # a BiLSTM keeps most weights here
+        "rnn_fp32_left": after.get("LSTM", 0) + after.get("GRU", 0),  # no int8 GRU kernel
         "op_counts": dict(sorted(after.items())),
     }

@@ -87,6 +87,26 @@ def test_padding_does_not_change_logits(teacher: Any, tokenizer: Any, cell: str)
     assert (_logits(student, tokenizer, [reversed_text]) - alone[1]).abs().max().item() > 1e-4
 
 
+def test_hidden_states_for_representation_losses(teacher: Any, tokenizer: Any) -> None:
+    from kdedge.distill.outputs import Outputs
+
+    student = _student(teacher)
+    enc = tokenizer(TEXTS, return_tensors="pt", padding="max_length", max_length=24)
+    with torch.no_grad():
+        out = student(**enc, output_hidden_states=True)
+        assert student(**enc).hidden_states is None
+    embedded, states = out.hidden_states
+    assert embedded.shape == (5, 24, 16)
+    assert states.shape == (5, 24, student.config.output_size) and student.config.output_size == 24
+    assert float(states[enc["attention_mask"] == 0].abs().max()) == 0.0  # padded steps are empty
+    mean = Outputs.from_hf(out).sentence_vector("mean", enc["attention_mask"])
+    one = tokenizer([TEXTS[1]], return_tensors="pt")
+    with torch.no_grad():
+        alone = Outputs.from_hf(student(**one, output_hidden_states=True)).sentence_vector(
+            "mean", one["attention_mask"])
+    assert (mean[1] - alone[0]).abs().max().item() <= 1e-6
+
+
 def test_left_padding_is_refused(teacher: Any) -> None:
     student = _student(teacher)
     ids = torch.tensor([[0, 0, 2, 9, 3]])
@@ -147,7 +167,7 @@ def test_export_layout_and_inputs(exported: tuple[Path, Path], tiny_model_dir: P
     assert not any(name.endswith(".tmp") for name in names)
     assert graph_inputs(out / ONNX_FILE) == ["input_ids", "attention_mask"]  # token_type_ids unused
     assert needs_torch_export(source) and not needs_torch_export(tiny_model_dir)
-    assert TORCH_EXPORT_MODEL_TYPES == {MODEL_TYPE}
+    assert MODEL_TYPE in TORCH_EXPORT_MODEL_TYPES
 
 
 def test_export_parity_with_onnxruntime(exported: tuple[Path, Path], tokenizer: Any) -> None:
@@ -207,13 +227,13 @@ def test_shared_training_loop_lowers_the_loss(teacher: Any, tokenizer: Any) -> N
         return float(F.cross_entropy(logits, torch.as_tensor(split.labels)))
 
     before = mean_loss()
-    cfg = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2, weight_decay=0.0,
+    cfg = TrainingConfig(epochs=8, batch_size=16, learning_rate=1e-2, weight_decay=0.0,
                          warmup_ratio=0.0)
     result = train(student, tokenizer, split, losses.build([("ce", 1.0, {})]), teacher=lambda b: None,
                    evaluate=lambda m: -mean_loss(), cfg=cfg, max_length=32, seed=0,
                    description="birnn test")
     after = mean_loss()
-    assert after < 0.7 * before
+    assert after < 0.5 * before
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 

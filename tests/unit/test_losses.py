@@ -52,7 +52,8 @@ def test_logit_mse() -> None:
 
 
 def test_unknown_loss_lists_the_known_ones() -> None:
-    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, l1_logits, mse_logits, representation"):
+    with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, l1_logits, "
+                                          "mse_logits, representation"):
         losses.build([("kld", 1.0, {})])
 
 

@@ -216,3 +216,33 @@ def test_two_stage_recipe_matches_vectors_then_logits(tiny_run: tuple[KdedgeConf
     assert [row["phase"] for row in history] == ["represent"] * 2 + ["logits"] * 2
     assert history[1]["train_loss"] < history[0]["train_loss"]  # the vectors move together
     assert metrics["test"]["accuracy"] >= 0.9
+
+
+def test_a_bilstm_student_distills_exports_and_quantizes(tiny_run: tuple[KdedgeConfig, Path],
+                                                         tmp_path: Path) -> None:
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    bilstm = build_config(overrides={
+        **json_overrides(cfg), "run.out": str(run_dir), "distill.student": "bilstm:hidden_size=16",
+        "distill.training.learning_rate": 1e-2, "distill.training.epochs": 4})
+    pipeline.run(bilstm, run_dir, only=("distill", "export", "quantize"))
+    distill = manifest(run_dir, "distill").metrics
+    assert distill["student"]["builder"] == "birnn" and distill["student"]["state_size"] == 32
+    assert distill["test"]["accuracy"] >= 0.9
+    exported = manifest(run_dir, "export").metrics["models"]["student"]
+    assert exported["exporter"] == "torch.onnx" and exported["parity"]["max_abs_diff"] <= 1e-4
+    graph = manifest(run_dir, "quantize").metrics["models"]["student-int8"]["graph"]
+    assert graph["rnn_int8"] == 1 and graph["rnn_fp32_left"] == 0  # one bidirectional LSTM layer
+    assert manifest(run_dir, "quantize").metrics["models"]["student-int8"]["test"]["accuracy"] >= 0.85
+
+
+def test_bad_student_options_are_refused() -> None:
+    from kdedge.distill.students import parse_spec
+    from kdedge.errors import KdedgeError
+
+    assert dict(parse_spec("bigru:hidden_size=8,dropout=0.2", 6).options) == {
+        "cell": "gru", "hidden_size": 8, "dropout": 0.2}
+    with pytest.raises(KdedgeError, match=r"Student option 'size=8' is not valid for bilstm; use "
+                                          r"embedding_dim=\.\.\., hidden_size="):
+        parse_spec("bilstm:size=8", 6)
