@@ -37,3 +37,34 @@ def test_student_copies_the_chosen_teacher_layers(tiny_model_dir: Path) -> None:
         assert torch.equal(value, teacher_state[source]), key
     assert info["parameters"] < sum(p.numel() for p in teacher.parameters())
     assert teacher.config.num_hidden_layers == 2  # the teacher is left untouched
+
+
+def test_narrower_transformer_takes_leading_slices_of_teacher_layers(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    student, info = build_student("transformer:layers=1,hidden_size=16,heads=2", teacher)
+    assert (info["num_layers"], info["hidden_size"]) == (1, 16)
+    assert student.config.intermediate_size == 64 and teacher.config.hidden_size == 32
+    t, s = teacher.state_dict(), student.state_dict()
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"],
+                       t["bert.embeddings.word_embeddings.weight"][:, :16])
+    assert torch.equal(s["bert.encoder.layer.0.attention.self.query.weight"],  # from teacher layer 1
+                       t["bert.encoder.layer.1.attention.self.query.weight"][:16, :16])
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"][:, :16])
+    assert student(**{"input_ids": torch.tensor([[2, 5, 3]])}).logits.shape == (1, 2)
+    random_init, _ = build_student("transformer:layers=1,hidden_size=16,heads=2,init=random", teacher)
+    assert not torch.equal(random_init.state_dict()["bert.embeddings.word_embeddings.weight"],
+                           s["bert.embeddings.word_embeddings.weight"])
+
+
+def test_narrower_transformer_refuses_bad_shapes(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    with pytest.raises(KdedgeError, match="hidden_size 30 is not divisible by heads 4"):
+        build_student("transformer:hidden_size=30,heads=4", teacher)
+    with pytest.raises(KdedgeError, match="Student layers 5 must be between 1 and the teacher's 2"):
+        build_student("transformer:layers=5", teacher)
+    with pytest.raises(KdedgeError, match="Student option 'init=copy' is not valid for transformer"):
+        build_student("transformer:init=copy", teacher)
