@@ -92,6 +92,23 @@ class TwoStageConfig(_Section):
     distance: Literal["mse", "cosine", "l1"] = "mse"  # the paper's stage-1 distance is unknown
 
 
+class AugmentConfig(_Section):
+    """Teacher-labelled augmentation (QE-style; Gajbhiye et al. 2021). Off unless asked for."""
+
+    unlabeled: str | None = None  # "unused": train rows cut by data.max_train_samples; or a file
+    text_column: str = "text"  # the column of that file
+    max_unlabeled: int | None = Field(None, ge=1)  # a seeded sample of the pool
+    mask_copies: int = Field(0, ge=0)  # masked copies of every training text
+    mask_prob: float = Field(0.15, gt=0, lt=1)  # share of words masked in a copy
+    mask_span: int = Field(1, ge=1)  # words per masked span
+    min_confidence: float | None = Field(None, gt=0, le=1)  # keep added rows whose teacher top
+    # probability reaches this (the paper's exact confidence criterion is not published)
+
+    @property
+    def active(self) -> bool:
+        return self.unlabeled is not None or self.mask_copies > 0
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
     recipe: str = "kd"  # kd | annealing | two-stage
@@ -100,6 +117,7 @@ class DistillConfig(_Section):
     logit_loss: Literal["kl", "mse", "l1"] = "kl"  # KL on softened logits, or MSE / L1 on raw ones
     annealing: AnnealingConfig = AnnealingConfig()
     two_stage: TwoStageConfig = TwoStageConfig()
+    augment: AugmentConfig = AugmentConfig()  # composable with every recipe
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 

@@ -12,6 +12,7 @@ from kdedge.artifacts import read_json
 
 SPLITS = ("train", "validation", "test")
 LABELS_FILE = "labels.json"
+UNUSED_FILE = "unused.parquet"  # train rows cut by max_train_samples, labels dropped
 
 
 def split_file(stage_dir: Path, split: str) -> Path:
@@ -54,3 +55,16 @@ def load_task(stage_dir: Path) -> TaskData:
             texts = table["text"].tolist()
         splits[name] = TaskSplit(texts, table["label"].to_numpy(dtype=np.int64))
     return TaskData(meta["labels"], splits)
+
+
+def load_unlabeled(stage_dir: Path) -> list[Any]:
+    """The data stage's unlabelled pool (texts, or (text, pair) tuples)."""
+    import pandas as pd
+
+    path = stage_dir / UNUSED_FILE
+    if not path.is_file():
+        return []
+    table = pd.read_parquet(path)
+    if "text_pair" in table.columns:
+        return list(zip(table["text"].tolist(), table["text_pair"].tolist(), strict=True))
+    return table["text"].tolist()

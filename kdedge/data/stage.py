@@ -10,7 +10,7 @@ import pandas as pd
 
 from kdedge.artifacts import write_json
 from kdedge.config import DataConfig
-from kdedge.data.dataset import LABELS_FILE, SPLITS, split_file
+from kdedge.data.dataset import LABELS_FILE, SPLITS, UNUSED_FILE, split_file
 from kdedge.data.loaders import load_tables
 from kdedge.errors import KdedgeError
 
@@ -27,7 +27,8 @@ def run(ctx) -> dict[str, Any]:
     if any(t.empty for t in tables.values()):
         raise KdedgeError(f"The data in {cfg.source!r} has no rows with both text and label; check the "
                           "file and the column names.")
-    splits = make_splits(tables, cfg, ctx.cfg.run.seed)
+    splits, unused = make_splits(tables, cfg, ctx.cfg.run.seed)
+    unused.to_parquet(ctx.work / UNUSED_FILE, index=False)
     labels = label_names(splits["train"], cfg.label_column)
     for name, table in splits.items():
         unseen = sorted(set(table["label"].astype(str)) - set(labels))
@@ -44,7 +45,8 @@ def run(ctx) -> dict[str, Any]:
               for name, t in splits.items()}
     log.info("  %s", ", ".join(f"{n}: {len(t)}" for n, t in splits.items()))
     return {"source": identity, "labels": labels, "num_labels": len(labels),
-            "splits": {n: len(t) for n, t in splits.items()}, "label_counts": counts}
+            "splits": {n: len(t) for n, t in splits.items()}, "label_counts": counts,
+            "unused_unlabeled": len(unused)}
 
 
 def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
@@ -69,8 +71,12 @@ def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
 
 
 def make_splits(tables: dict[str, pd.DataFrame], cfg: DataConfig, seed: int,
-                ) -> dict[str, pd.DataFrame]:
-    """Use the source's splits; carve the missing ones out of train, stratified by label."""
+                ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Use the source's splits; carve the missing ones out of train, stratified by label.
+
+    Also returns the training rows left out by max_train_samples: with their labels dropped
+    they are an in-domain unlabelled pool for teacher-labelled augmentation.
+    """
     rng = np.random.default_rng(seed)
     pool = tables.get("train", tables.get("all"))
     splits: dict[str, pd.DataFrame] = {}
@@ -83,13 +89,16 @@ def make_splits(tables: dict[str, pd.DataFrame], cfg: DataConfig, seed: int,
     splits["train"] = pool
     caps = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples,
             "test": cfg.max_eval_samples}
+    unused = splits["train"].iloc[:0]
     for name, cap in caps.items():
         if cap is not None and len(splits[name]) > cap:
-            splits[name], _ = _stratified_take(splits[name], cap / len(splits[name]), rng)
+            splits[name], rest = _stratified_take(splits[name], cap / len(splits[name]), rng)
+            unused = rest if name == "train" else unused
         if splits[name].empty:
             raise KdedgeError(f"The {name} split is empty; use more data or a larger "
                               f"data.{name if name != 'train' else 'validation'}_fraction.")
-    return {name: splits[name].reset_index(drop=True) for name in SPLITS}
+    return ({name: splits[name].reset_index(drop=True) for name in SPLITS},
+            unused.drop(columns="label").reset_index(drop=True))
 
 
 def _stratified_take(table: pd.DataFrame, fraction: float, rng: np.random.Generator,

@@ -20,10 +20,13 @@ LOSSES: Registry[type[nn.Module]] = Registry("loss")
 
 @LOSSES.register("ce")
 class HardLabelCE(nn.Module):
-    """Cross-entropy on the gold labels."""
+    """Cross-entropy on the gold labels; rows labelled -100 (teacher-labelled only) are skipped."""
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(student.logits, batch["labels"])
+        labels = batch["labels"]
+        if not bool((labels != -100).any()):  # a batch of teacher-labelled rows only
+            return student.logits.sum() * 0.0
+        return F.cross_entropy(student.logits, labels, ignore_index=-100)
 
 
 @LOSSES.register("kl")

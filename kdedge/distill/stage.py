@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdedge.data.dataset import load_task, split_file
-from kdedge.distill import losses, teacher_cache
+from kdedge.data.dataset import TaskSplit, load_task
+from kdedge.distill import augment, losses, teacher_cache
 from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
@@ -34,13 +33,22 @@ def run(ctx) -> dict[str, Any]:
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     train_split = task.splits["train"]
+    if cfg.augment.active:
+        train_split = augment.augmented(train_split, cfg.augment, ctx.input("data"),
+                                        tokenizer.mask_token, ctx.cfg.run.seed)
 
     teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                        if rel.endswith((".safetensors", ".bin"))]
-    train_sha = ctx.manifest("data").outputs[split_file(Path("."), "train").name]["sha256"]
     cached, cache_hit = teacher_cache.teacher_outputs(
-        teacher_cache.cache_file(teacher_weights, train_sha, max_length), teacher, tokenizer,
+        teacher_cache.cache_file(teacher_weights, train_split.texts, max_length), teacher, tokenizer,
         train_split, max_length)
+    added = int((train_split.labels == augment.IGNORE).sum())
+    if added:
+        keep = augment.confident(train_split.labels, cached["logits"], cfg.augment.min_confidence)
+        train_split = TaskSplit([train_split.texts[i] for i in keep], train_split.labels[keep])
+        cached = {key: value[torch.as_tensor(keep)] for key, value in cached.items()}
+        kept = int((train_split.labels == augment.IGNORE).sum())
+        log.info("  %d teacher-labelled examples added (%d kept by the confidence filter)", added, kept)
     student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
     del teacher  # the cached logits are all the loop needs from it
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
@@ -64,6 +72,8 @@ def run(ctx) -> dict[str, Any]:
         "recipe": cfg.recipe,
         "student": info,
         "teacher_outputs_cache": "hit" if cache_hit else "miss",
+        "training_examples": len(train_split),
+        "augmented": {"added": added, "kept": int((train_split.labels == augment.IGNORE).sum())},
         "history": history,
         "best_epoch": best_epoch,
         "reload_max_abs_diff": reload_diff,

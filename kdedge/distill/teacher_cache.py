@@ -2,7 +2,7 @@
 
 They do not change while the student trains, so every recipe reads them from here instead of
 running the teacher each step. Stored as safetensors (no pickle), keyed by the teacher's
-weights, the train split's content and the maximum length.
+weights, the exact texts and the maximum length.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ log = logging.getLogger("kdedge")
 KEYS = ("logits", "sentence_cls", "sentence_mean")
 
 
-def cache_file(teacher_weights_sha: list[str], train_sha: str, max_length: int) -> Path:
-    key = hashlib.sha256(repr([sorted(teacher_weights_sha), train_sha, max_length]).encode())
+def cache_file(teacher_weights_sha: list[str], texts: list[Any], max_length: int) -> Path:
+    """Keyed by the teacher's weights and the exact texts, so augmented sets cache too."""
+    key = hashlib.sha256(repr([sorted(teacher_weights_sha), max_length]).encode())
+    for text in texts:
+        key.update(repr(text).encode())
     return cache_dir() / "teacher-outputs" / f"{key.hexdigest()[:20]}.safetensors"
 
 

@@ -16,23 +16,26 @@ def _table(count: int) -> pd.DataFrame:
 
 def test_split_is_seeded_stratified_and_disjoint() -> None:
     cfg = DataConfig(source="x.csv", validation_fraction=0.1, test_fraction=0.2)
-    splits = make_splits({"all": _table(400)}, cfg, seed=7)
+    splits, unused = make_splits({"all": _table(400)}, cfg, seed=7)
+    assert unused.empty  # no cap, so nothing is left over
     assert {k: len(v) for k, v in splits.items()} == {"train": 280, "validation": 40, "test": 80}
     for split in splits.values():  # 3:1 label ratio kept in every split
         counts = split["label"].value_counts()
         assert counts["a"] == 3 * counts["b"]
     texts = [set(s["text"]) for s in splits.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
-    again = make_splits({"all": _table(400)}, cfg, seed=7)
+    again, _ = make_splits({"all": _table(400)}, cfg, seed=7)
     assert all(again[k]["text"].tolist() == splits[k]["text"].tolist() for k in splits)
-    other = make_splits({"all": _table(400)}, cfg, seed=8)
+    other, _ = make_splits({"all": _table(400)}, cfg, seed=8)
     assert other["test"]["text"].tolist() != splits["test"]["text"].tolist()
 
 
 def test_existing_splits_are_kept_and_caps_apply() -> None:
     cfg = DataConfig(source="x", max_train_samples=100, max_eval_samples=20)
-    splits = make_splits({"train": _table(400), "test": _table(80)}, cfg, seed=0)
+    splits, unused = make_splits({"train": _table(400), "test": _table(80)}, cfg, seed=0)
     assert len(splits["train"]) == 100 and len(splits["test"]) == 20 and len(splits["validation"]) == 20
+    assert len(unused) == 400 - 40 - 100 and list(unused.columns) == ["text"]  # labels dropped
+    assert not set(unused["text"]) & set(splits["train"]["text"])
 
 
 def test_missing_column_lists_the_available_ones() -> None:

@@ -246,3 +246,27 @@ def test_bad_student_options_are_refused() -> None:
     with pytest.raises(KdedgeError, match=r"Student option 'size=8' is not valid for bilstm; use "
                                           r"embedding_dim=\.\.\., hidden_size="):
         parse_spec("bilstm:size=8", 6)
+
+
+def test_augmentation_adds_teacher_labelled_rows(tiny_run: tuple[KdedgeConfig, Path],
+                                                 tmp_path: Path) -> None:
+    import pandas as pd
+
+    from conftest import toy_rows
+
+    cfg, source = tiny_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(source, run_dir)
+    extra = tmp_path / "unlabelled.csv"
+    pd.DataFrame(toy_rows(50, seed=9))[["sentence"]].to_csv(extra, index=False)
+    augmented = build_config(overrides={
+        **json_overrides(cfg), "run.out": str(run_dir), "distill.augment.unlabeled": str(extra),
+        "distill.augment.text_column": "sentence", "distill.augment.mask_copies": 1,
+        "distill.augment.min_confidence": 0.6})
+    pipeline.run(augmented, run_dir, only=("distill",))
+    metrics = manifest(run_dir, "distill").metrics
+    train = manifest(run_dir, "data").metrics["splits"]["train"]
+    assert metrics["augmented"]["added"] == 50 + train
+    assert 0 < metrics["augmented"]["kept"] <= metrics["augmented"]["added"]
+    assert metrics["training_examples"] == train + metrics["augmented"]["kept"]
+    assert metrics["test"]["accuracy"] >= 0.9

@@ -1,0 +1,94 @@
+"""Teacher-labelled augmentation (Gajbhiye et al. 2021), composable with every recipe.
+
+Adds examples the teacher labels: extra unlabelled texts, and masked copies of the training
+texts (random word or span masking, as in Kim et al. 2021). The additions are made once, with a
+seed, so the teacher's outputs on them are computed once and cached like the rest. They carry
+no gold label (IGNORE): only the distillation terms learn from them, the cross-entropy term on
+gold labels skips them.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdedge.config import AugmentConfig
+from kdedge.data.dataset import TaskSplit, load_unlabeled
+from kdedge.errors import KdedgeError
+
+IGNORE = -100  # the label of teacher-labelled examples; cross-entropy skips it
+
+
+def mask_words(text: str, rng: random.Random, prob: float, span: int, mask_token: str) -> str:
+    """Replace about `prob` of the words with `mask_token`, in spans of up to `span` words."""
+    words, out, i = text.split(), [], 0
+    while i < len(words):
+        if rng.random() < prob / span:
+            out.extend([mask_token] * min(span, len(words) - i))
+            i += span
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
+
+
+def masked_copies(texts: list[Any], cfg: AugmentConfig, mask_token: str, seed: int) -> list[Any]:
+    rng = random.Random(seed)
+    copies = []
+    for _ in range(cfg.mask_copies):
+        for text in texts:
+            if isinstance(text, tuple | list):
+                copies.append(tuple(mask_words(t, rng, cfg.mask_prob, cfg.mask_span, mask_token)
+                                    for t in text))
+            else:
+                copies.append(mask_words(text, rng, cfg.mask_prob, cfg.mask_span, mask_token))
+    return copies
+
+
+def unlabeled_texts(cfg: AugmentConfig, data_dir: Path, seed: int) -> list[Any]:
+    """The unlabelled pool: the data stage's leftover train rows ("unused") or a file's column."""
+    if cfg.unlabeled is None:
+        return []
+    if cfg.unlabeled == "unused":
+        texts = load_unlabeled(data_dir)
+    else:
+        from kdedge.data.loaders import read_file
+
+        path = Path(cfg.unlabeled).expanduser()
+        if not path.is_file():
+            raise KdedgeError(f"Unlabelled data {cfg.unlabeled!r} does not exist; set "
+                              "distill.augment.unlabeled to a file, or to 'unused'.")
+        table = read_file(path)
+        if cfg.text_column not in table.columns:
+            raise KdedgeError(f"Column {cfg.text_column!r} is not in {path}; available columns: "
+                              f"{', '.join(map(str, table.columns))}. Set distill.augment.text_column.")
+        texts = table[cfg.text_column].dropna().astype(str).tolist()
+    if cfg.max_unlabeled is not None and len(texts) > cfg.max_unlabeled:
+        texts = random.Random(seed).sample(texts, cfg.max_unlabeled)
+    return texts
+
+
+def augmented(train: TaskSplit, cfg: AugmentConfig, data_dir: Path, mask_token: str | None,
+              seed: int) -> TaskSplit:
+    """The training split plus the teacher-labelled additions (label IGNORE)."""
+    added = unlabeled_texts(cfg, data_dir, seed)
+    if cfg.mask_copies:
+        if mask_token is None:
+            raise KdedgeError("The teacher's tokenizer has no mask token; set "
+                              "distill.augment.mask_copies to 0.")
+        added += masked_copies(train.texts, cfg, mask_token, seed)
+    labels = np.concatenate([train.labels, np.full(len(added), IGNORE, dtype=np.int64)])
+    return TaskSplit(list(train.texts) + added, labels)
+
+
+def confident(labels: np.ndarray, teacher_logits: Any, min_confidence: float | None) -> np.ndarray:
+    """Row indices to keep: every gold row, and added rows the teacher is sure enough about."""
+    if min_confidence is None:
+        return np.arange(len(labels))
+    import torch
+
+    top = torch.softmax(teacher_logits.float(), dim=-1).max(-1).values.numpy()
+    return np.flatnonzero((labels != IGNORE) | (top >= min_confidence))
