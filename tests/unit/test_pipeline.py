@@ -251,7 +251,6 @@ def test_bad_student_options_are_refused() -> None:
 def test_augmentation_adds_teacher_labelled_rows(tiny_run: tuple[KdedgeConfig, Path],
                                                  tmp_path: Path) -> None:
     import pandas as pd
-
     from conftest import toy_rows
 
     cfg, source = tiny_run
