@@ -84,6 +84,21 @@ def augmented(train: TaskSplit, cfg: AugmentConfig, data_dir: Path, mask_token: 
     return TaskSplit(list(train.texts) + added, labels)
 
 
+def count_added(split: TaskSplit) -> int:
+    return int((split.labels == IGNORE).sum())
+
+
+def keep_confident(split: TaskSplit, cached: dict[str, Any], min_confidence: float | None,
+                   ) -> tuple[TaskSplit, dict[str, Any]]:
+    """The split and its cached teacher outputs without the added rows the teacher is unsure of."""
+    import torch
+
+    keep = confident(split.labels, cached["logits"], min_confidence)
+    index = torch.as_tensor(keep)
+    return (TaskSplit([split.texts[i] for i in keep], split.labels[keep]),
+            {key: value[index] for key, value in cached.items()})
+
+
 def confident(labels: np.ndarray, teacher_logits: Any, min_confidence: float | None) -> np.ndarray:
     """Row indices to keep: every gold row, and added rows the teacher is sure enough about."""
     if min_confidence is None:

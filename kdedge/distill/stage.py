@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from kdedge.data.dataset import TaskSplit, load_task
+from kdedge.data.dataset import load_task
 from kdedge.distill import augment, losses, teacher_cache
 from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
@@ -42,13 +42,11 @@ def run(ctx) -> dict[str, Any]:
     cached, cache_hit = teacher_cache.teacher_outputs(
         teacher_cache.cache_file(teacher_weights, train_split.texts, max_length), teacher, tokenizer,
         train_split, max_length)
-    added = int((train_split.labels == augment.IGNORE).sum())
+    added = augment.count_added(train_split)
     if added:
-        keep = augment.confident(train_split.labels, cached["logits"], cfg.augment.min_confidence)
-        train_split = TaskSplit([train_split.texts[i] for i in keep], train_split.labels[keep])
-        cached = {key: value[torch.as_tensor(keep)] for key, value in cached.items()}
-        kept = int((train_split.labels == augment.IGNORE).sum())
-        log.info("  %d teacher-labelled examples added (%d kept by the confidence filter)", added, kept)
+        train_split, cached = augment.keep_confident(train_split, cached, cfg.augment.min_confidence)
+        log.info("  %d teacher-labelled examples added, %d kept by the confidence filter", added,
+                 augment.count_added(train_split))
     student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
     del teacher  # the cached logits are all the loop needs from it
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
@@ -73,7 +71,7 @@ def run(ctx) -> dict[str, Any]:
         "student": info,
         "teacher_outputs_cache": "hit" if cache_hit else "miss",
         "training_examples": len(train_split),
-        "augmented": {"added": added, "kept": int((train_split.labels == augment.IGNORE).sum())},
+        "augmented": {"added": added, "kept": augment.count_added(train_split)},
         "history": history,
         "best_epoch": best_epoch,
         "reload_max_abs_diff": reload_diff,
