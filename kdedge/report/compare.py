@@ -543,7 +543,14 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
 def _history(history: Any) -> list[dict[str, Any]]:
     if not isinstance(history, list):
         return []
-    return [{f: _num(_mapping(h).get(f)) for f in HISTORY_FIELDS} for h in history]
+    rows = []
+    for h in history:
+        row: dict[str, Any] = {f: _num(_mapping(h).get(f)) for f in HISTORY_FIELDS}
+        phase = _mapping(h).get("phase")
+        if phase is not None:  # recipes with phases (annealing, two-stage) restart epochs
+            row["phase"] = str(phase)
+        rows.append(row)
+    return rows
 
 
 def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:

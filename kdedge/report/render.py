@@ -267,10 +267,16 @@ def _quantization(data: Mapping[str, Any]) -> list[str]:
 def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None) -> list[str]:
     if not history:
         return [f"No per-epoch history ({NA})."]
-    rows = [[_cell(h.get("epoch")) + (" (best)" if h.get("epoch") == best_epoch else ""),
+    last_phase = history[-1].get("phase")  # best_epoch counts within the last phase
+    rows = [[_cell(h.get("epoch")) + (" (best)" if h.get("epoch") == best_epoch
+                                       and h.get("phase") == last_phase else ""),
              fmt_num(h.get("train_loss"), 4), fmt_pct(h.get("validation_accuracy"), 2),
              fmt_num(h.get("seconds"), 1)] for h in history]
-    return _table(["Epoch", "Train loss", "Validation accuracy", "Seconds"], rows)
+    header = ["Epoch", "Train loss", "Validation accuracy", "Seconds"]
+    if any("phase" in h for h in history):
+        rows = [[_cell(h.get("phase")), *row] for h, row in zip(history, rows, strict=True)]
+        header = ["Phase", *header]
+    return _table(header, rows)
 
 
 def _training(data: Mapping[str, Any]) -> list[str]:

@@ -297,3 +297,16 @@ def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
     md = render_markdown(report)
     assert md.index("## Warnings") < md.index("## Artifacts")
     assert "| student | student | 17 | 5.00e-01 | 1.00e-04 | FAIL |" in md
+
+
+def test_training_history_shows_recipe_phases() -> None:
+    from kdedge.report.render import _history
+
+    history = [{"phase": "anneal", "epoch": 1, "train_loss": 0.5, "validation_accuracy": 0.7,
+                "seconds": 2.0},
+               {"phase": "finetune", "epoch": 1, "train_loss": 0.4, "validation_accuracy": 0.8,
+                "seconds": 3.0}]
+    lines = _history(history, best_epoch=1)
+    assert lines[0] == "| Phase | Epoch | Train loss | Validation accuracy | Seconds |"
+    assert lines[2] == "| anneal | 1 | 0.5000 | 70.00% | 2.0 |"  # best_epoch counts in the last phase
+    assert lines[3] == "| finetune | 1 (best) | 0.4000 | 80.00% | 3.0 |"
