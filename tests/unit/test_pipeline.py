@@ -182,16 +182,22 @@ def json_overrides(cfg: KdedgeConfig) -> dict[str, Any]:
     walk("", cfg.model_dump(mode="json"))
     return flat
 
-
-def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
+def rerun_copy(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path, overrides: dict[str, Any],
+               stages: tuple[str, ...]) -> Path:
+    """A copy of the tiny run with some stages run again under a changed config."""
     cfg, source = tiny_run
     run_dir = tmp_path / "copy"
     shutil.copytree(source, run_dir)
-    annealing = build_config(overrides={
-        **json_overrides(cfg), "run.out": str(run_dir), "distill.recipe": "annealing",
-        "distill.annealing.tau_max": 2, "distill.annealing.phase1_epochs": 3,
-        "distill.annealing.phase2_epochs": 2})
-    pipeline.run(annealing, run_dir, only=("distill",))
+    changed = build_config(overrides={**json_overrides(cfg), "run.out": str(run_dir), **overrides})
+    pipeline.run(changed, run_dir, only=stages)
+    return run_dir
+
+
+
+def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.recipe": "annealing", "distill.annealing.tau_max": 2,
+        "distill.annealing.phase1_epochs": 3, "distill.annealing.phase2_epochs": 2}, ("distill",))
     metrics = manifest(run_dir, "distill").metrics
     assert metrics["recipe"] == "annealing"
     history = metrics["history"]
@@ -203,14 +209,10 @@ def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], 
 
 def test_two_stage_recipe_matches_vectors_then_logits(tiny_run: tuple[KdedgeConfig, Path],
                                                       tmp_path: Path) -> None:
-    cfg, source = tiny_run
-    run_dir = tmp_path / "copy"
-    shutil.copytree(source, run_dir)
-    two_stage = build_config(overrides={
-        **json_overrides(cfg), "run.out": str(run_dir), "distill.recipe": "two-stage",
-        "distill.two_stage.stage1_epochs": 2, "distill.two_stage.stage2_epochs": 2,
-        "distill.two_stage.distance": "cosine", "distill.logit_loss": "l1"})
-    pipeline.run(two_stage, run_dir, only=("distill",))
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.recipe": "two-stage", "distill.two_stage.stage1_epochs": 2,
+        "distill.two_stage.stage2_epochs": 2, "distill.two_stage.distance": "cosine",
+        "distill.logit_loss": "l1"}, ("distill",))
     metrics = manifest(run_dir, "distill").metrics
     history = metrics["history"]
     assert [row["phase"] for row in history] == ["represent"] * 2 + ["logits"] * 2
@@ -220,13 +222,9 @@ def test_two_stage_recipe_matches_vectors_then_logits(tiny_run: tuple[KdedgeConf
 
 def test_a_bilstm_student_distills_exports_and_quantizes(tiny_run: tuple[KdedgeConfig, Path],
                                                          tmp_path: Path) -> None:
-    cfg, source = tiny_run
-    run_dir = tmp_path / "copy"
-    shutil.copytree(source, run_dir)
-    bilstm = build_config(overrides={
-        **json_overrides(cfg), "run.out": str(run_dir), "distill.student": "bilstm:hidden_size=16",
-        "distill.training.learning_rate": 1e-2, "distill.training.epochs": 4})
-    pipeline.run(bilstm, run_dir, only=("distill", "export", "quantize"))
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.student": "bilstm:hidden_size=16", "distill.training.learning_rate": 1e-2,
+        "distill.training.epochs": 4}, ("distill", "export", "quantize"))
     distill = manifest(run_dir, "distill").metrics
     assert distill["student"]["builder"] == "birnn" and distill["student"]["state_size"] == 32
     assert distill["test"]["accuracy"] >= 0.9
@@ -253,16 +251,11 @@ def test_augmentation_adds_teacher_labelled_rows(tiny_run: tuple[KdedgeConfig, P
     import pandas as pd
     from conftest import toy_rows
 
-    cfg, source = tiny_run
-    run_dir = tmp_path / "copy"
-    shutil.copytree(source, run_dir)
     extra = tmp_path / "unlabelled.csv"
     pd.DataFrame(toy_rows(50, seed=9))[["sentence"]].to_csv(extra, index=False)
-    augmented = build_config(overrides={
-        **json_overrides(cfg), "run.out": str(run_dir), "distill.augment.unlabeled": str(extra),
-        "distill.augment.text_column": "sentence", "distill.augment.mask_copies": 1,
-        "distill.augment.min_confidence": 0.6})
-    pipeline.run(augmented, run_dir, only=("distill",))
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.augment.unlabeled": str(extra), "distill.augment.text_column": "sentence",
+        "distill.augment.mask_copies": 1, "distill.augment.min_confidence": 0.6}, ("distill",))
     metrics = manifest(run_dir, "distill").metrics
     train = manifest(run_dir, "data").metrics["splits"]["train"]
     assert metrics["augmented"]["added"] == 50 + train
