@@ -42,7 +42,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/methods"))
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variants")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table from --out")
     args = parser.parse_args()
+    if args.table_only:
+        write([summarize(n, args.out / n) for n in VARIANTS if _finished(args.out / n)])
+        print(RESULTS.read_text())
+        return
     from kdedge_cli.main import _setup_logging
 
     _setup_logging(logging.INFO)
@@ -102,7 +107,8 @@ def write(rows: list[dict[str, Any]]) -> None:
         f"Command: `python benchmarks/methods.py`. Same data (4000 / 1000 / 1000), same fine-tuned "
         f"teacher, {EPOCHS} epochs of training per variant, int8 = dynamic quantization. Latency: "
         "batch 1, sequence length 64, 2 threads, teacher ONNX fp32 and int8 student measured in "
-        "the same bench run.",
+        "the same bench run. Training seconds are wall clock on a shared 2-core machine (other "
+        "jobs ran beside some variants), so compare them loosely.",
         "",
         "| variant | student | parameters | student acc | int8 acc | teacher acc | int8 retained "
         "| int8 size (MB) | int8 p50 b1 (ms) | teacher p50 b1 (ms) | speed-up | training (s) |",
