@@ -19,6 +19,7 @@ from kdedge import __version__, environment
 from kdedge.artifacts import (
     MANIFEST,
     Manifest,
+    atomic_write_text,
     fingerprint,
     list_outputs,
     read_json,
@@ -112,8 +113,6 @@ def prepare_run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool, force: bool) 
         raise KdedgeError(f"Output directory {run_dir} is not empty and is not a kdedge run; "
                           "choose another --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    from kdedge.artifacts import atomic_write_text
-
     atomic_write_text(run_dir / RESOLVED_CONFIG, dump_config(cfg))
     if not (run_dir / RUN_MANIFEST).exists():
         write_json(run_dir / RUN_MANIFEST, {

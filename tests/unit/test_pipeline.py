@@ -105,11 +105,8 @@ def test_bench_and_report_cover_every_model(tiny_run: tuple[KdedgeConfig, Path])
 
 
 def test_resume_skips_every_unchanged_stage(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
-    cfg, source = tiny_run
-    run_dir = tmp_path / "copy"
-    shutil.copytree(source, run_dir)
+    cfg, run_dir = copy_run(tiny_run, tmp_path)
     before = started(run_dir)
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": run_dir})})
     pipeline.prepare_run(cfg, run_dir, resume=True, force=False)
     pipeline.run(cfg, run_dir, resume=True)
     assert started(run_dir) == before
@@ -117,12 +114,9 @@ def test_resume_skips_every_unchanged_stage(tiny_run: tuple[KdedgeConfig, Path],
 
 def test_config_change_reruns_that_stage_and_downstream_only(
         tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
-    cfg, source = tiny_run
-    run_dir = tmp_path / "copy"
-    shutil.copytree(source, run_dir)
+    cfg, run_dir = copy_run(tiny_run, tmp_path)
     before = started(run_dir)
-    changed = build_config(overrides={**json_overrides(cfg), "run.out": str(run_dir),
-                                      "distill.alpha": 0.9})
+    changed = build_config(overrides={**json_overrides(cfg), "distill.alpha": 0.9})
     pipeline.run(changed, run_dir, resume=True)
     after = started(run_dir)
     assert [s for s in pipeline.STAGE_NAMES if after[s] == before[s]] == ["data", "teacher"]
@@ -131,13 +125,10 @@ def test_config_change_reruns_that_stage_and_downstream_only(
 
 def test_a_corrupted_artifact_is_detected_and_its_stage_reruns(
         tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
-    cfg, source = tiny_run
-    run_dir = tmp_path / "copy"
-    shutil.copytree(source, run_dir)
+    cfg, run_dir = copy_run(tiny_run, tmp_path)
     before = started(run_dir)
     onnx = run_dir / pipeline.stage_dirname("quantize") / "student-int8" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": run_dir})})
     pipeline.run(cfg, run_dir, resume=True)
     after = started(run_dir)
     assert [s for s in pipeline.STAGE_NAMES if after[s] != before[s]] == ["quantize", "bench", "report"]
@@ -182,13 +173,19 @@ def json_overrides(cfg: KdedgeConfig) -> dict[str, Any]:
     walk("", cfg.model_dump(mode="json"))
     return flat
 
-def rerun_copy(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path, overrides: dict[str, Any],
-               stages: tuple[str, ...]) -> Path:
-    """A copy of the tiny run with some stages run again under a changed config."""
+def copy_run(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> tuple[KdedgeConfig, Path]:
+    """A copy of the tiny run's directory, and its config pointing at the copy."""
     cfg, source = tiny_run
     run_dir = tmp_path / "copy"
     shutil.copytree(source, run_dir)
-    changed = build_config(overrides={**json_overrides(cfg), "run.out": str(run_dir), **overrides})
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": run_dir})}), run_dir
+
+
+def rerun_copy(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path, overrides: dict[str, Any],
+               stages: tuple[str, ...]) -> Path:
+    """A copy of the tiny run with some stages run again under a changed config."""
+    cfg, run_dir = copy_run(tiny_run, tmp_path)
+    changed = build_config(overrides={**json_overrides(cfg), **overrides})
     pipeline.run(changed, run_dir, only=stages)
     return run_dir
 
