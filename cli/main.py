@@ -52,9 +52,13 @@ def compress(
     label_column: Annotated[str | None, typer.Option(help="[data.label_column]")] = None,
     teacher: Annotated[str | None, typer.Option(help="Directory, hub id or 'demo'. "
                                                 "[teacher.model]")] = None,
+    extra_teacher: Annotated[list[str] | None, typer.Option(
+        help="Another teacher for --method multi-teacher (repeatable). "
+             "[distill.multi_teacher.teachers]")] = None,
     student: Annotated[str | None, typer.Option(help="Layer count (3), teacher layers (1,3,5), "
                                                 "a directory or a hub id. [distill.student]")] = None,
-    method: Annotated[str | None, typer.Option(help="Distillation recipe: kd, annealing. "
+    method: Annotated[str | None, typer.Option(help="Distillation recipe: kd, annealing, two-stage, "
+                                               "multi-teacher, multi-task. "
                                                "[distill.recipe]")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data name>). "
                                              "[run.out]")] = None,
@@ -84,6 +88,7 @@ def compress(
         "run.out": out, "run.seed": seed,
         "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,
         "teacher.trust_remote_code": trust_remote_code,
+        "distill.multi_teacher.teachers": [{"model": t} for t in extra_teacher or []] or None,
     }
     overrides = {**parse_sets(set_ or []), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(config, overrides)

@@ -109,15 +109,61 @@ class AugmentConfig(_Section):
         return self.unlabeled is not None or self.mask_copies > 0
 
 
+STATE_FEATURES = ("teacher_id", "teacher_gold_ce", "teacher_confidence", "teacher_entropy",
+                  "student_teacher_kl", "instance")
+
+
+class RLSelectConfig(_Section):
+    """Reinforced teacher selection (Yuan et al. 2021). The paper's hyper-parameters are not
+    published; these defaults are ours (see docs/recipes.md)."""
+
+    warmup_epochs: int = Field(1, ge=0)  # all teachers selected; the policy does not learn yet
+    policy_lr: float = Field(0.01, gt=0)  # Adam on the policy, once per batch
+    init_probability: float = Field(0.9, gt=0, lt=1)  # of selecting a teacher, before learning
+    reward: Literal["ce_drop", "neg_ce"] = "ce_drop"  # student CE before - after the step, or -CE after
+    baseline: Literal["batch", "ema"] = "batch"  # subtract the batch's mean reward, or a moving average
+    baseline_decay: float = Field(0.9, ge=0, lt=1)  # of the moving average
+    state_features: tuple[str, ...] = STATE_FEATURES[:5]  # per instance and teacher
+
+    @field_validator("state_features")
+    @classmethod
+    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in value if f not in STATE_FEATURES]
+        if unknown or not value:
+            raise ValueError(f"use a non-empty subset of {', '.join(STATE_FEATURES)}")
+        return value
+
+
+class MultiTeacherConfig(_Section):
+    """Several teachers of the same labels; the teacher stage's model is the first of them."""
+
+    teachers: tuple[TeacherConfig, ...] = ()  # the others; each fine-tuned like the teacher
+    weighting: Literal["uniform", "fixed", "rl-select"] = "uniform"
+    weights: tuple[float, ...] | None = None  # fixed: one per teacher, the stage's teacher first
+    rl: RLSelectConfig = RLSelectConfig()
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> MultiTeacherConfig:
+        count = 1 + len(self.teachers)
+        if self.weighting == "fixed":
+            if self.weights is None or len(self.weights) != count:
+                raise ValueError(f"fixed weighting needs weights, one per teacher ({count}: the "
+                                 "teacher stage's first, then distill.multi_teacher.teachers)")
+            if min(self.weights) < 0 or sum(self.weights) <= 0:
+                raise ValueError("weights must be non-negative with a positive sum")
+        return self
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
-    recipe: str = "kd"  # kd | annealing | two-stage
+    recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KD term; 1 - alpha weighs gold-label CE
     logit_loss: Literal["kl", "mse", "l1"] = "kl"  # KL on softened logits, or MSE / L1 on raw ones
     annealing: AnnealingConfig = AnnealingConfig()
     two_stage: TwoStageConfig = TwoStageConfig()
     augment: AugmentConfig = AugmentConfig()  # composable with every recipe
+    multi_teacher: MultiTeacherConfig = MultiTeacherConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 
@@ -134,6 +180,13 @@ class DistillConfig(_Section):
         if value not in RECIPES:
             raise ValueError(f"unknown recipe; known: {', '.join(RECIPES.names())}")
         return value
+
+    @model_validator(mode="after")
+    def _recipe_has_inputs(self) -> DistillConfig:
+        if self.recipe == "multi-teacher" and not self.multi_teacher.teachers:
+            raise ValueError("the multi-teacher recipe needs distill.multi_teacher.teachers, e.g. "
+                             "--extra-teacher DIR or --set 'distill.multi_teacher.teachers=[{model: DIR}]'")
+        return self
 
 
 class ExportConfig(_Section):

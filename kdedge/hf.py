@@ -29,11 +29,26 @@ def resolve_source(source: str) -> str:
 
 def has_matching_head(config: Any, labels: dict[int, str]) -> bool:
     """True when the checkpoint already classifies into exactly these labels, in this order."""
+    return _head(config) == labels
+
+
+def _head(config: Any) -> dict[int, str] | None:
+    """The checkpoint's own label map, or None when it has no sequence-classification head."""
     archs = getattr(config, "architectures", None) or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
-        return False
-    theirs = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-    return theirs == labels
+        return None
+    return {int(k): str(v) for k, v in (config.id2label or {}).items()}
+
+
+def head_labels(source: str, revision: str | None = None, trust_remote_code: bool = False) -> str:
+    """The checkpoint's label names in id order, as words for an error message."""
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    head = _head(AutoConfig.from_pretrained(resolve_source(source), **kwargs))
+    return "no classification head" if head is None else str([head[i] for i in sorted(head)])
 
 
 def load_classifier(source: str, id2label: dict[int, str], *, revision: str | None,

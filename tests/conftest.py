@@ -27,14 +27,18 @@ def toy_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
     return rows
 
 
-def write_tiny_model(folder: Path, layers: int = 2, seed: int = 0) -> Path:
-    """A random BertForSequenceClassification with a real WordPiece tokenizer, saved to folder."""
+def write_tiny_model(folder: Path, layers: int = 2, seed: int = 0, words: list[str] | None = None,
+                     ) -> Path:
+    """A random BertForSequenceClassification with a real WordPiece tokenizer, saved to folder.
+
+    `words` reorders the vocabulary after the special tokens: another tokenizer, same texts.
+    """
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n")
+    vocab.write_text("\n".join(VOCAB[:5] + (words or VOCAB[5:])) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,

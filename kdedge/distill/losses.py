@@ -140,8 +140,27 @@ class WeightedSum(nn.Module):
         for name, loss in zip(self.names, self.losses, strict=True):
             if hasattr(loss, "begin_epoch"):
                 loss.begin_epoch(epoch)
+            if hasattr(loss, "phi"):
                 state[f"{name}_phi"] = loss.phi
         return state
+
+    def end_epoch(self) -> dict[str, float]:
+        """What losses that learn on their own (a teacher selector) report about the epoch."""
+        state: dict[str, float] = {}
+        for loss in self.losses:
+            if hasattr(loss, "end_epoch"):
+                state.update(loss.end_epoch())
+        return state
+
+    @property
+    def wants_feedback(self) -> bool:
+        """Whether a term learns from the student's outputs after each optimizer step."""
+        return any(getattr(loss, "wants_feedback", False) for loss in self.losses)
+
+    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+        for loss in self.losses:
+            if getattr(loss, "wants_feedback", False):
+                loss.after_step(student, batch)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any],
                 ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -14,6 +14,7 @@ class Outputs:
     hidden_states: tuple[torch.Tensor, ...] | None = None  # each (batch, seq, hidden)
     attentions: tuple[torch.Tensor, ...] | None = None  # each (batch, heads, seq, seq)
     sentence: dict[str, torch.Tensor] | None = None  # pooled vectors by pooling, e.g. cached
+    ensemble: torch.Tensor | None = None  # (batch, teachers, num_labels): every teacher's logits
 
     @classmethod
     def from_hf(cls, out: Any) -> Outputs:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from kdedge.config import DistillConfig
 from kdedge.registry import Registry
 
@@ -30,6 +32,7 @@ class Dims:
 
     student_hidden: int
     teacher_hidden: int
+    teachers: int = 1  # the teacher stage's, plus distill.multi_teacher.teachers
 
 
 RECIPES: Registry[Any] = Registry("distillation recipe")
@@ -75,3 +78,17 @@ def two_stage_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     return [Phase("represent", (match,), t.stage1_epochs, hidden_states=True,
                   keep="last"),
             Phase("logits", logit_kd_terms(cfg), t.stage2_epochs)]
+
+
+@RECIPES.register("multi-teacher")
+def multi_teacher_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """Yuan et al. (2021) and the equal-weight baseline: alpha x per-instance weighted KD over
+    several teachers + (1 - alpha) x gold-label loss. rl-select learns the weights."""
+    from kdedge.distill import multi_teacher  # noqa: F401  (registers multi_teacher_kd)
+
+    m = cfg.multi_teacher
+    rl = {**m.rl.model_dump(), "seed": int(torch.randint(2**31 - 1, ()).item())}
+    soft = ("multi_teacher_kd", cfg.alpha, {"teachers": dims.teachers, "weights": m.weights,
+                                             "temperature": cfg.temperature,
+                                             "weighting": m.weighting, "rl": rl})
+    return [Phase("multi-teacher", (soft, logit_kd_terms(cfg)[-1]))]

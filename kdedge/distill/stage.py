@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from kdedge.data.dataset import load_task
-from kdedge.distill import augment, losses, teacher_cache
+from kdedge.distill import augment, losses, teacher_cache, teachers
 from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
@@ -47,13 +47,18 @@ def run(ctx) -> dict[str, Any]:
         train_split, cached = augment.keep_confident(train_split, cached, cfg.augment.min_confidence)
         log.info("  %d teacher-labelled examples added, %d kept by the confidence filter", added,
                  augment.count_added(train_split))
+    ensemble: list[dict[str, Any]] = []
+    if cfg.recipe == "multi-teacher":
+        cached["ensemble"], ensemble = teachers.ensemble_logits(
+            ctx.cfg, ctx.input_fingerprints["data"], task, train_split, cached["logits"], ctx.work)
     student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
     del teacher  # the cached logits are all the loop needs from it
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
     history: list[dict[str, Any]] = []
     best_epoch = 0
-    dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1])
+    dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1],
+                teachers=1 + len(ensemble))
     for phase in RECIPES.get(cfg.recipe)(cfg, dims):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         result = train(student, tokenizer, train_split, losses.build(phase.losses),
@@ -70,6 +75,7 @@ def run(ctx) -> dict[str, Any]:
         "recipe": cfg.recipe,
         "student": info,
         "teacher_outputs_cache": "hit" if cache_hit else "miss",
+        "extra_teachers": ensemble,
         "training_examples": len(train_split),
         "augmented": {"added": added, "kept": augment.count_added(train_split)},
         "history": history,
@@ -81,6 +87,8 @@ def run(ctx) -> dict[str, Any]:
 
 def cached_outputs(cached: dict[str, torch.Tensor], index: torch.Tensor) -> Outputs:
     """The teacher's outputs for the rows of one batch."""
+    ensemble = cached.get("ensemble")
     return Outputs(logits=cached["logits"][index],
                    sentence={"cls": cached["sentence_cls"][index],
-                             "mean": cached["sentence_mean"][index]})
+                             "mean": cached["sentence_mean"][index]},
+                   ensemble=None if ensemble is None else ensemble[index])

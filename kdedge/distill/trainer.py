@@ -86,13 +86,16 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 lr_schedule.step()
+                if loss_fn.wants_feedback:  # e.g. a teacher selector rewarded by the step's effect
+                    loss_fn.after_step(_outputs_now(model, batch), batch)
                 total_loss += loss.item() * len(batch["labels"])
                 seen += len(batch["labels"])
                 advance(bar, 1, f"loss {total_loss / seen:.4f}")
         score = evaluate(model)
         result.history.append({"epoch": epoch, "train_loss": round(total_loss / seen, 6),
                                "validation_accuracy": round(score, 6),
-                               "seconds": round(time.perf_counter() - started, 2), **schedule_state})
+                               "seconds": round(time.perf_counter() - started, 2), **schedule_state,
+                               **loss_fn.end_epoch()})
         log.info("  %s epoch %d: train loss %.4f, validation accuracy %.4f", description, epoch,
                  total_loss / seen, score)
         if keep == "last" or score > result.best_score:
@@ -102,6 +105,15 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _outputs_now(model: nn.Module, batch: dict[str, Any]) -> Outputs:
+    """The student's outputs on a batch, without dropout or gradients."""
+    model.eval()
+    with torch.no_grad():
+        out = Outputs.from_hf(model(**model_inputs(batch)))
+    model.train()
+    return out
 
 
 def _optimizer(modules: list[nn.Module], cfg: TrainingConfig) -> torch.optim.Optimizer:

@@ -12,14 +12,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kdedge.artifacts import copy_tree, read_json, write_json
-from kdedge.data.dataset import load_task
+from kdedge.artifacts import copy_tree, fingerprint, read_json, write_json
+from kdedge.config import TeacherConfig
+from kdedge.data.dataset import TaskData, load_task
 from kdedge.demo import cache_dir
 from kdedge.distill import losses
 from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import encode, evaluate_splits, validation_accuracy
-from kdedge.hf import load_classifier, resolve_source, save_verified
+from kdedge.hf import head_labels, load_classifier, resolve_source, save_verified
 from kdedge.torch_utils import set_threads
 
 log = logging.getLogger("kdedge")
@@ -28,30 +29,47 @@ MODEL_DIR = "model"
 
 
 def run(ctx) -> dict[str, Any]:
-    cfg, max_length = ctx.cfg.teacher, ctx.cfg.data.max_length
     task = load_task(ctx.input("data"))
     set_threads(ctx.cfg.run.threads)
-    out = ctx.work / MODEL_DIR
-    cached = _cache_entry(ctx.fingerprint, cfg.model, cfg.revision)
+    return prepare(ctx.cfg.teacher, task, ctx.cfg.data.max_length, ctx.cfg.run.seed,
+                   ctx.fingerprint, ctx.work / MODEL_DIR)
+
+
+def teacher_key(cfg: TeacherConfig, seed: int, data_fingerprint: str) -> str:
+    """The fingerprint the teacher stage would have for this teacher on this data.
+
+    Extra teachers (multi-teacher distillation) use it too, so a teacher fine-tuned once is
+    found in the cache whichever role it plays.
+    """
+    return fingerprint("teacher", {"teacher": cfg.model_dump(mode="json"), "seed": seed},
+                       {"data": data_fingerprint})
+
+
+def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key: str, out: Path,
+            ) -> dict[str, Any]:
+    """Write the teacher for this task to `out`, fine-tuning it unless cached; return metrics."""
+    cached = _cache_entry(key, cfg.model, cfg.revision)
     if (cached / "metrics.json").is_file():
-        log.info("  fine-tuned teacher found in the cache (%s)", cached)
+        log.info("  fine-tuned teacher %r found in the cache (%s)", cfg.model, cached)
         copy_tree(cached / MODEL_DIR, out)
         return {**read_json(cached / "metrics.json"), "cache_hit": True}
 
     model, tokenizer, matched = load_classifier(cfg.model, task.id2label, revision=cfg.revision,
                                                 trust_remote_code=cfg.trust_remote_code)
     if cfg.fine_tune == "never" and not matched:
+        theirs = head_labels(cfg.model, cfg.revision, cfg.trust_remote_code)
         raise KdedgeError(f"Teacher {cfg.model!r} has no classification head for the labels "
-                          f"{task.labels}; set teacher.fine_tune to auto so kdedge trains one.")
+                          f"{task.labels} (it has {theirs}); set fine_tune to auto for this "
+                          "teacher so kdedge trains one.")
     fine_tune = cfg.fine_tune == "always" or not matched
     history: list[dict[str, float]] = []
     if fine_tune:
-        log.info("  fine-tuning the teacher on %d examples (%d epoch(s))", len(task.splits["train"]),
-                 cfg.training.epochs)
+        log.info("  fine-tuning teacher %r on %d examples (%d epoch(s))", cfg.model,
+                 len(task.splits["train"]), cfg.training.epochs)
         result = train(model, tokenizer, task.splits["train"], losses.build([("ce", 1.0, {})]),
                        teacher=lambda batch: None,
                        evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
-                       cfg=cfg.training, max_length=max_length, seed=ctx.cfg.run.seed,
+                       cfg=cfg.training, max_length=max_length, seed=seed,
                        description="teacher")
         history = result.history
     metrics = {
@@ -81,15 +99,15 @@ def truncated(tokenizer: Any, texts: list[Any], max_length: int) -> int:
     return sum(len(ids) > max_length for ids in lengths["input_ids"])
 
 
-def _cache_entry(fingerprint: str, source: str, revision: str | None) -> Path:
-    """Cache folder keyed by the stage fingerprint and the teacher files' identity."""
+def _cache_entry(key: str, source: str, revision: str | None) -> Path:
+    """Cache folder keyed by the teacher's fingerprint and its files' identity."""
     location = resolve_source(source)
     identity = [location, revision]
     folder = Path(location)
     if folder.is_dir():  # a local teacher: its files' names, sizes and times stand for content
         identity += [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in sorted(folder.rglob("*")) if p.is_file()]
-    key = hashlib.sha256(repr([fingerprint, identity]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(repr([key, identity]).encode()).hexdigest()[:20]
     return cache_dir() / "teachers" / key
 
 

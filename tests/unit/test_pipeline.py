@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import VOCAB, write_tiny_model
 
 from kdedge import pipeline
 from kdedge.artifacts import Manifest
 from kdedge.config import KdedgeConfig, build_config
+from kdedge.errors import KdedgeError
 
 TINY = {
     "data.text_columns": ["sentence"], "data.label_column": "sentiment", "data.max_length": 32,
@@ -148,7 +150,6 @@ def test_a_second_run_reuses_the_cached_teacher(tiny_run: tuple[KdedgeConfig, Pa
 
 
 def test_a_stage_alone_needs_its_inputs(tmp_path: Path, tiny_run: tuple[KdedgeConfig, Path]) -> None:
-    from kdedge.errors import KdedgeError
 
     cfg, _ = tiny_run
     empty = tmp_path / "empty"
@@ -189,6 +190,36 @@ def rerun_copy(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path, overrides: d
     pipeline.run(changed, run_dir, only=stages)
     return run_dir
 
+
+
+def test_multi_teacher_recipe_with_another_tokenizer(tiny_run: tuple[KdedgeConfig, Path],
+                                                     tmp_path: Path) -> None:
+    """A second teacher with its own vocabulary is fine-tuned, run on the raw texts, and the
+    selector's choices are in the history."""
+    other = write_tiny_model(tmp_path / "other-teacher", layers=2, seed=1,
+                             words=list(reversed(VOCAB[5:])))
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.recipe": "multi-teacher", "distill.multi_teacher.weighting": "rl-select",
+        "distill.multi_teacher.teachers": [{"model": str(other), "training": {
+            "epochs": 6, "learning_rate": 3e-3, "batch_size": 16}}]}, ("distill",))
+    metrics = manifest(run_dir, "distill").metrics
+    extra = metrics["extra_teachers"][0]
+    assert extra["fine_tuned"] and extra["test"]["accuracy"] >= 0.9
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert metrics["history"][0]["teacher1_selected"] == 1.0  # warm-up: every teacher
+    assert 0.0 < metrics["history"][-1]["teacher0_policy_p"] < 1.0
+
+
+def test_a_teacher_with_other_labels_is_refused(tiny_run: tuple[KdedgeConfig, Path],
+                                                tmp_path: Path) -> None:
+    other = write_tiny_model(tmp_path / "labels-0-1")  # a head for LABEL_0 / LABEL_1
+    with pytest.raises(KdedgeError, match=r"Teacher '.*labels-0-1' has no classification head for "
+                       r"the labels \['neg', 'pos'\] \(it has \['LABEL_0', 'LABEL_1'\]\); set "
+                       r"fine_tune to auto"):
+        rerun_copy(tiny_run, tmp_path, {
+            "distill.recipe": "multi-teacher",
+            "distill.multi_teacher.teachers": [{"model": str(other), "fine_tune": "never"}]},
+            ("distill",))
 
 
 def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
@@ -234,7 +265,6 @@ def test_a_bilstm_student_distills_exports_and_quantizes(tiny_run: tuple[KdedgeC
 
 def test_bad_student_options_are_refused() -> None:
     from kdedge.distill.students import parse_spec
-    from kdedge.errors import KdedgeError
 
     assert dict(parse_spec("bigru:hidden_size=8,dropout=0.2", 6).options) == {
         "cell": "gru", "hidden_size": 8, "dropout": 0.2}

@@ -1,0 +1,220 @@
+"""Multi-teacher distillation with per-instance teacher weights, fixed or learned.
+
+Every teacher tokenizes the raw text itself and its logits are cached; only the class logits
+meet, so the teachers may differ in architecture and vocabulary but must share the labels.
+The loss is, per instance j, sum_k w_jk * KD(teacher k, student), averaged over the batch:
+
+- uniform: w_jk = 1/K;  fixed: w_jk = the configured weights, normalized;
+- rl-select (Yuan et al. 2021, "Reinforced Multi-Teacher Selection for Knowledge
+  Distillation"): a logistic policy looks at features of each (instance, teacher) pair and
+  samples whether that teacher's soft targets are used; w_jk = a_jk / sum_k a_jk (no teacher
+  selected: the gold-label term alone). After each optimizer step the policy is rewarded by how
+  much the student's gold-label loss on that instance fell (REINFORCE with a moving-average
+  baseline). During the warm-up epochs every teacher is used and the policy does not learn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdedge.distill.losses import LOSSES
+from kdedge.distill.outputs import Outputs
+
+
+def has_gold(labels: torch.Tensor) -> torch.Tensor:
+    """Rows with a gold label: teacher-labelled rows carry -100 (classes) or NaN (scores)."""
+    return ~torch.isnan(labels) if labels.is_floating_point() else labels != -100
+
+
+def gold_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Per-row loss against the gold label (CE, or squared error for scores); 0 where none."""
+    known = has_gold(labels)
+    if regression:
+        target = torch.where(known, labels, torch.zeros_like(labels)).to(logits.dtype)
+        return torch.where(known, (logits[..., 0] - target) ** 2, torch.zeros_like(target))
+    safe = torch.where(known, labels, torch.zeros_like(labels))
+    return F.cross_entropy(logits, safe, reduction="none") * known
+
+
+def per_teacher_kd(student: torch.Tensor, ensemble: torch.Tensor, temperature: float,
+                   regression: bool) -> torch.Tensor:
+    """(batch, teachers): T^2 KL(teacher_k || student) at T per row, or squared score error."""
+    if regression:
+        return (ensemble[..., 0] - student[:, None, 0]) ** 2
+    t = temperature
+    log_s = F.log_softmax(student / t, dim=-1)[:, None, :]
+    log_t = F.log_softmax(ensemble / t, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1) * t * t
+
+
+@LOSSES.register("multi_teacher_kd")
+class MultiTeacherKD(nn.Module):
+    """sum_k w_jk KD(teacher k, student) per instance, averaged over the batch."""
+
+    def __init__(self, teachers: int, temperature: float = 2.0, weighting: str = "uniform",
+                 weights: tuple[float, ...] | None = None, rl: dict[str, Any] | None = None,
+                 regression: bool = False) -> None:
+        super().__init__()
+        self.teachers, self.temperature, self.regression = teachers, temperature, regression
+        self.weighting = weighting
+        fixed = torch.tensor(weights if weighting == "fixed" else [1.0] * teachers)
+        self.register_buffer("fixed", fixed / fixed.sum(), persistent=False)
+        # The selector learns with its own optimizer, so it is kept out of this module's
+        # parameters: the student's optimizer must never update the policy.
+        self.selector = TeacherSelector(teachers, regression=regression, **(rl or {})) \
+            if weighting == "rl-select" else None
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.selector is not None:
+            self.selector.begin_epoch(epoch)
+
+    def end_epoch(self) -> dict[str, float]:
+        return self.selector.end_epoch() if self.selector is not None else {}
+
+    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+        if self.selector is not None:
+            self.selector.learn(student.logits, batch["labels"])
+
+    @property
+    def wants_feedback(self) -> bool:
+        return self.selector is not None
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None and teacher.ensemble is not None, \
+            "the multi_teacher_kd loss needs every teacher's logits"
+        kd = per_teacher_kd(student.logits, teacher.ensemble, self.temperature, self.regression)
+        if self.selector is None:
+            weights = self.fixed.expand_as(kd)
+        else:
+            chosen = self.selector.select(student.logits.detach(), teacher, batch)
+            weights = chosen / chosen.sum(1, keepdim=True).clamp(min=1.0)
+        return (weights * kd).sum(1).mean()
+
+
+class TeacherSelector:
+    """A Bernoulli policy per (instance, teacher) pair, trained by REINFORCE.
+
+    State features (all detached): the teacher's id (one-hot), its loss against the gold label
+    (log1p), its confidence and normalized entropy, the student-teacher divergence (log1p), and
+    optionally the instance's sentence vector from the first teacher.
+    """
+
+    def __init__(self, teachers: int, warmup_epochs: int = 1, policy_lr: float = 0.01,
+                 init_probability: float = 0.9, reward: str = "ce_drop", baseline: str = "batch",
+                 baseline_decay: float = 0.9,
+                 state_features: tuple[str, ...] = ("teacher_id", "teacher_gold_ce"),
+                 regression: bool = False, seed: int = 0) -> None:
+        if regression and {"teacher_confidence", "teacher_entropy"} & set(state_features):
+            raise ValueError("teacher_confidence and teacher_entropy need class probabilities; "
+                             "drop them from rl.state_features for a regression task")
+        self.teachers, self.features, self.regression = teachers, tuple(state_features), regression
+        self.warmup_epochs, self.reward, self.decay = warmup_epochs, reward, baseline_decay
+        self.init_probability, self.policy_lr = init_probability, policy_lr
+        self.policy: nn.Linear | None = None  # sized on the first batch (instance width)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.baseline_kind, self.baseline = baseline, None
+        self.learning = warmup_epochs == 0
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._epoch_actions: list[torch.Tensor] = []
+        self._epoch_probs: list[torch.Tensor] = []
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.learning = epoch > self.warmup_epochs
+        self._epoch_actions, self._epoch_probs = [], []
+
+    def end_epoch(self) -> dict[str, float]:
+        """Share of instances each teacher was used for, and the policy's mean probability."""
+        if not self._epoch_actions:
+            return {}
+        actions = torch.cat(self._epoch_actions).mean(0).tolist()
+        probs = torch.cat(self._epoch_probs).mean(0).tolist()
+        out = {f"teacher{k}_selected": round(a, 4) for k, a in enumerate(actions)}
+        out.update({f"teacher{k}_policy_p": round(p, 4) for k, p in enumerate(probs)})
+        return out
+
+    def state(self, student: torch.Tensor, teacher: Outputs, labels: torch.Tensor) -> torch.Tensor:
+        """(batch, teachers, features)."""
+        ensemble = teacher.ensemble
+        assert ensemble is not None
+        batch, k = ensemble.shape[:2]
+        columns: list[torch.Tensor] = []
+        for name in self.features:
+            if name == "teacher_id":
+                columns.append(torch.eye(k).expand(batch, k, k))
+            elif name == "teacher_gold_ce":
+                gold = torch.stack([gold_loss(ensemble[:, i], labels, self.regression)
+                                    for i in range(k)], 1)
+                columns.append(gold.log1p()[..., None])
+            elif name == "teacher_confidence":
+                columns.append(ensemble.softmax(-1).amax(-1, keepdim=True))
+            elif name == "teacher_entropy":
+                p = ensemble.softmax(-1)
+                entropy = -(p * p.clamp(min=1e-12).log()).sum(-1, keepdim=True)
+                columns.append(entropy / math.log(ensemble.shape[-1]))
+            elif name == "student_teacher_kl":
+                columns.append(per_teacher_kd(student, ensemble, 1.0, self.regression).log1p()[..., None])
+            elif name == "instance":
+                if teacher.sentence is None or "cls" not in teacher.sentence:
+                    raise ValueError("the instance feature needs the teacher's cached sentence vectors")
+                vector = teacher.sentence["cls"]
+                columns.append(vector[:, None, :].expand(batch, k, vector.shape[-1]))
+        return torch.cat([c.float() for c in columns], -1)
+
+    def _policy(self, width: int) -> nn.Linear:
+        if self.policy is None:
+            self.policy = nn.Linear(width, 1)
+            nn.init.zeros_(self.policy.weight)
+            p = self.init_probability
+            nn.init.constant_(self.policy.bias, math.log(p / (1 - p)))
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.policy_lr)
+        return self.policy
+
+    def select(self, student: torch.Tensor, teacher: Outputs, batch: dict[str, Any]) -> torch.Tensor:
+        """(batch, teachers) 0/1 actions for this batch; every teacher during warm-up."""
+        labels = batch["labels"]
+        states = self.state(student, teacher, labels)
+        with torch.no_grad():
+            probs = torch.sigmoid(self._policy(states.shape[-1])(states)[..., 0])
+        if self.learning:
+            actions = torch.bernoulli(probs, generator=self.generator)
+        else:
+            actions = torch.ones_like(probs)
+        before = gold_loss(student, labels, self.regression)
+        self._pending = (states, actions, before)
+        self._epoch_actions.append(actions)
+        self._epoch_probs.append(probs)
+        return actions
+
+    def learn(self, student_after: torch.Tensor, labels: torch.Tensor) -> None:
+        """REINFORCE on the last batch: reward = the drop (or minus the value) of the gold loss."""
+        if self._pending is None or not self.learning:
+            self._pending = None
+            return
+        states, actions, before = self._pending
+        self._pending = None
+        known = has_gold(labels)
+        if not bool(known.any()):
+            return
+        after = gold_loss(student_after.detach(), labels, self.regression)
+        reward = (before - after) if self.reward == "ce_drop" else -after
+        reward = reward[known]
+        if self.baseline_kind == "batch":  # what the step did to every row, its own action aside
+            advantage = reward - reward.mean()
+        else:
+            mean = float(reward.mean())
+            baseline = mean if self.baseline is None else self.baseline
+            advantage = reward - baseline
+            self.baseline = self.decay * baseline + (1 - self.decay) * mean
+        assert self.policy is not None and self.optimizer is not None
+        logits = self.policy(states[known])[..., 0]
+        log_prob = -F.binary_cross_entropy_with_logits(logits, actions[known], reduction="none")
+        loss = -(advantage[:, None] * log_prob).sum(1).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()

@@ -1,0 +1,144 @@
+"""Multi-teacher KD: golden weighted losses, and a selector that learns to drop a bad teacher."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import toy_rows
+
+from kdedge.config import TrainingConfig, build_config
+from kdedge.data.dataset import TaskSplit
+from kdedge.distill import losses
+from kdedge.distill.multi_teacher import MultiTeacherKD, TeacherSelector, per_teacher_kd
+from kdedge.distill.outputs import Outputs
+from kdedge.distill.trainer import train
+from kdedge.errors import KdedgeError
+
+STUDENT = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+TEACHERS = torch.tensor([[[1.0, 0.0], [0.0, 2.0]],  # instance 0: teacher A, teacher B
+                         [[0.0, 3.0], [1.0, 1.0]]])  # instance 1
+BATCH = {"labels": torch.tensor([0, 1])}
+
+
+def _kd(teacher: list[float], student: list[float], t: float) -> float:
+    """T^2 KL(softmax(teacher/T) || softmax(student/T)), by hand."""
+    def soft(row: list[float]) -> list[float]:
+        exps = [math.exp(v / t) for v in row]
+        return [e / sum(exps) for e in exps]
+    p, q = soft(teacher), soft(student)
+    return t * t * sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+
+KD = [[_kd(TEACHERS[j, k].tolist(), STUDENT[j].tolist(), 2.0) for k in range(2)] for j in range(2)]
+
+
+def test_per_teacher_kd_is_hinton_kd_for_every_pair() -> None:
+    got = per_teacher_kd(STUDENT, TEACHERS, 2.0, regression=False)
+    assert got.flatten().tolist() == pytest.approx([v for row in KD for v in row], abs=1e-6)
+    # golden values, so a change of formula shows even if the hand computation drifted with it
+    assert got.flatten().tolist() == pytest.approx([0.1118202, 1.8484686, 0.3609527, 0.1237192],
+                                                   abs=1e-6)
+
+
+@pytest.mark.parametrize(("weighting", "weights", "w"), [
+    ("uniform", None, (0.5, 0.5)),
+    ("fixed", (3.0, 1.0), (0.75, 0.25)),
+])
+def test_weighted_multi_teacher_loss(weighting: str, weights: tuple[float, ...] | None,
+                                     w: tuple[float, float]) -> None:
+    loss = MultiTeacherKD(2, temperature=2.0, weighting=weighting, weights=weights)
+    got = loss(Outputs(STUDENT), Outputs(TEACHERS[:, 0], ensemble=TEACHERS), BATCH)
+    expected = sum(w[0] * row[0] + w[1] * row[1] for row in KD) / 2
+    assert float(got) == pytest.approx(expected, abs=1e-6)
+
+
+def test_one_teacher_uniform_equals_plain_kd() -> None:
+    one = TEACHERS[:, :1]
+    multi = MultiTeacherKD(1, temperature=2.0)(Outputs(STUDENT), Outputs(one[:, 0], ensemble=one), BATCH)
+    plain = losses.SoftTargetKL(temperature=2.0)(Outputs(STUDENT), Outputs(one[:, 0]), BATCH)
+    assert float(multi) == pytest.approx(float(plain), abs=1e-6)
+
+
+def test_warm_up_selects_every_teacher_and_later_steps_sample() -> None:
+    loss = MultiTeacherKD(2, temperature=2.0, weighting="rl-select",
+                          rl={"warmup_epochs": 1, "init_probability": 0.5})
+    teacher = Outputs(TEACHERS[:, 0], ensemble=TEACHERS)
+    loss.begin_epoch(1)
+    warm = loss(Outputs(STUDENT), teacher, BATCH)
+    assert float(warm) == pytest.approx(sum(0.5 * a + 0.5 * b for a, b in KD) / 2, abs=1e-6)
+    assert loss.end_epoch() == {"teacher0_selected": 1.0, "teacher1_selected": 1.0,
+                                "teacher0_policy_p": 0.5, "teacher1_policy_p": 0.5}
+    loss.begin_epoch(2)
+    for _ in range(50):
+        loss(Outputs(STUDENT), teacher, BATCH)
+    rates = loss.end_epoch()
+    assert 0.3 < rates["teacher0_selected"] < 0.7 and 0.3 < rates["teacher1_selected"] < 0.7
+
+
+def test_empty_selection_leaves_the_gold_label_term_alone() -> None:
+    loss = MultiTeacherKD(2, weighting="rl-select", rl={"warmup_epochs": 0, "init_probability": 1e-6})
+    got = loss(Outputs(STUDENT), Outputs(TEACHERS[:, 0], ensemble=TEACHERS), BATCH)
+    assert float(got) == 0.0
+
+
+def test_selector_features_have_one_column_per_feature() -> None:
+    selector = TeacherSelector(2, state_features=("teacher_id", "teacher_gold_ce",
+                                                  "teacher_confidence", "teacher_entropy",
+                                                  "student_teacher_kl"))
+    states = selector.state(STUDENT, Outputs(TEACHERS[:, 0], ensemble=TEACHERS), BATCH["labels"])
+    assert states.shape == (2, 2, 6)
+    assert states[0, 1, :2].tolist() == [0.0, 1.0]  # one-hot id of teacher B
+    gold_ce_b = -math.log(math.exp(0.0) / (math.exp(0.0) + math.exp(2.0)))  # B says class 1, gold 0
+    assert float(states[0, 1, 2]) == pytest.approx(math.log1p(gold_ce_b), abs=1e-6)
+    assert float(states[1, 1, 4]) == pytest.approx(1.0, abs=1e-6)  # B is uniform on instance 1
+
+
+def test_regression_rejects_class_probability_features() -> None:
+    with pytest.raises(ValueError, match="teacher_confidence and teacher_entropy need class"):
+        TeacherSelector(2, state_features=("teacher_id", "teacher_confidence"), regression=True)
+
+
+def test_rl_selector_learns_to_drop_a_corrupted_teacher(tiny_model_dir: Path) -> None:
+    """Teacher 0 is right on every example, teacher 1 confidently wrong: the policy must learn
+    to keep the first and drop the second from the student's feedback alone."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    rows = toy_rows(320, seed=3)
+    labels = np.array([0 if r["sentiment"] == "pos" else 1 for r in rows])
+    split = TaskSplit([r["sentence"] for r in rows], labels)
+    gold = torch.nn.functional.one_hot(torch.as_tensor(labels), 2).float()
+    ensemble = torch.stack([4 * gold - 2, 2 - 4 * gold], 1)  # right, and the exact opposite
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rl = {"warmup_epochs": 1, "policy_lr": 0.05, "init_probability": 0.9, "seed": 0}  # the defaults
+    # but a faster policy, for a short run
+    loss = losses.build([("multi_teacher_kd", 0.7, {"teachers": 2, "weighting": "rl-select",
+                                                    "temperature": 1.0, "rl": rl}),
+                         ("ce", 0.3, {})])
+    result = train(model, tokenizer, split, loss,
+                   teacher=lambda batch: Outputs(ensemble[batch["index"], 0],
+                                                 ensemble=ensemble[batch["index"]]),
+                   evaluate=lambda m: 0.0, cfg=TrainingConfig(epochs=5, batch_size=16,
+                                                              learning_rate=3e-3),
+                   max_length=16, seed=0, description="rl test", keep="last")
+    first, last = result.history[0], result.history[-1]
+    assert first["teacher1_selected"] == 1.0  # warm-up: every teacher
+    assert last["teacher0_policy_p"] > 0.7
+    assert last["teacher1_policy_p"] < 0.3
+    assert last["teacher1_selected"] < 0.3
+
+
+def test_multi_teacher_config_errors() -> None:
+    with pytest.raises(KdedgeError, match=r"multi-teacher recipe needs distill\.multi_teacher\.teachers"):
+        build_config(overrides={"distill.recipe": "multi-teacher"})
+    with pytest.raises(KdedgeError, match=r"fixed weighting needs weights, one per teacher \(2"):
+        build_config(overrides={"distill.multi_teacher.teachers": [{"model": "demo"}],
+                                "distill.multi_teacher.weighting": "fixed",
+                                "distill.multi_teacher.weights": [1.0]})
+    with pytest.raises(KdedgeError, match="non-empty subset of teacher_id"):
+        build_config(overrides={"distill.multi_teacher.rl.state_features": ["loss"]})
