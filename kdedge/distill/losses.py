@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
 from kdedge.distill.outputs import Outputs
 from kdedge.registry import Registry
 
@@ -123,6 +124,50 @@ class AnnealedLogitMSE(nn.Module):
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
         assert teacher is not None, "the annealed_mse loss needs teacher outputs"
         return F.mse_loss(student.logits, self.phi * teacher.logits)
+
+
+@LOSSES.register("multi_teacher_kd")
+class MultiTeacherKD(nn.Module):
+    """sum_k w_jk KD(teacher k, student) per instance, averaged over the batch."""
+
+    def __init__(self, teachers: int, temperature: float = 2.0, weighting: str = "uniform",
+                 weights: tuple[float, ...] | None = None, rl: dict[str, Any] | None = None,
+                 regression: bool = False) -> None:
+        super().__init__()
+        self.teachers, self.temperature, self.regression = teachers, temperature, regression
+        self.weighting = weighting
+        fixed = torch.tensor(weights if weighting == "fixed" else [1.0] * teachers)
+        self.register_buffer("fixed", fixed / fixed.sum(), persistent=False)
+        # The selector learns with its own optimizer, so it is kept out of this module's
+        # parameters: the student's optimizer must never update the policy.
+        self.selector = TeacherSelector(teachers, regression=regression, **(rl or {})) \
+            if weighting == "rl-select" else None
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.selector is not None:
+            self.selector.begin_epoch(epoch)
+
+    def end_epoch(self) -> dict[str, float]:
+        return self.selector.end_epoch() if self.selector is not None else {}
+
+    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+        if self.selector is not None:
+            self.selector.learn(student.logits, batch["labels"])
+
+    @property
+    def wants_feedback(self) -> bool:
+        return self.selector is not None
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None and teacher.ensemble is not None, \
+            "the multi_teacher_kd loss needs every teacher's logits"
+        kd = per_teacher_kd(student.logits, teacher.ensemble, self.temperature, self.regression)
+        if self.selector is None:
+            weights = self.fixed.expand_as(kd)
+        else:
+            chosen = self.selector.select(student.logits.detach(), teacher, batch)
+            weights = chosen / chosen.sum(1, keepdim=True).clamp(min=1.0)
+        return (weights * kd).sum(1).mean()
 
 
 class WeightedSum(nn.Module):

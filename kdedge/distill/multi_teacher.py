@@ -1,4 +1,6 @@
-"""Multi-teacher distillation with per-instance teacher weights, fixed or learned.
+"""Multi-teacher distillation: per-teacher KD terms and the reinforced teacher selector.
+
+The loss that weighs them is `multi_teacher_kd` in losses.py.
 
 Every teacher tokenizes the raw text itself and its logits are cached; only the class logits
 meet, so the teachers may differ in architecture and vocabulary but must share the labels.
@@ -9,8 +11,8 @@ The loss is, per instance j, sum_k w_jk * KD(teacher k, student), averaged over 
   Distillation"): a logistic policy looks at features of each (instance, teacher) pair and
   samples whether that teacher's soft targets are used; w_jk = a_jk / sum_k a_jk (no teacher
   selected: the gold-label term alone). After each optimizer step the policy is rewarded by how
-  much the student's gold-label loss on that instance fell (REINFORCE with a moving-average
-  baseline). During the warm-up epochs every teacher is used and the policy does not learn.
+  much the student's gold-label loss on that instance fell, compared with the other instances
+  of the batch (REINFORCE with the batch mean as baseline, or a moving average). During the warm-up epochs every teacher is used and the policy does not learn.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdedge.distill.losses import LOSSES
 from kdedge.distill.outputs import Outputs
 
 
@@ -50,50 +51,6 @@ def per_teacher_kd(student: torch.Tensor, ensemble: torch.Tensor, temperature: f
     log_s = F.log_softmax(student / t, dim=-1)[:, None, :]
     log_t = F.log_softmax(ensemble / t, dim=-1)
     return (log_t.exp() * (log_t - log_s)).sum(-1) * t * t
-
-
-@LOSSES.register("multi_teacher_kd")
-class MultiTeacherKD(nn.Module):
-    """sum_k w_jk KD(teacher k, student) per instance, averaged over the batch."""
-
-    def __init__(self, teachers: int, temperature: float = 2.0, weighting: str = "uniform",
-                 weights: tuple[float, ...] | None = None, rl: dict[str, Any] | None = None,
-                 regression: bool = False) -> None:
-        super().__init__()
-        self.teachers, self.temperature, self.regression = teachers, temperature, regression
-        self.weighting = weighting
-        fixed = torch.tensor(weights if weighting == "fixed" else [1.0] * teachers)
-        self.register_buffer("fixed", fixed / fixed.sum(), persistent=False)
-        # The selector learns with its own optimizer, so it is kept out of this module's
-        # parameters: the student's optimizer must never update the policy.
-        self.selector = TeacherSelector(teachers, regression=regression, **(rl or {})) \
-            if weighting == "rl-select" else None
-
-    def begin_epoch(self, epoch: int) -> None:
-        if self.selector is not None:
-            self.selector.begin_epoch(epoch)
-
-    def end_epoch(self) -> dict[str, float]:
-        return self.selector.end_epoch() if self.selector is not None else {}
-
-    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
-        if self.selector is not None:
-            self.selector.learn(student.logits, batch["labels"])
-
-    @property
-    def wants_feedback(self) -> bool:
-        return self.selector is not None
-
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
-        assert teacher is not None and teacher.ensemble is not None, \
-            "the multi_teacher_kd loss needs every teacher's logits"
-        kd = per_teacher_kd(student.logits, teacher.ensemble, self.temperature, self.regression)
-        if self.selector is None:
-            weights = self.fixed.expand_as(kd)
-        else:
-            chosen = self.selector.select(student.logits.detach(), teacher, batch)
-            weights = chosen / chosen.sum(1, keepdim=True).clamp(min=1.0)
-        return (weights * kd).sum(1).mean()
 
 
 class TeacherSelector:

@@ -84,8 +84,6 @@ def two_stage_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
 def multi_teacher_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     """Yuan et al. (2021) and the equal-weight baseline: alpha x per-instance weighted KD over
     several teachers + (1 - alpha) x gold-label loss. rl-select learns the weights."""
-    from kdedge.distill import multi_teacher  # noqa: F401  (registers multi_teacher_kd)
-
     m = cfg.multi_teacher
     rl = {**m.rl.model_dump(), "seed": int(torch.randint(2**31 - 1, ()).item())}
     soft = ("multi_teacher_kd", cfg.alpha, {"teachers": dims.teachers, "weights": m.weights,

@@ -53,7 +53,7 @@ def test_logit_mse() -> None:
 
 def test_unknown_loss_lists_the_known_ones() -> None:
     with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, l1_logits, "
-                                          "mse_logits, representation"):
+                                          "mse_logits, multi_teacher_kd, representation"):
         losses.build([("kld", 1.0, {})])
 
 

@@ -13,7 +13,8 @@ from conftest import toy_rows
 from kdedge.config import TrainingConfig, build_config
 from kdedge.data.dataset import TaskSplit
 from kdedge.distill import losses
-from kdedge.distill.multi_teacher import MultiTeacherKD, TeacherSelector, per_teacher_kd
+from kdedge.distill.losses import MultiTeacherKD
+from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
 from kdedge.distill.outputs import Outputs
 from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
