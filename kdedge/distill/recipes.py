@@ -24,6 +24,7 @@ class Phase:
     epochs: int | None = None  # None: distill.training.epochs
     hidden_states: bool = False  # the student's losses read its hidden states
     keep: str = "best"  # "best" epoch on validation, or "last" (the head is not trained yet)
+    all_tasks: bool = False  # multi-task: batches from every task, not only the target's
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,15 @@ def multi_teacher_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
                                              "temperature": cfg.temperature,
                                              "weighting": m.weighting, "rl": rl})
     return [Phase("multi-teacher", (soft, logit_kd_terms(cfg)[-1]))]
+
+
+@RECIPES.register("multi-task")
+def multi_task_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """Liu et al. (2019), MKD: logit KD on every task's batches through a shared student with a
+    head per task, then (optionally) the target task alone with the same loss."""
+    m = cfg.multi_task
+    terms = logit_kd_terms(cfg.model_copy(update={"logit_loss": m.logit_loss}))
+    phases = [Phase("multi-task", terms, all_tasks=True)]
+    if m.finetune_epochs:
+        phases.append(Phase("target", terms, m.finetune_epochs))
+    return phases

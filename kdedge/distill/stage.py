@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from kdedge.data.dataset import load_task
-from kdedge.distill import augment, losses, teacher_cache, teachers
+from kdedge.distill import augment, losses, multi_task, teacher_cache, teachers
 from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
@@ -55,20 +55,34 @@ def run(ctx) -> dict[str, Any]:
     del teacher  # the cached logits are all the loop needs from it
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
+    aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
+    joint = _joint_training(student, train_split, cached, aux_tasks, cfg) if aux_tasks else None
+
     history: list[dict[str, Any]] = []
+    tasks_metrics: dict[str, Any] = {}
     best_epoch = 0
     dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1],
                 teachers=1 + len(ensemble))
     for phase in RECIPES.get(cfg.recipe)(cfg, dims):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
-        result = train(student, tokenizer, train_split, losses.build(phase.losses),
-                       teacher=lambda batch: cached_outputs(cached, batch["index"]),
-                       evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
+        model, split, sampler = student, train_split, None
+        teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
+        evaluate = lambda m: validation_accuracy(m, tokenizer, task, max_length)  # noqa: E731
+        if phase.all_tasks and joint is not None:
+            model, split, teacher_fn, sampler = joint
+            evaluate = lambda m: multi_task.mean_validation_accuracy(  # noqa: E731
+                m, tokenizer, task, aux_tasks, max_length)
+        result = train(model, tokenizer, split, losses.build(phase.losses), teacher=teacher_fn,
+                       evaluate=evaluate,
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})", hidden_states=phase.hidden_states,
-                       keep=phase.keep)
+                       keep=phase.keep, sampler=sampler)
         history += [{"phase": phase.name, **row} for row in result.history]
         best_epoch = result.best_epoch
+        if phase.all_tasks and joint is not None:  # the multi-task student, before any
+            # fine-tuning on the target alone: its score on every other task, and their heads
+            tasks_metrics = multi_task.evaluate_tasks(model, tokenizer, aux_tasks, max_length)
+            multi_task.save_heads(model, aux_tasks, ctx.work / multi_task.HEADS_FILE)
     probe = task.splits["validation"].texts[:8]
     reload_diff = save_verified(student, tokenizer, ctx.work / STUDENT_DIR, probe, max_length)
     return {
@@ -76,6 +90,7 @@ def run(ctx) -> dict[str, Any]:
         "student": info,
         "teacher_outputs_cache": "hit" if cache_hit else "miss",
         "extra_teachers": ensemble,
+        "tasks": tasks_metrics,
         "training_examples": len(train_split),
         "augmented": {"added": added, "kept": augment.count_added(train_split)},
         "history": history,
@@ -83,6 +98,20 @@ def run(ctx) -> dict[str, Any]:
         "reload_max_abs_diff": reload_diff,
         **evaluate_splits(student, tokenizer, task, max_length),
     }
+
+
+def _joint_training(student: Any, target: Any, cached: dict[str, torch.Tensor], aux: list[Any],
+                    cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """(model with a head per task, joint split, teacher outputs, task sampler) for MKD."""
+    split, offsets, sizes = multi_task.joint_split(target, aux)
+    model = multi_task.MultiTaskStudent(student, [student.config.num_labels] +
+                                        [t.data.num_labels for t in aux])
+    m = cfg.multi_task
+    probabilities = multi_task.sampling_probabilities(sizes, m.sampler, m.sampler_temperature)
+    log.info("  tasks: %s", ", ".join(f"{name} {n} rows, p={p:.2f}" for name, n, p in zip(
+        ["target", *[t.name for t in aux]], sizes, probabilities, strict=True)))
+    sampler = multi_task.task_sampler(offsets, sizes, cfg.training.batch_size, probabilities)
+    return model, split, multi_task.joint_teacher(cached, aux, offsets), sampler
 
 
 def cached_outputs(cached: dict[str, torch.Tensor], index: torch.Tensor) -> Outputs:

@@ -28,6 +28,7 @@ from kdedge.progress import advance, progress_bar
 log = logging.getLogger("kdedge")
 
 TeacherFn = Callable[[dict[str, Any]], Outputs | None]  # batch -> teacher outputs for it
+Sampler = Callable[[torch.Generator], list[list[int]]]  # one epoch's batches of row indices
 
 
 @dataclass
@@ -44,6 +45,8 @@ def make_batch(tokenizer: Any, split: TaskSplit, indices: Sequence[int], max_len
     batch = dict(encode(tokenizer, [split.texts[i] for i in idx], max_length, "pt"))
     batch["labels"] = torch.as_tensor(split.labels[idx])
     batch["index"] = torch.as_tensor(idx)
+    if split.task_ids is not None:  # multi-task: every batch comes from one task
+        batch["task"] = int(split.task_ids[idx[0]])
     return batch
 
 
@@ -51,10 +54,18 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k not in ("labels", "index")}
 
 
+def shuffled_batches(size: int, batch_size: int) -> Sampler:
+    """The default epoch: every row once, in a fresh random order, cut into batches."""
+    def epoch(generator: torch.Generator) -> list[list[int]]:
+        order = torch.randperm(size, generator=generator).tolist()
+        return [order[i:i + batch_size] for i in range(0, size, batch_size)]
+    return epoch
+
+
 def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedSum,
           teacher: TeacherFn, evaluate: Callable[[nn.Module], float], cfg: TrainingConfig,
           max_length: int, seed: int, description: str, *, hidden_states: bool = False,
-          keep: str = "best") -> TrainResult:
+          keep: str = "best", sampler: Sampler | None = None) -> TrainResult:
     """Train for cfg.epochs, evaluating after each epoch.
 
     Leaves the model at its best epoch on validation (keep="best"), or at its last one
@@ -62,7 +73,8 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     is trained). The loss's own parameters (a projection) train with the model.
     """
     generator = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
+    sampler = sampler or shuffled_batches(len(split), cfg.batch_size)
+    steps_per_epoch = len(sampler(torch.Generator().manual_seed(seed)))
     optimizer = _optimizer([model, loss_fn], cfg)
     lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
     result = TrainResult(best_epoch=0, best_score=-math.inf)
@@ -70,11 +82,10 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         schedule_state = loss_fn.begin_epoch(epoch)
-        order = torch.randperm(len(split), generator=generator).tolist()
         started, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
-            for start in range(0, len(order), cfg.batch_size):
-                batch = make_batch(tokenizer, split, order[start:start + cfg.batch_size], max_length)
+            for rows in sampler(generator):
+                batch = make_batch(tokenizer, split, rows, max_length)
                 out = model(**model_inputs(batch), output_hidden_states=hidden_states)
                 student = Outputs.from_hf(out)
                 loss, _ = loss_fn(student, teacher(batch), batch)

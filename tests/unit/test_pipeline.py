@@ -222,6 +222,46 @@ def test_a_teacher_with_other_labels_is_refused(tiny_run: tuple[KdedgeConfig, Pa
             ("distill",))
 
 
+def test_multi_task_recipe_trains_a_head_per_task(tiny_run: tuple[KdedgeConfig, Path],
+                                                  tmp_path: Path, tiny_encoder_dir: Path) -> None:
+    """A 3-topic task joins the sentiment task: its teacher is fine-tuned, the shared student
+    learns both, and the saved student is the sentiment classifier alone."""
+    import random
+
+    import pandas as pd
+
+    rng, topics = random.Random(0), {"cinema": ["movie", "film"], "narrative": ["plot", "story"],
+                                     "people": ["cast"]}
+    rest = [w for w in VOCAB[5:] if all(w not in words for words in topics.values())]
+    rows = []
+    for i in range(300):
+        topic = list(topics)[i % 3]
+        words = [*rng.choices(rest, k=rng.randint(3, 7)), rng.choice(topics[topic])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "topic": topic})
+    csv = tmp_path / "topics.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    aux = {"name": "topic", "data": {"source": str(csv), "label_column": "topic"},
+           "teacher": {"model": str(tiny_encoder_dir), "training": {
+               "epochs": 6, "learning_rate": 3e-3, "batch_size": 16}}}
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.recipe": "multi-task", "distill.multi_task.tasks": [aux],
+        "distill.multi_task.sampler": "temperature", "distill.training.epochs": 10},
+        ("distill", "export"))
+    metrics = manifest(run_dir, "distill").metrics
+    topic = metrics["tasks"]["topic"]
+    assert topic["labels"] == ["cinema", "narrative", "people"] and topic["fine_tuned"]
+    assert topic["teacher_test_accuracy"] >= 0.9
+    assert topic["validation"]["accuracy"] >= 0.6  # chance is 0.33: the head learned
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert [row["phase"] for row in metrics["history"]] == ["multi-task"] * 10 + ["target"]
+    from safetensors.torch import load_file
+
+    heads = load_file(run_dir / pipeline.stage_dirname("distill") / "task_heads.safetensors")
+    assert heads["topic.weight"].shape == (3, 32)
+    assert manifest(run_dir, "export").metrics["models"]["student"]["parity"]["max_abs_diff"] < 1e-4
+
+
 def test_annealing_recipe_runs_both_phases(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:
     run_dir = rerun_copy(tiny_run, tmp_path, {
         "distill.recipe": "annealing", "distill.annealing.tau_max": 2,

@@ -1,0 +1,219 @@
+"""Multi-task distillation, MKD (Liu et al. 2019, "MKD: a Multi-Task Knowledge Distillation
+Approach for Pretrained Language Models").
+
+One student encoder is shared by every task; each task has its own output layer and its own
+teacher. Training draws whole batches from one task at a time (a task sampler decides which),
+so heads of different widths never meet in a batch. The run's data and teacher are the target
+task: its head is the student's own, so after training the student is an ordinary classifier
+for the target task and exports like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdedge.artifacts import fingerprint, sha256_file
+from kdedge.config import KdedgeConfig, TaskConfig
+from kdedge.data import stage as data_stage
+from kdedge.data.dataset import TaskData, TaskSplit, load_task
+from kdedge.distill import teacher_cache
+from kdedge.distill.outputs import Outputs
+from kdedge.errors import KdedgeError
+from kdedge.evaluate import classification_metrics, torch_logits
+from kdedge.teacher import stage as teacher_stage
+
+log = logging.getLogger("kdedge")
+
+TASKS_DIR = "tasks"
+HEADS_FILE = "task_heads.safetensors"
+
+
+def sampling_probabilities(sizes: list[int], strategy: str, temperature: float) -> np.ndarray:
+    """p_t for each task: proportional to n_t, to n_t^(1/T), or uniform."""
+    n = np.asarray(sizes, dtype=float)
+    if strategy == "uniform":
+        weights = np.ones_like(n)
+    elif strategy == "temperature":
+        weights = n ** (1.0 / temperature)
+    else:
+        weights = n
+    return weights / weights.sum()
+
+
+def task_sampler(offsets: list[int], sizes: list[int], batch_size: int, probabilities: np.ndarray):
+    """An epoch of single-task batches: as many batches as the tasks have together, each
+    drawn from task t with probability p_t; a task's rows are reshuffled when used up."""
+    total = sum(-(-n // batch_size) for n in sizes)
+
+    def epoch(generator: torch.Generator) -> list[list[int]]:
+        draws = torch.multinomial(torch.as_tensor(probabilities), total, replacement=True,
+                                  generator=generator).tolist()
+        queues: list[list[list[int]]] = [[] for _ in sizes]
+        batches = []
+        for t in draws:
+            if not queues[t]:
+                order = (torch.randperm(sizes[t], generator=generator) + offsets[t]).tolist()
+                queues[t] = [order[i:i + batch_size] for i in range(0, sizes[t], batch_size)][::-1]
+            batches.append(queues[t].pop())
+        return batches
+
+    return epoch
+
+
+class MultiTaskStudent(nn.Module):
+    """The student with an extra output layer per task.
+
+    An auxiliary head replaces the student's final output layer (the last Linear producing its
+    logits) and reads the same input, so everything below it is shared. Task 0 is the target:
+    the student's own head.
+    """
+
+    def __init__(self, student: nn.Module, num_labels: list[int]) -> None:
+        super().__init__()
+        self.student = student
+        self.output_layer = output_layer(student)
+        width = self.output_layer.in_features
+        self.heads = nn.ModuleList([nn.Identity()] + [nn.Linear(width, n) for n in num_labels[1:]])
+
+    def forward(self, task: int = 0, **inputs: Any) -> Any:
+        if task == 0:
+            return self.student(**inputs)
+        head = self.heads[task]
+        handle = self.output_layer.register_forward_hook(lambda module, args, out: head(args[0]))
+        try:
+            return self.student(**inputs)
+        finally:
+            handle.remove()
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The last Linear whose width is the number of labels: the one that writes the logits."""
+    num_labels = model.config.num_labels
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    if not layers:
+        raise KdedgeError(f"Cannot find the output layer of the {type(model).__name__} student; "
+                          "use a transformer or bilstm student for the multi-task recipe.")
+    return layers[-1]
+
+
+@dataclass
+class AuxTask:
+    name: str
+    data: TaskData
+    teacher_logits: torch.Tensor  # on data.splits["train"]
+    teacher_summary: dict[str, Any]
+
+
+def prepare_tasks(cfg: KdedgeConfig, work: Path) -> list[AuxTask]:
+    """Every other task's data (written under tasks/<name>/) and its teacher's logits."""
+    return [_prepare(task, cfg, work / TASKS_DIR / task.name) for task in cfg.distill.multi_task.tasks]
+
+
+def _prepare(task: TaskConfig, cfg: KdedgeConfig, folder: Path) -> AuxTask:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    log.info("  task %r: data from %s, teacher %s", task.name, task.data.source, task.teacher.model)
+    seed, max_length = cfg.run.seed, cfg.data.max_length
+    folder.mkdir(parents=True, exist_ok=True)
+    data_cfg = cfg.model_copy(update={"data": task.data})
+    data_stage.run(types.SimpleNamespace(cfg=data_cfg, work=folder))
+    data = load_task(folder)
+    data_fp = fingerprint("data", {"data": task.data.model_dump(mode="json"), "seed": seed}, {})
+    model_dir = folder / "teacher"
+    metrics = teacher_stage.prepare(task.teacher, data, max_length, seed,
+                                    teacher_stage.teacher_key(task.teacher, seed, data_fp), model_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    weights = [sha256_file(p) for p in sorted(model_dir.glob("*.safetensors"))]
+    train = data.splits["train"]
+    cached, _ = teacher_cache.teacher_outputs(teacher_cache.cache_file(weights, train.texts, max_length),
+                                              teacher, tokenizer, train, max_length)
+    for path in model_dir.iterdir():  # only its logits are needed; the weights stay in the cache
+        path.unlink()
+    model_dir.rmdir()
+    summary = {"teacher": task.teacher.model, "fine_tuned": metrics["fine_tuned"],
+               "labels": data.labels, "train_examples": len(train),
+               "teacher_test_accuracy": metrics["test"]["accuracy"]}
+    return AuxTask(task.name, data, cached["logits"], summary)
+
+
+def joint_split(target: TaskSplit, tasks: list[AuxTask]) -> tuple[TaskSplit, list[int], list[int]]:
+    """Every task's training rows in one split with task ids; (split, offsets, sizes)."""
+    splits = [target] + [t.data.splits["train"] for t in tasks]
+    sizes = [len(s) for s in splits]
+    offsets = np.cumsum([0, *sizes[:-1]]).tolist()
+    texts = [text for s in splits for text in s.texts]
+    labels = np.concatenate([s.labels for s in splits])
+    ids = np.concatenate([np.full(n, t, dtype=np.int64) for t, n in enumerate(sizes)])
+    return TaskSplit(texts, labels, ids), offsets, sizes
+
+
+def joint_teacher(target: dict[str, torch.Tensor], tasks: list[AuxTask], offsets: list[int]):
+    """Teacher outputs for a single-task batch of the joint split."""
+    logits = [target["logits"]] + [t.teacher_logits for t in tasks]
+
+    def outputs(batch: dict[str, Any]) -> Outputs:
+        task = batch.get("task", 0)
+        rows = batch["index"] - offsets[task]
+        if task == 0:
+            return Outputs(logits=logits[0][rows], sentence={"cls": target["sentence_cls"][rows],
+                                                             "mean": target["sentence_mean"][rows]})
+        return Outputs(logits=logits[task][rows])
+
+    return outputs
+
+
+def mean_validation_accuracy(model: MultiTaskStudent, tokenizer: Any, target: TaskData,
+                             tasks: list[AuxTask], max_length: int) -> float:
+    """What the joint phase keeps its best epoch by: every task counts, not only the target."""
+    scores = []
+    for number, data in enumerate([target, *[t.data for t in tasks]]):
+        split = data.splits["validation"]
+        logits = torch_logits(_TaskView(model, number), tokenizer, split.texts, max_length)
+        scores.append(float((logits.argmax(-1) == split.labels).mean()))
+    return float(np.mean(scores))
+
+
+def evaluate_tasks(model: MultiTaskStudent, tokenizer: Any, tasks: list[AuxTask], max_length: int,
+                   ) -> dict[str, Any]:
+    """Each other task's validation and test accuracy through its own head."""
+    out = {}
+    for number, task in enumerate(tasks, start=1):
+        scores = {}
+        for split in ("validation", "test"):
+            data = task.data.splits[split]
+            logits = torch_logits(_TaskView(model, number), tokenizer, data.texts, max_length)
+            metrics = classification_metrics(logits, data.labels, task.data.num_labels)
+            scores[split] = {k: metrics[k] for k in ("accuracy", "macro_f1", "examples")}
+        out[task.name] = {**task.teacher_summary, **scores}
+    return out
+
+
+class _TaskView(nn.Module):
+    """The multi-task student answering for one task, for code that calls model(**inputs)."""
+
+    def __init__(self, model: MultiTaskStudent, task: int) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.model(task=self.task, **inputs)
+
+
+def save_heads(model: MultiTaskStudent, tasks: list[AuxTask], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for number, task in enumerate(tasks, start=1):
+        head = model.heads[number]
+        tensors[f"{task.name}.weight"] = head.weight.detach().contiguous()
+        tensors[f"{task.name}.bias"] = head.bias.detach().contiguous()
+    save_file(tensors, str(path))
