@@ -13,7 +13,7 @@ from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
 from kdedge.distill.trainer import train
-from kdedge.evaluate import evaluate_splits, validation_accuracy
+from kdedge.evaluate import evaluate_splits, validation_score
 from kdedge.hf import save_verified
 from kdedge.teacher.stage import MODEL_DIR
 from kdedge.torch_utils import set_threads
@@ -58,7 +58,7 @@ def run(ctx) -> dict[str, Any]:
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         result = train(student, tokenizer, train_split, losses.build(phase.losses),
                        teacher=lambda batch: cached_outputs(cached, batch["index"]),
-                       evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
+                       evaluate=lambda m: validation_score(m, tokenizer, task, max_length),
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})", hidden_states=phase.hidden_states,
                        keep=phase.keep)

@@ -546,6 +546,8 @@ def _history(history: Any) -> list[dict[str, Any]]:
     rows = []
     for h in history:
         row: dict[str, Any] = {f: _num(_mapping(h).get(f)) for f in HISTORY_FIELDS}
+        score = _mapping(h).get("validation_score", _mapping(h).get("validation_accuracy"))
+        row["validation_accuracy"] = _num(score)  # runs before regression wrote _accuracy
         phase = _mapping(h).get("phase")
         if phase is not None:  # recipes with phases (annealing, two-stage) restart epochs
             row["phase"] = str(phase)

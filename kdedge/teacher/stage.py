@@ -18,7 +18,7 @@ from kdedge.demo import cache_dir
 from kdedge.distill import losses
 from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import encode, evaluate_splits, validation_accuracy
+from kdedge.evaluate import encode, evaluate_splits, validation_score
 from kdedge.hf import load_classifier, resolve_source, save_verified
 from kdedge.torch_utils import set_threads
 
@@ -50,7 +50,7 @@ def run(ctx) -> dict[str, Any]:
                  cfg.training.epochs)
         result = train(model, tokenizer, task.splits["train"], losses.build([("ce", 1.0, {})]),
                        teacher=lambda batch: None,
-                       evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
+                       evaluate=lambda m: validation_score(m, tokenizer, task, max_length),
                        cfg=cfg.training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description="teacher")
         history = result.history
