@@ -53,7 +53,7 @@ def run(ctx) -> dict[str, Any]:
 
     history: list[dict[str, Any]] = []
     best_epoch = 0
-    dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1])
+    dims = Dims(info["state_size"], cached["sentence_cls"].shape[1], regression=task.is_regression)
     for phase in RECIPES.get(cfg.recipe)(cfg, dims):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         result = train(student, tokenizer, train_split, losses.build(phase.losses),

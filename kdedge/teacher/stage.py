@@ -1,4 +1,5 @@
-"""Teacher stage: load the teacher; fine-tune it when it has no head for these labels.
+"""Teacher stage: load the teacher; fine-tune it when it has no head for these labels (or, for
+regression, no one-output head).
 
 A fine-tuned teacher is cached in the user cache by fingerprint, so a second run (or another
 run on the same data and teacher settings) skips the fine-tuning.
@@ -16,6 +17,7 @@ from kdedge.artifacts import copy_tree, read_json, write_json
 from kdedge.data.dataset import load_task
 from kdedge.demo import cache_dir
 from kdedge.distill import losses
+from kdedge.distill.recipes import gold_loss
 from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import encode, evaluate_splits, validation_score
@@ -41,14 +43,17 @@ def run(ctx) -> dict[str, Any]:
     model, tokenizer, matched = load_classifier(cfg.model, task.id2label, revision=cfg.revision,
                                                 trust_remote_code=cfg.trust_remote_code)
     if cfg.fine_tune == "never" and not matched:
-        raise KdedgeError(f"Teacher {cfg.model!r} has no classification head for the labels "
-                          f"{task.labels}; set teacher.fine_tune to auto so kdedge trains one.")
+        head = ("regression head (one output)" if task.is_regression
+                else f"classification head for the labels {task.labels}")
+        raise KdedgeError(f"Teacher {cfg.model!r} has no {head}; set teacher.fine_tune to auto so "
+                          "kdedge trains one.")
     fine_tune = cfg.fine_tune == "always" or not matched
     history: list[dict[str, float]] = []
     if fine_tune:
         log.info("  fine-tuning the teacher on %d examples (%d epoch(s))", len(task.splits["train"]),
                  cfg.training.epochs)
-        result = train(model, tokenizer, task.splits["train"], losses.build([("ce", 1.0, {})]),
+        gold = losses.build([(gold_loss(task.is_regression), 1.0, {})])  # CE, or MSE to scores
+        result = train(model, tokenizer, task.splits["train"], gold,
                        teacher=lambda batch: None,
                        evaluate=lambda m: validation_score(m, tokenizer, task, max_length),
                        cfg=cfg.training, max_length=max_length, seed=ctx.cfg.run.seed,
