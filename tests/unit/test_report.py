@@ -331,8 +331,8 @@ def regression_metrics(pearson: dict[str, float]) -> dict[str, dict[str, Any]]:
         block.update(validation=scores(pearson[name] + 0.01), test=scores(pearson[name]))
     for part in ("teacher", "distill"):  # the trainer's key since regression
         metrics[part]["history"] = [{"epoch": h["epoch"], "train_loss": h["train_loss"],
-                                      "validation_score": h["validation_accuracy"],
-                                      "seconds": h["seconds"]} for h in metrics[part]["history"]]
+                                     "validation_score": h["validation_accuracy"],
+                                     "seconds": h["seconds"]} for h in metrics[part]["history"]]
     metrics["data"] = {**metrics["data"], "task": "regression", "primary_metric": "pearson",
                        "labels": ["score"], "num_labels": 1,
                        "label_stats": {s: {"mean": 2.5, "std": 1.25, "min": 0.0, "max": 5.0}
