@@ -45,6 +45,11 @@ def run(ctx) -> dict[str, Any]:
     task = resolve_task(tables, cfg)
     if task == REGRESSION:
         tables = {name: table.assign(label=scores(table["label"], cfg)) for name, table in tables.items()}
+        for name in [n for n, t in tables.items() if n in ("validation", "test")
+                     and t["label"].nunique() < 2]:
+            log.warning("  the source's %s split gives every row the same score; carving one out of "
+                        "train instead", name)
+            del tables[name]  # e.g. GLUE's STS-B test split, whose scores are hidden as -1
     splits, unused = make_splits(tables, cfg, ctx.cfg.run.seed, task)
     unused.to_parquet(ctx.work / UNUSED_FILE, index=False)
     if task == REGRESSION:

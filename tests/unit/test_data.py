@@ -147,3 +147,14 @@ def test_regression_split_is_seeded_and_stratified_by_score_decile() -> None:
     assert again["test"]["text"].tolist() == splits["test"]["text"].tolist()
     texts = [set(s["text"]) for s in splits.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+
+
+def test_a_held_out_split_with_hidden_scores_is_carved_from_train(tmp_path: Path) -> None:
+    folder = tmp_path / "glue-like"
+    folder.mkdir()
+    _scores_table(100).to_csv(folder / "train.csv", index=False)
+    _scores_table(30).assign(label=-1.0).to_csv(folder / "test.csv", index=False)  # hidden
+    _, metrics = _run_data_stage(tmp_path, folder)
+    assert metrics["task"] == "regression"
+    assert metrics["splits"] == {"train": 80, "validation": 10, "test": 10}
+    assert metrics["label_stats"]["test"]["min"] >= 0.0
