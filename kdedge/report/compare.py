@@ -113,7 +113,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     metrics = {name: _mapping(getattr(manifests.get(name), "metrics", None))
                for name in REPORT_INPUTS}
     task, metric = task_and_metric(metrics["data"])
-    quality_metrics = SUMMARY_METRICS.get(task, (metric,))
+    quality_metrics = (metric, *[m for m in SUMMARY_METRICS.get(task, ()) if m != metric])
     bench = metrics["bench"]
     bench_models = _mapping(bench.get("models"))
     skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
