@@ -43,6 +43,8 @@ class DataConfig(_Section):
     dataset_config: str | None = None  # datasets config name, e.g. "sst2" for "glue"
     text_columns: tuple[str, ...] = ("text",)  # one column, or two for sentence pairs
     label_column: str = "label"
+    task: Literal["auto", "classification", "regression"] = "auto"  # auto: regression when the
+    # labels are numbers with fractions (3.8), classification otherwise (names, integers, bools)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)  # used when the data has no such split
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_train_samples: int | None = Field(None, ge=1)  # a seeded, stratified subset

@@ -12,8 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from kdedge.data.dataset import TaskData
+from kdedge.data.dataset import CLASSIFICATION, REGRESSION, TaskData
 from kdedge.runtime import ort_feed, ort_session
+
+# The headline metrics of each task, as the report shows them. The first is the primary one:
+# the best epoch, retention against the teacher and the recommendation are judged by it.
+SUMMARY_METRICS = {CLASSIFICATION: ("accuracy", "macro_f1"),
+                   REGRESSION: ("pearson", "spearman", "mse")}
+
+
+def primary_metric(task: str) -> str:
+    """"accuracy" for classification, "pearson" for regression."""
+    return SUMMARY_METRICS[task][0]
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int,
@@ -36,6 +46,42 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: i
                       "f1": f1.round(6).tolist(), "support": actual.tolist()},
         "confusion": confusion.tolist(),
     }
+
+
+def regression_metrics(outputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Pearson and Spearman correlation and mean squared error of predicted against gold scores.
+
+    Spearman is Pearson on ranks, tied values sharing their average rank. A constant side has
+    no defined correlation; it scores 0 (no relationship shown) rather than NaN.
+    """
+    pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    gold = np.asarray(labels, dtype=np.float64).reshape(-1)
+    return {
+        "pearson": round(_pearson(pred, gold), 6),
+        "spearman": round(_pearson(average_ranks(pred), average_ranks(gold)), 6),
+        "mse": round(float(np.mean((pred - gold) ** 2)), 6),
+        "examples": len(gold),
+    }
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values share the mean of the ranks they span ([5, 7, 5] -> [1.5, 3, 1.5])."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # the last rank of each distinct value
+    return (ends - (counts - 1) / 2)[inverse].astype(np.float64)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    dx, dy = x - x.mean(), y - y.mean()
+    denom = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float((dx * dy).sum() / denom) if denom > 0 else 0.0
+
+
+def task_metrics(logits: np.ndarray, labels: np.ndarray, task: TaskData) -> dict[str, Any]:
+    """The task's metrics of one split: classification or regression."""
+    if task.is_regression:
+        return regression_metrics(logits, labels)
+    return classification_metrics(logits, labels, task.num_labels)
 
 
 def batches(texts: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -79,15 +125,14 @@ def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: in
 
 def evaluate_splits(model: Any, tokenizer: Any, task: TaskData, max_length: int,
                     ) -> dict[str, Any]:
-    """Validation and test metrics of a PyTorch classifier."""
-    return {name: classification_metrics(torch_logits(model, tokenizer, task.splits[name].texts,
-                                                      max_length),
-                                         task.splits[name].labels, task.num_labels)
+    """Validation and test metrics of a PyTorch model."""
+    return {name: task_metrics(torch_logits(model, tokenizer, task.splits[name].texts, max_length),
+                               task.splits[name].labels, task)
             for name in ("validation", "test")}
 
 
-def validation_accuracy(model: Any, tokenizer: Any, task: TaskData, max_length: int) -> float:
-    """The score the training loop keeps the best epoch by."""
+def validation_score(model: Any, tokenizer: Any, task: TaskData, max_length: int) -> float:
+    """The score the training loop keeps the best epoch by: the task's primary metric."""
     split = task.splits["validation"]
     logits = torch_logits(model, tokenizer, split.texts, max_length)
-    return float((logits.argmax(-1) == split.labels).mean())
+    return float(task_metrics(logits, split.labels, task)[primary_metric(task.kind)])

@@ -27,9 +27,18 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def is_regression(labels: dict[int, str]) -> bool:
+    """One output is a regression score: classification always has at least two labels."""
+    return len(labels) == 1
+
+
 def has_matching_head(config: Any, labels: dict[int, str]) -> bool:
-    """True when the checkpoint already classifies into exactly these labels, in this order."""
-    return _head(config) == labels
+    """True when the checkpoint already classifies into exactly these labels, in this order,
+    or, for regression, already has a one-output regression head (whatever its label name)."""
+    theirs = _head(config)
+    if theirs is not None and is_regression(labels):
+        return config.num_labels == 1 and getattr(config, "problem_type", None) in (None, "regression")
+    return theirs == labels
 
 
 def _head(config: Any) -> dict[int, str] | None:
@@ -53,7 +62,11 @@ def head_labels(source: str, revision: str | None = None, trust_remote_code: boo
 
 def load_classifier(source: str, id2label: dict[int, str], *, revision: str | None,
                     trust_remote_code: bool) -> tuple[Any, Any, bool]:
-    """(model, tokenizer, head matched) with a sequence-classification head for these labels."""
+    """(model, tokenizer, head matched) with a sequence-classification head for these labels.
+
+    A one-label map ({0: "score"}) asks for a regression head: one output, problem_type
+    "regression".
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -74,12 +87,13 @@ def load_classifier(source: str, id2label: dict[int, str], *, revision: str | No
                           "the hub id and the network, or pass a local directory.") from None
     matched = has_matching_head(config, {int(k): v for k, v in id2label.items()})
     label2id = {v: k for k, v in id2label.items()}
+    head = {"problem_type": "regression"} if is_regression(id2label) else {}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             location, **common, num_labels=len(id2label), id2label=dict(id2label),
-            label2id=label2id, ignore_mismatched_sizes=not matched)
+            label2id=label2id, ignore_mismatched_sizes=not matched, **head)
     finally:
         hf_logging.set_verbosity(verbosity)
     logging.getLogger("kdedge").debug("loaded %s from %s", type(model).__name__, location)

@@ -1,4 +1,8 @@
-"""The data stage's output as later stages read it: texts, label ids and label names."""
+"""The data stage's output as later stages read it: texts, labels and the task's kind.
+
+Classification labels are int64 ids into the label names; regression labels are float32
+scores under the single label name "score".
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from kdedge.artifacts import read_json
 SPLITS = ("train", "validation", "test")
 LABELS_FILE = "labels.json"
 UNUSED_FILE = "unused.parquet"  # train rows cut by max_train_samples, labels dropped
+CLASSIFICATION, REGRESSION = "classification", "regression"
+SCORE_LABELS = ["score"]  # the label names of a regression task: one output, the score
 
 
 def split_file(stage_dir: Path, split: str) -> Path:
@@ -22,7 +28,7 @@ def split_file(stage_dir: Path, split: str) -> Path:
 @dataclass(frozen=True)
 class TaskSplit:
     texts: list[Any]  # str, or (text, text_pair) tuples for sentence-pair tasks
-    labels: np.ndarray  # int64 label ids
+    labels: np.ndarray  # int64 label ids, or float32 scores for regression
     task_ids: np.ndarray | None = None  # multi-task training: the task of every row
 
     def __len__(self) -> int:
@@ -31,12 +37,18 @@ class TaskSplit:
 
 @dataclass(frozen=True)
 class TaskData:
-    labels: list[str]  # label names, index = label id
+    labels: list[str]  # label names, index = label id; ["score"] for regression
     splits: dict[str, TaskSplit]
+    kind: str = CLASSIFICATION  # "classification" | "regression"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == REGRESSION
 
     @property
     def num_labels(self) -> int:
-        return len(self.labels)
+        """Model outputs: one per class, or the one score of a regression task."""
+        return 1 if self.is_regression else len(self.labels)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -47,6 +59,8 @@ def load_task(stage_dir: Path) -> TaskData:
     import pandas as pd
 
     meta = read_json(stage_dir / LABELS_FILE)
+    kind = meta.get("task", CLASSIFICATION)
+    dtype = np.float32 if kind == REGRESSION else np.int64
     splits = {}
     for name in SPLITS:
         table = pd.read_parquet(split_file(stage_dir, name))
@@ -54,8 +68,8 @@ def load_task(stage_dir: Path) -> TaskData:
             texts = list(zip(table["text"].tolist(), table["text_pair"].tolist(), strict=True))
         else:
             texts = table["text"].tolist()
-        splits[name] = TaskSplit(texts, table["label"].to_numpy(dtype=np.int64))
-    return TaskData(meta["labels"], splits)
+        splits[name] = TaskSplit(texts, table["label"].to_numpy(dtype=dtype))
+    return TaskData(meta["labels"], splits, kind)
 
 
 def load_unlabeled(stage_dir: Path) -> list[Any]:

@@ -3,12 +3,13 @@
 Adds examples the teacher labels: extra unlabelled texts, and masked copies of the training
 texts (random word or span masking, as in Kim et al. 2021). The additions are made once, with a
 seed, so the teacher's outputs on them are computed once and cached like the rest. They carry
-no gold label (IGNORE): only the distillation terms learn from them, the cross-entropy term on
-gold labels skips them.
+no gold label (`no_gold_label`: IGNORE among class ids, NaN among regression scores): only the
+distillation terms learn from them, the gold-label term (ce, mse_gold) skips them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,23 @@ from kdedge.config import AugmentConfig
 from kdedge.data.dataset import TaskSplit, load_unlabeled
 from kdedge.errors import KdedgeError
 
-IGNORE = -100  # the label of teacher-labelled examples; cross-entropy skips it
+IGNORE = -100  # the class id of teacher-labelled examples; cross-entropy skips it
+
+
+def is_scores(labels: np.ndarray) -> bool:
+    """Regression labels are float scores, classification labels int class ids (see load_task)."""
+    return labels.dtype.kind == "f"
+
+
+def no_gold_label(labels: np.ndarray) -> float | int:
+    """The label of a teacher-labelled row among these labels: NaN among regression scores
+    (mse_gold skips it), IGNORE among class ids (ce skips it)."""
+    return math.nan if is_scores(labels) else IGNORE
+
+
+def without_gold(labels: np.ndarray) -> np.ndarray:
+    """True for the rows that carry no gold label."""
+    return np.isnan(labels) if is_scores(labels) else labels == IGNORE
 
 
 def mask_words(text: str, rng: random.Random, prob: float, span: int, mask_token: str) -> str:
@@ -73,19 +90,21 @@ def unlabeled_texts(cfg: AugmentConfig, data_dir: Path, seed: int) -> list[Any]:
 
 def augmented(train: TaskSplit, cfg: AugmentConfig, data_dir: Path, mask_token: str | None,
               seed: int) -> TaskSplit:
-    """The training split plus the teacher-labelled additions (label IGNORE)."""
+    """The training split plus the teacher-labelled additions (no gold label)."""
+    confidence_filter_applies(train.labels, cfg.min_confidence)
     added = unlabeled_texts(cfg, data_dir, seed)
     if cfg.mask_copies:
         if mask_token is None:
             raise KdedgeError("The teacher's tokenizer has no mask token; set "
                               "distill.augment.mask_copies to 0.")
         added += masked_copies(train.texts, cfg, mask_token, seed)
-    labels = np.concatenate([train.labels, np.full(len(added), IGNORE, dtype=np.int64)])
+    marker = np.full(len(added), no_gold_label(train.labels), dtype=train.labels.dtype)
+    labels = np.concatenate([train.labels, marker])
     return TaskSplit(list(train.texts) + added, labels)
 
 
 def count_added(split: TaskSplit) -> int:
-    return int((split.labels == IGNORE).sum())
+    return int(without_gold(split.labels).sum())
 
 
 def keep_confident(split: TaskSplit, cached: dict[str, Any], min_confidence: float | None,
@@ -101,9 +120,17 @@ def keep_confident(split: TaskSplit, cached: dict[str, Any], min_confidence: flo
 
 def confident(labels: np.ndarray, teacher_logits: Any, min_confidence: float | None) -> np.ndarray:
     """Row indices to keep: every gold row, and added rows the teacher is sure enough about."""
-    if min_confidence is None:
+    if not confidence_filter_applies(labels, min_confidence):
         return np.arange(len(labels))
     import torch
 
     top = torch.softmax(teacher_logits.float(), dim=-1).max(-1).values.numpy()
-    return np.flatnonzero((labels != IGNORE) | (top >= min_confidence))
+    return np.flatnonzero(~without_gold(labels) | (top >= min_confidence))
+
+
+def confidence_filter_applies(labels: np.ndarray, min_confidence: float | None) -> bool:
+    """Whether to filter by the teacher's top class probability; a regression score has none."""
+    if min_confidence is not None and is_scores(labels):
+        raise KdedgeError(f"distill.augment.min_confidence {min_confidence} filters by the teacher's "
+                          "top class probability, which a regression task does not have; unset it.")
+    return min_confidence is not None

@@ -30,6 +30,22 @@ class HardLabelCE(nn.Module):
         return F.cross_entropy(student.logits, labels, ignore_index=-100)
 
 
+@LOSSES.register("mse_gold")
+class GoldMSE(nn.Module):
+    """Regression's hard-label loss: MSE between the student's one output and the gold score.
+
+    Rows whose label is NaN (teacher-labelled only) are skipped, as cross-entropy skips -100.
+    """
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert student.logits.shape[-1] == 1, "the mse_gold loss needs a one-output regression head"
+        scores, labels = student.logits.squeeze(-1), batch["labels"].to(student.logits.dtype)
+        known = ~torch.isnan(labels)
+        if not bool(known.any()):  # a batch of teacher-labelled rows only
+            return student.logits.sum() * 0.0
+        return F.mse_loss(scores[known], labels[known])
+
+
 @LOSSES.register("kl")
 class SoftTargetKL(nn.Module):
     """Hinton et al. (2015): KL(teacher || student) on logits softened by T, scaled by T^2.
@@ -53,7 +69,8 @@ class SoftTargetKL(nn.Module):
 
 @LOSSES.register("mse_logits")
 class LogitMSE(nn.Module):
-    """Mean squared error between raw logits (Ba & Caruana 2014)."""
+    """Mean squared error between raw logits (Ba & Caruana 2014); for regression, between the
+    student's and the teacher's scores."""
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
         assert teacher is not None, "the mse_logits loss needs teacher outputs"

@@ -27,7 +27,7 @@ from kdedge.data.dataset import TaskData, TaskSplit, load_task
 from kdedge.distill import teacher_cache
 from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import classification_metrics, torch_logits
+from kdedge.evaluate import SUMMARY_METRICS, evaluate_splits, validation_score
 from kdedge.teacher import stage as teacher_stage
 
 log = logging.getLogger("kdedge")
@@ -140,14 +140,21 @@ def _prepare(task: TaskConfig, cfg: KdedgeConfig, folder: Path) -> AuxTask:
         path.unlink()
     model_dir.rmdir()
     summary = {"teacher": task.teacher.model, "fine_tuned": metrics["fine_tuned"],
-               "labels": data.labels, "train_examples": len(train),
-               "teacher_test_accuracy": metrics["test"]["accuracy"]}
+               "kind": data.kind, "labels": data.labels, "train_examples": len(train),
+               "teacher_test": headline(data, metrics["test"])}
     return AuxTask(task.name, data, cached["logits"], summary)
 
 
-def joint_split(target: TaskSplit, tasks: list[AuxTask]) -> tuple[TaskSplit, list[int], list[int]]:
-    """Every task's training rows in one split with task ids; (split, offsets, sizes)."""
-    splits = [target] + [t.data.splits["train"] for t in tasks]
+def joint_split(target: TaskData, tasks: list[AuxTask], train: TaskSplit,
+                ) -> tuple[TaskSplit, list[int], list[int]]:
+    """Every task's training rows in one split with task ids; (split, offsets, sizes).
+
+    `train` is the target's training split as distilled (with any augmentation)."""
+    mixed = [t.name for t in tasks if t.data.kind != target.kind]
+    if mixed:
+        raise KdedgeError(f"Task {mixed[0]!r} is not a {target.kind} task like the target; "
+                          "multi-task distillation here needs tasks of one kind, so drop it.")
+    splits = [train] + [t.data.splits["train"] for t in tasks]
     sizes = [len(s) for s in splits]
     offsets = np.cumsum([0, *sizes[:-1]]).tolist()
     texts = [text for s in splits for text in s.texts]
@@ -171,30 +178,28 @@ def joint_teacher(target: dict[str, torch.Tensor], tasks: list[AuxTask], offsets
     return outputs
 
 
-def mean_validation_accuracy(model: MultiTaskStudent, tokenizer: Any, target: TaskData,
-                             tasks: list[AuxTask], max_length: int) -> float:
-    """What the joint phase keeps its best epoch by: every task counts, not only the target."""
-    scores = []
-    for number, data in enumerate([target, *[t.data for t in tasks]]):
-        split = data.splits["validation"]
-        logits = torch_logits(_TaskView(model, number), tokenizer, split.texts, max_length)
-        scores.append(float((logits.argmax(-1) == split.labels).mean()))
+def mean_validation_score(model: MultiTaskStudent, target: TaskData, tasks: list[AuxTask],
+                          tokenizer: Any, max_length: int) -> float:
+    """What the joint phase keeps its best epoch by: every task's primary metric counts."""
+    scores = [validation_score(_TaskView(model, number), tokenizer, data, max_length)
+              for number, data in enumerate([target, *[t.data for t in tasks]])]
     return float(np.mean(scores))
 
 
 def evaluate_tasks(model: MultiTaskStudent, tokenizer: Any, tasks: list[AuxTask], max_length: int,
                    ) -> dict[str, Any]:
-    """Each other task's validation and test accuracy through its own head."""
+    """Each other task's validation and test metrics through its own head."""
     out = {}
     for number, task in enumerate(tasks, start=1):
-        scores = {}
-        for split in ("validation", "test"):
-            data = task.data.splits[split]
-            logits = torch_logits(_TaskView(model, number), tokenizer, data.texts, max_length)
-            metrics = classification_metrics(logits, data.labels, task.data.num_labels)
-            scores[split] = {k: metrics[k] for k in ("accuracy", "macro_f1", "examples")}
-        out[task.name] = {**task.teacher_summary, **scores}
+        metrics = evaluate_splits(_TaskView(model, number), tokenizer, task.data, max_length)
+        out[task.name] = {**task.teacher_summary,
+                          **{split: headline(task.data, m) for split, m in metrics.items()}}
     return out
+
+
+def headline(task: TaskData, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A split's summary metrics (the primary one first), without per-class tables."""
+    return {k: metrics[k] for k in (*SUMMARY_METRICS[task.kind], "examples")}
 
 
 class _TaskView(nn.Module):

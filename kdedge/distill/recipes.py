@@ -34,6 +34,7 @@ class Dims:
     student_hidden: int
     teacher_hidden: int
     teachers: int = 1  # the teacher stage's, plus distill.multi_teacher.teachers
+    regression: bool = False  # one output, the score: gold-label terms are MSE, not CE
 
 
 RECIPES: Registry[Any] = Registry("distillation recipe")
@@ -44,28 +45,45 @@ def vanilla_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     """Hinton et al. (2015): alpha * T^2 KL(soft teacher || soft student) + (1 - alpha) * CE.
 
     With logit_loss "mse" the soft term is the MSE between raw logits instead (Ba & Caruana).
+    For regression: alpha * MSE(student score, teacher score) + (1 - alpha) * MSE(student score,
+    gold score), the QE-distillation loss (see `logit_kd_terms`).
     """
-    return [Phase("kd", logit_kd_terms(cfg))]
+    return [Phase("kd", logit_kd_terms(cfg, dims.regression))]
 
 
-def logit_kd_terms(cfg: DistillConfig) -> tuple[tuple[str, float, dict[str, Any]], ...]:
-    """alpha x (KL at T, MSE or L1 between logits) + (1 - alpha) x gold-label CE."""
+def logit_kd_terms(cfg: DistillConfig, regression: bool = False,
+                   ) -> tuple[tuple[str, float, dict[str, Any]], ...]:
+    """alpha x (KL at T, MSE or L1 between logits) + (1 - alpha) x gold-label CE.
+
+    Regression has one output, a score, and no distribution to soften: logit_loss "kl" (the
+    default) and "mse" both become MSE to the teacher's score, "l1" stays L1, and the gold term
+    is MSE to the gold score; temperature is not used.
+    """
+    if regression:
+        soft = ("l1_logits", cfg.alpha, {}) if cfg.logit_loss == "l1" else ("mse_logits", cfg.alpha, {})
+        return soft, (gold_loss(regression), 1.0 - cfg.alpha, {})
     soft = {"kl": ("kl", cfg.alpha, {"temperature": cfg.temperature}),
             "mse": ("mse_logits", cfg.alpha, {}),
             "l1": ("l1_logits", cfg.alpha, {})}[cfg.logit_loss]
     return soft, ("ce", 1.0 - cfg.alpha, {})
 
 
+def gold_loss(regression: bool) -> str:
+    """The loss on gold labels: cross-entropy, or MSE to the gold score for regression."""
+    return "mse_gold" if regression else "ce"
+
+
 @RECIPES.register("annealing")
 def annealing_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     """Jafari et al. (2021): phase I regresses raw logits on Phi(epoch) x teacher logits (Phi a
-    staircase from 1/tau_max to 1); phase II trains on gold labels only, from the best phase-I
-    checkpoint with a fresh optimizer. No alpha: the two losses never meet."""
+    staircase from 1/tau_max to 1); phase II trains on gold labels only (CE, or MSE to the
+    gold score for regression), from the best phase-I checkpoint with a fresh optimizer. No
+    alpha: the two losses never meet."""
     a = cfg.annealing
     anneal = ("annealed_mse", 1.0, {"tau_max": a.tau_max, "epochs": a.phase1_epochs,
                                      "clamp": a.clamp_phi})
     return [Phase("anneal", (anneal,), a.phase1_epochs),
-            Phase("finetune", (("ce", 1.0, {}),), a.phase2_epochs)]
+            Phase("finetune", ((gold_loss(dims.regression), 1.0, {}),), a.phase2_epochs)]
 
 
 @RECIPES.register("two-stage")
@@ -78,7 +96,7 @@ def two_stage_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
                                       "pooling": t.pooling, "distance": t.distance})
     return [Phase("represent", (match,), t.stage1_epochs, hidden_states=True,
                   keep="last"),
-            Phase("logits", logit_kd_terms(cfg), t.stage2_epochs)]
+            Phase("logits", logit_kd_terms(cfg, dims.regression), t.stage2_epochs)]
 
 
 @RECIPES.register("multi-teacher")
@@ -89,8 +107,9 @@ def multi_teacher_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     rl = {**m.rl.model_dump(), "seed": int(torch.randint(2**31 - 1, ()).item())}
     soft = ("multi_teacher_kd", cfg.alpha, {"teachers": dims.teachers, "weights": m.weights,
                                              "temperature": cfg.temperature,
-                                             "weighting": m.weighting, "rl": rl})
-    return [Phase("multi-teacher", (soft, logit_kd_terms(cfg)[-1]))]
+                                             "weighting": m.weighting, "rl": rl,
+                                             "regression": dims.regression})
+    return [Phase("multi-teacher", (soft, logit_kd_terms(cfg, dims.regression)[-1]))]
 
 
 @RECIPES.register("multi-task")
@@ -98,7 +117,7 @@ def multi_task_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     """Liu et al. (2019), MKD: logit KD on every task's batches through a shared student with a
     head per task, then (optionally) the target task alone with the same loss."""
     m = cfg.multi_task
-    terms = logit_kd_terms(cfg.model_copy(update={"logit_loss": m.logit_loss}))
+    terms = logit_kd_terms(cfg.model_copy(update={"logit_loss": m.logit_loss}), dims.regression)
     phases = [Phase("multi-task", terms, all_tasks=True)]
     if m.finetune_epochs:
         phases.append(Phase("target", terms, m.finetune_epochs))

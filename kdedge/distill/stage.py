@@ -13,7 +13,7 @@ from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
 from kdedge.distill.trainer import train
-from kdedge.evaluate import evaluate_splits, validation_accuracy
+from kdedge.evaluate import evaluate_splits, validation_score
 from kdedge.hf import save_verified
 from kdedge.teacher.stage import MODEL_DIR
 from kdedge.torch_utils import set_threads
@@ -56,22 +56,22 @@ def run(ctx) -> dict[str, Any]:
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
     aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
-    joint = _joint_training(student, train_split, cached, aux_tasks, cfg) if aux_tasks else None
+    joint = _joint_training(student, task, train_split, cached, aux_tasks, cfg) if aux_tasks else None
 
     history: list[dict[str, Any]] = []
     tasks_metrics: dict[str, Any] = {}
     best_epoch = 0
     dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1],
-                teachers=1 + len(ensemble))
+                teachers=1 + len(ensemble), regression=task.is_regression)
     for phase in RECIPES.get(cfg.recipe)(cfg, dims):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         model, split, sampler = student, train_split, None
         teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
-        evaluate = lambda m: validation_accuracy(m, tokenizer, task, max_length)  # noqa: E731
+        evaluate = lambda m: validation_score(m, tokenizer, task, max_length)  # noqa: E731
         if phase.all_tasks and joint is not None:
             model, split, teacher_fn, sampler = joint
-            evaluate = lambda m: multi_task.mean_validation_accuracy(  # noqa: E731
-                m, tokenizer, task, aux_tasks, max_length)
+            evaluate = lambda m: multi_task.mean_validation_score(  # noqa: E731
+                m, task, aux_tasks, tokenizer, max_length)
         result = train(model, tokenizer, split, losses.build(phase.losses), teacher=teacher_fn,
                        evaluate=evaluate,
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
@@ -100,10 +100,10 @@ def run(ctx) -> dict[str, Any]:
     }
 
 
-def _joint_training(student: Any, target: Any, cached: dict[str, torch.Tensor], aux: list[Any],
-                    cfg: Any) -> tuple[Any, Any, Any, Any]:
+def _joint_training(student: Any, target: Any, train_split: Any, cached: dict[str, torch.Tensor],
+                    aux: list[Any], cfg: Any) -> tuple[Any, Any, Any, Any]:
     """(model with a head per task, joint split, teacher outputs, task sampler) for MKD."""
-    split, offsets, sizes = multi_task.joint_split(target, aux)
+    split, offsets, sizes = multi_task.joint_split(target, aux, train_split)
     model = multi_task.MultiTaskStudent(student, [student.config.num_labels] +
                                         [t.data.num_labels for t in aux])
     m = cfg.multi_task

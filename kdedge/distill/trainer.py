@@ -104,7 +104,7 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
                 advance(bar, 1, f"loss {total_loss / seen:.4f}")
         score = evaluate(model)
         result.history.append({"epoch": epoch, "train_loss": round(total_loss / seen, 6),
-                               "validation_accuracy": round(score, 6),
+                               "validation_score": round(score, 6),
                                "seconds": round(time.perf_counter() - started, 2), **schedule_state,
                                **loss_fn.end_epoch()})
         log.info("  %s epoch %d: train loss %.4f, validation accuracy %.4f", description, epoch,

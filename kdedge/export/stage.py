@@ -14,7 +14,7 @@ from typing import Any
 from kdedge.data.dataset import TaskData, load_task
 from kdedge.distill.stage import STUDENT_DIR
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import classification_metrics, encode, onnx_logits, torch_logits
+from kdedge.evaluate import encode, onnx_logits, task_metrics, torch_logits
 from kdedge.export.torch_export import export_torch_onnx, needs_torch_export
 from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
 from kdedge.teacher.stage import MODEL_DIR
@@ -86,7 +86,6 @@ def onnx_metrics(folder: Path, task: TaskData, max_length: int, threads: int | N
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return {name: classification_metrics(onnx_logits(folder, tokenizer, task.splits[name].texts,
-                                                     max_length, threads=threads),
-                                         task.splits[name].labels, task.num_labels)
+    return {name: task_metrics(onnx_logits(folder, tokenizer, task.splits[name].texts, max_length,
+                                           threads=threads), task.splits[name].labels, task)
             for name in ("validation", "test")}

@@ -1,7 +1,8 @@
 """Quantize stage: dynamic int8 of the student through optimum's ORTQuantizer.
 
-Records graph facts (how many MatMuls became int8), the size change, and the accuracy of the
-int8 model measured through onnxruntime on the same splits as the fp32 model.
+Records graph facts (how many MatMuls became int8), the size change, and the task metrics
+(accuracy, or Pearson for regression) of the int8 model measured through onnxruntime on the
+same splits as the fp32 model.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ The report never measures anything: it reads the manifests the other stages wrot
 arithmetic happens here, in one plain dict of JSON types, so report.json and report.md are two
 views of the same values and cannot disagree. A part of a run that is missing (a stage not run,
 a model the bench skipped) becomes None here and "n/a" in the renderers, never a crash.
+
+Quality is judged by the task's primary metric, read from the data stage's manifest: accuracy
+for classification, Pearson for regression. Keys that name it follow it (retained_accuracy,
+test_accuracy for classification; retained_pearson, test_pearson for regression), except
+min_retained_accuracy, the config key, which applies to the primary metric of either task.
 """
 
 from __future__ import annotations
@@ -17,17 +22,26 @@ from typing import Any
 from kdedge import __version__
 from kdedge.artifacts import MANIFEST, Manifest
 from kdedge.config import ReportConfig, load_config
+from kdedge.data.dataset import CLASSIFICATION
+from kdedge.evaluate import SUMMARY_METRICS, primary_metric
 from kdedge.pipeline import RESOLVED_CONFIG, stage_dirname
-from kdedge.report.formatting import fmt_ms, fmt_pct, fmt_pp, fmt_ratio, fmt_sci
+from kdedge.report.formatting import (
+    fmt_metric,
+    fmt_metric_delta,
+    fmt_ms,
+    fmt_pct,
+    fmt_ratio,
+    fmt_sci,
+    metric_name,
+)
 
 SCHEMA_VERSION = 1
-REFERENCE = "teacher-onnx"  # accuracy and speed reference: the teacher as it would ship
+REFERENCE = "teacher-onnx"  # quality and speed reference: the teacher as it would ship
 REPORT_INPUTS = ("data", "teacher", "distill", "export", "quantize", "bench")
 CANDIDATES = ("teacher-onnx", "student-onnx", "student-int8")  # what can be shipped: ONNX only
 LATENCY_FIELDS = ("runs", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "min_ms",
                   "max_ms", "throughput_samples_per_s")
 MEMORY_FIELDS = ("baseline_rss_bytes", "load_peak_rss_bytes", "inference_peak_rss_bytes")
-HISTORY_FIELDS = ("epoch", "train_loss", "validation_accuracy", "seconds")
 # Accuracies are ratios of counts; a floor like 0.95 x 0.8 must not fail on float rounding.
 _EPS = 1e-9
 
@@ -98,6 +112,8 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     """
     metrics = {name: _mapping(getattr(manifests.get(name), "metrics", None))
                for name in REPORT_INPUTS}
+    task, metric = task_and_metric(metrics["data"])
+    quality_metrics = (metric, *[m for m in SUMMARY_METRICS.get(task, ()) if m != metric])
     bench = metrics["bench"]
     bench_models = _mapping(bench.get("models"))
     skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
@@ -110,25 +126,28 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         for name, entry in bench_models.items() if name not in ARTIFACTS
     ]
     rows = [_artifact_row(spec, metrics, _mapping(bench_models.get(spec.name)),
-                          skipped.get(spec.name)) for spec in specs]
+                          skipped.get(spec.name), task, quality_metrics) for spec in specs]
     by_name = {row["name"]: row for row in rows}
-    _add_reference_ratios(rows, by_name[REFERENCE], batch_sizes)
+    _add_reference_ratios(rows, by_name[REFERENCE], batch_sizes, metric)
     recommendation = recommend(by_name, min_retained_accuracy=min_retained_accuracy,
-                               batch_size=ranking_batch)
+                               batch_size=ranking_batch, metric=metric)
     missing = [name for name in REPORT_INPUTS if manifests.get(name) is None]
     environment = _environment(manifests)
     report = {
         "schema_version": SCHEMA_VERSION,
         "reference": REFERENCE,
+        "task": task,
+        "primary_metric": metric,
+        "quality_metrics": list(quality_metrics),
         "min_retained_accuracy": min_retained_accuracy,
         "batch_sizes": batch_sizes,
         "recommendation": recommendation,
         "notes": _notes(metrics, environment, by_name, missing, skipped),
         "artifacts": rows,
-        "per_class": _per_class(metrics, rows),
-        "export": _export(metrics),
-        "quantization": _quantization(metrics),
-        "training": _training(metrics, manifests),
+        "per_class": _per_class(metrics, rows) if task == CLASSIFICATION else None,
+        "export": _export(metrics, metric),
+        "quantization": _quantization(metrics, quality_metrics),
+        "training": _training(metrics, manifests, metric),
         "data": _data(metrics),
         "benchmark": _benchmark(bench, batch_sizes, skipped) if bench else None,
         "environment": environment,
@@ -138,24 +157,33 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     return _clean(report)
 
 
+def task_and_metric(data: Mapping[str, Any]) -> tuple[str, str]:
+    """The task and its primary metric from the data stage's metrics; runs that predate
+    regression recorded neither and were classification."""
+    task = str(data.get("task") or CLASSIFICATION)
+    metric = data.get("primary_metric")
+    return task, str(metric) if metric else primary_metric(task)
+
+
 # ---------------------------------------------------------------------------------------------
 # the recommendation
 
 
 def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: float,
-              batch_size: int | None) -> dict[str, Any]:
+              batch_size: int | None, metric: str = "accuracy") -> dict[str, Any]:
     """Pick the ONNX artifact to ship and say why, from artifact rows built by this module.
 
-    Among the candidates whose test accuracy is at least min_retained_accuracy x the reference's,
-    the lowest p50 latency at batch_size wins (ties: the smaller size on disk). When no
-    compressed artifact qualifies, the reference itself is recommended and the reasons say what
-    each student lacked.
+    Among the candidates whose test `metric` (the task's primary metric) is at least
+    min_retained_accuracy x the reference's, the lowest p50 latency at batch_size wins (ties:
+    the smaller size on disk). When no compressed artifact qualifies, the reference itself is
+    recommended and the reasons say what each student lacked.
     """
-    ref_acc = _test_acc(rows.get(REFERENCE))
+    ref_acc = _test_score(rows.get(REFERENCE), metric)
     floor = None if ref_acc is None else min_retained_accuracy * ref_acc
     key = None if batch_size is None else str(batch_size)
     shown = key or "n/a"  # the batch size as the sentences print it
-    candidates = [_candidate(rows.get(name), name, floor, key, min_retained_accuracy)
+    name_ = metric_name(metric)
+    candidates = [_candidate(rows.get(name), name, floor, key, min_retained_accuracy, metric)
                   for name in CANDIDATES]
     ranked = sorted((c for c in candidates if c["ranked"]),
                     key=lambda c: (c["p50_ms"], _inf_if_none(c["size_bytes"]),
@@ -168,11 +196,11 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: f
     fallback = best is not None and best["name"] == REFERENCE and not any(
         c["name"] != REFERENCE for c in ranked)
 
-    rule = (f"Among the ONNX artifacts ({', '.join(CANDIDATES)}) whose test accuracy is at least "
-            f"{fmt_pct(min_retained_accuracy)} of {REFERENCE}'s ({fmt_pct(floor, 2)} here), the "
+    rule = (f"Among the ONNX artifacts ({', '.join(CANDIDATES)}) whose test {name_} is at least "
+            f"{fmt_pct(min_retained_accuracy)} of {REFERENCE}'s ({fmt_metric(floor, metric)} here), the "
             f"lowest p50 latency at batch {shown} wins; "
             "a tie goes to the smaller artifact.")
-    trade_offs = (_trade_offs(best, ranked, candidates, batch_size)
+    trade_offs = (_trade_offs(best, ranked, candidates, batch_size, metric)
                   if best is not None and best["ranked"] else [])
     if best is None:
         summary = ("No recommendation: this run has no ONNX artifact to ship (the export stage is "
@@ -180,13 +208,13 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: f
         reasons = [f"{c['name']}: {c['status']}." for c in candidates]
     elif fallback:
         summary = (f"Ship {REFERENCE}: no compressed artifact keeps at least "
-                   f"{fmt_pct(min_retained_accuracy)} of its test accuracy with a measured "
+                   f"{fmt_pct(min_retained_accuracy)} of its test {name_} with a measured "
                    f"batch-{shown} latency, so the teacher stays.")
         reasons = [f"{c['name']}: {c['status']}." for c in candidates if c["name"] != REFERENCE]
         if not reference["ranked"]:
             reasons.append(f"{REFERENCE}: {reference['status']}.")
     else:
-        summary = _summary(best, rows, reference, batch_size)
+        summary = _summary(best, rows, reference, batch_size, metric)
         reasons = [f"{c['name']}: {c['status']}." for c in candidates]
     reasons += [t["sentence"] for t in trade_offs]
     best_row = rows.get(best["name"]) if best else None
@@ -198,13 +226,13 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: f
         "rule": rule,
         "reasons": reasons,
         "reference": REFERENCE,
-        "reference_accuracy": ref_acc,
+        f"reference_{metric}": ref_acc,
         "min_retained_accuracy": min_retained_accuracy,
-        "accuracy_floor": floor,
+        f"{metric}_floor": floor,
         "batch_size": batch_size,
         "headline": {
             "artifact": best["name"] if best else None,
-            "retained_accuracy": best["retained_accuracy"] if best else None,
+            f"retained_{metric}": best[f"retained_{metric}"] if best else None,
             "speedup": (ratios.get("speedup") or {}).get(key) if key else None,
             "size_ratio": ratios.get("size_ratio"),
         },
@@ -214,84 +242,87 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: f
 
 
 def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, key: str | None,
-               min_retained: float) -> dict[str, Any]:
+               min_retained: float, metric: str) -> dict[str, Any]:
     """One candidate's standing against the rule, with a sentence saying where it stands."""
-    row, batch_size = row or {}, key or "n/a"
-    accuracy = _test_acc(row)
-    retained = row.get("retained_accuracy")
+    row, batch_size, name_ = row or {}, key or "n/a", metric_name(metric)
+    accuracy = _test_score(row, metric)
+    retained = row.get(f"retained_{metric}")
     p50 = _dig(row.get("latency"), key, "p50_ms") if key else None
     qualifies = accuracy is not None and floor is not None and accuracy >= floor - _EPS
     ranked = qualifies and p50 is not None
     if not row.get("produced"):
         status = "not produced in this run"
     elif accuracy is None:
-        status = "no test accuracy in its manifest, so it cannot be judged"
+        status = f"no test {name_} in its manifest, so it cannot be judged"
     elif floor is None:
-        status = f"{REFERENCE} has no test accuracy, so retained accuracy cannot be judged"
+        status = f"{REFERENCE} has no test {name_}, so retained {name_} cannot be judged"
     elif name == REFERENCE:
-        status = (f"the accuracy reference ({fmt_pct(accuracy, 2)}); "
+        status = (f"the {name_} reference ({fmt_metric(accuracy, metric)}); "
                   + (f"p50 {fmt_ms(p50)} at batch {batch_size}" if p50 is not None
                      else f"no batch-{batch_size} latency"))
     elif not qualifies:
-        status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test accuracy "
-                  f"({fmt_pct(accuracy, 2)}), below the {fmt_pct(min_retained)} floor")
+        status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test {name_} "
+                  f"({fmt_metric(accuracy, metric)}), below the {fmt_pct(min_retained)} floor")
     elif p50 is None:
         skipped = row.get("bench_skipped")
         status = (f"keeps {fmt_pct(retained)} but has no batch-{batch_size} latency"
                   + (f" (the bench skipped it: {skipped})" if skipped else ""))
     else:
-        status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test accuracy; "
+        status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test {name_}; "
                   f"p50 {fmt_ms(p50)} at batch {batch_size}")
-    return {"name": name, "produced": bool(row.get("produced")), "accuracy": accuracy,
-            "retained_accuracy": retained, "qualifies": qualifies, "p50_ms": p50,
+    return {"name": name, "produced": bool(row.get("produced")), metric: accuracy,
+            f"retained_{metric}": retained, "qualifies": qualifies, "p50_ms": p50,
             "size_bytes": row.get("size_bytes"), "ranked": ranked, "rank": None, "status": status}
 
 
 def _summary(best: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]],
-             reference: Mapping[str, Any], batch_size: int | None) -> str:
+             reference: Mapping[str, Any], batch_size: int | None, metric: str) -> str:
     """The one-line verdict for a recommendation that passed the rule."""
-    name = best["name"]
+    name, name_ = best["name"], metric_name(metric)
     if name == REFERENCE:
         return (f"Ship {REFERENCE}: it is the fastest ONNX artifact at batch {batch_size} "
-                f"({fmt_ms(best['p50_ms'])} p50) and is itself the accuracy reference "
-                f"({fmt_pct(best['accuracy'], 2)}).")
+                f"({fmt_ms(best['p50_ms'])} p50) and is itself the {name_} reference "
+                f"({fmt_metric(best[metric], metric)}).")
     ratios = rows[name].get("vs_reference") or {}
     speedup = (ratios.get("speedup") or {}).get(str(batch_size))
     return (f"Ship {name}: {fmt_ratio(speedup)} the speed of {REFERENCE} at batch {batch_size} "
             f"({fmt_ms(best['p50_ms'])} vs {fmt_ms(reference['p50_ms'])} p50), "
-            f"{_smaller(ratios.get('size_ratio'))}, keeping {fmt_pct(best['retained_accuracy'])} "
-            f"of its test accuracy ({fmt_pct(best['accuracy'], 2)} vs "
-            f"{fmt_pct(reference['accuracy'], 2)}).")
+            f"{_smaller(ratios.get('size_ratio'))}, keeping {fmt_pct(best[f'retained_{metric}'])} "
+            f"of its test {name_} ({fmt_metric(best[metric], metric)} vs "
+            f"{fmt_metric(reference[metric], metric)}).")
 
 
 def _trade_offs(best: Mapping[str, Any], ranked: list[dict[str, Any]],
-                candidates: list[dict[str, Any]], batch_size: int | None) -> list[dict[str, Any]]:
+                candidates: list[dict[str, Any]], batch_size: int | None, metric: str,
+                ) -> list[dict[str, Any]]:
     """What choosing `best` gives up or gains against the next best, and against any faster
-    artifact the accuracy floor excluded."""
+    artifact the floor on the primary metric excluded."""
+    name_ = metric_name(metric)
     others: list[tuple[str, dict[str, Any]]] = []
     if len(ranked) > 1:
         others.append(("runner_up", ranked[1]))
     others += [("faster_but_below_floor", c) for c in candidates
-               if not c["qualifies"] and c["accuracy"] is not None and c["p50_ms"] is not None
+               if not c["qualifies"] and c[metric] is not None and c["p50_ms"] is not None
                and c["p50_ms"] < best["p50_ms"]]
     result = []
     for kind, other in others:
         speedup = _ratio(other["p50_ms"], best["p50_ms"])
         size_ratio = _ratio(other["size_bytes"], best["size_bytes"])
-        delta = _diff(best["accuracy"], other["accuracy"])
+        delta = _diff(best[metric], other[metric])
         if kind == "runner_up":
             sentence = (f"Against the next best, {other['name']}: {best['name']} has "
                         f"{fmt_ratio(speedup)} its speed ({fmt_ms(best['p50_ms'])} vs "
                         f"{fmt_ms(other['p50_ms'])} p50 at batch {batch_size}), is "
-                        f"{_smaller(size_ratio)}, and differs by {fmt_pp(delta)} in test accuracy "
-                        f"({fmt_pct(best['accuracy'], 2)} vs {fmt_pct(other['accuracy'], 2)}).")
+                        f"{_smaller(size_ratio)}, and differs by {fmt_metric_delta(delta, metric)} "
+                        f"in test {name_} ({fmt_metric(best[metric], metric)} vs "
+                        f"{fmt_metric(other[metric], metric)}).")
         else:
             sentence = (f"{other['name']} would be faster ({fmt_ms(other['p50_ms'])} p50, "
                         f"{fmt_ratio(_ratio(best['p50_ms'], other['p50_ms']))} the speed of "
-                        f"{best['name']}) but keeps only {fmt_pct(other['retained_accuracy'])} of "
-                        f"{REFERENCE}'s test accuracy, below the floor.")
+                        f"{best['name']}) but keeps only {fmt_pct(other[f'retained_{metric}'])} "
+                        f"of {REFERENCE}'s test {name_}, below the floor.")
         result.append({"against": other["name"], "kind": kind, "speedup": speedup,
-                       "size_ratio": size_ratio, "accuracy_delta": delta, "sentence": sentence})
+                       "size_ratio": size_ratio, f"{metric}_delta": delta, "sentence": sentence})
     return result
 
 
@@ -309,11 +340,14 @@ def _smaller(size_ratio: float | None) -> str:
 
 
 def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
-                  entry: Mapping[str, Any], skipped: str | None) -> dict[str, Any]:
+                  entry: Mapping[str, Any], skipped: str | None, task: str,
+                  quality_metrics: tuple[str, ...]) -> dict[str, Any]:
     """One artifact: quality from its stage's manifest, speed/memory/size from the bench's."""
     node = _mapping(_dig(metrics.get(spec.quality_at[0]), *spec.quality_at[1:])) \
         if spec.quality_at else {}
-    test, validation = _quality(node.get("test")), _quality(node.get("validation"))
+    test = _quality(node.get("test"), task, quality_metrics)
+    validation = _quality(node.get("validation"), task, quality_metrics)
+    primary = quality_metrics[0]
     latency = {str(bs): _latency(stats) for bs, stats in _mapping(entry.get("latency")).items()}
     memory = _mapping(entry.get("memory"))
     file_bytes = _int(node.get("bytes")) if len(spec.quality_at) > 1 else None
@@ -337,8 +371,8 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
         "quality_source": ".".join([*spec.quality_at, "test"]) if spec.quality_at else None,
         "test": test,
         "validation": validation,
-        "retained_accuracy": None,  # filled against the reference once every row exists
-        "accuracy_delta": None,
+        f"retained_{primary}": None,  # filled against the reference once every row exists
+        f"{primary}_delta": None,
         "benchmarked": bool(entry),
         "bench_skipped": skipped,
         "latency": latency,
@@ -354,16 +388,18 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
 
 
 def _add_reference_ratios(rows: list[dict[str, Any]], ref: Mapping[str, Any],
-                          batch_sizes: list[int]) -> None:
-    """Retained accuracy and the speed, size and memory ratios of each row to the reference.
+                          batch_sizes: list[int], metric: str) -> None:
+    """The retained primary metric (artifact / reference, for accuracy and Pearson alike) and
+    the speed, size and memory ratios of each row to the reference.
 
-    Ratios read reference / artifact, so above 1 always means the artifact is better.
+    Speed, size and memory ratios read reference / artifact, so above 1 always means the
+    artifact is better.
     """
-    ref_acc = _test_acc(ref)
+    ref_acc = _test_score(ref, metric)
     for row in rows:
-        acc = _test_acc(row)
-        row["retained_accuracy"] = _ratio(acc, ref_acc)
-        row["accuracy_delta"] = _diff(acc, ref_acc)
+        acc = _test_score(row, metric)
+        row[f"retained_{metric}"] = _ratio(acc, ref_acc)
+        row[f"{metric}_delta"] = _diff(acc, ref_acc)
         speedup = {str(bs): _ratio(_dig(ref["latency"], str(bs), "p50_ms"),
                                    _dig(row["latency"], str(bs), "p50_ms")) for bs in batch_sizes}
         row["vs_reference"] = {
@@ -396,18 +432,18 @@ def _batch_sizes(bench: Mapping[str, Any], models: Mapping[str, Any]) -> list[in
     return sorted(v for v in values if v is not None)
 
 
-def _quality(metrics: Any) -> dict[str, Any] | None:
+def _quality(metrics: Any, task: str, quality_metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """The task's metrics of one split; per-class scores and the confusion for classification."""
     if not isinstance(metrics, Mapping):
         return None
-    per_class = _mapping(metrics.get("per_class"))
-    return {
-        "accuracy": _num(metrics.get("accuracy")),
-        "macro_f1": _num(metrics.get("macro_f1")),
-        "examples": _int(metrics.get("examples")),
-        "per_class": {k: list(v) for k, v in per_class.items() if isinstance(v, list)} or None,
-        "confusion": metrics.get("confusion") if isinstance(metrics.get("confusion"), list)
-        else None,
-    }
+    out: dict[str, Any] = {name: _num(metrics.get(name)) for name in quality_metrics}
+    out["examples"] = _int(metrics.get("examples"))
+    if task == CLASSIFICATION:
+        per_class = _mapping(metrics.get("per_class"))
+        out["per_class"] = {k: list(v) for k, v in per_class.items() if isinstance(v, list)} or None
+        out["confusion"] = (metrics.get("confusion") if isinstance(metrics.get("confusion"), list)
+                            else None)
+    return out
 
 
 def _latency(stats: Any) -> dict[str, Any]:
@@ -439,17 +475,17 @@ def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, An
     return {"labels": [str(label) for label in labels], "support": support, "f1": f1}
 
 
-def _export(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+def _export(metrics: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, Any] | None:
     models = _mapping(metrics["export"].get("models"))
     if not models:
         return None
-    pytorch_acc = {"teacher": _num(_dig(metrics["teacher"], "test", "accuracy")),
-                   "student": _num(_dig(metrics["distill"], "test", "accuracy"))}
+    pytorch_acc = {"teacher": _num(_dig(metrics["teacher"], "test", metric)),
+                   "student": _num(_dig(metrics["distill"], "test", metric))}
     out = {}
     for name, entry in models.items():
         entry = _mapping(entry)
         parity = _mapping(entry.get("parity"))
-        onnx_acc = _num(_dig(entry, "test", "accuracy"))
+        onnx_acc = _num(_dig(entry, "test", metric))
         out[str(name)] = {
             "path": entry.get("path"),
             "bytes": _int(entry.get("bytes")),
@@ -458,14 +494,15 @@ def _export(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
             "atol": _num(parity.get("atol")),
             "passed": parity.get("passed") if isinstance(parity.get("passed"), bool) else None,
             "shapes": parity.get("shapes"),
-            "test_accuracy": onnx_acc,
-            "pytorch_test_accuracy": pytorch_acc.get(str(name)),
-            "accuracy_delta_vs_pytorch": _diff(onnx_acc, pytorch_acc.get(str(name))),
+            f"test_{metric}": onnx_acc,
+            f"pytorch_test_{metric}": pytorch_acc.get(str(name)),
+            f"{metric}_delta_vs_pytorch": _diff(onnx_acc, pytorch_acc.get(str(name))),
         }
     return {"models": out}
 
 
-def _quantization(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+def _quantization(metrics: Mapping[str, Mapping[str, Any]], quality_metrics: tuple[str, ...],
+                  ) -> dict[str, Any] | None:
     models = _mapping(metrics["quantize"].get("models"))
     if not models:
         return None
@@ -475,8 +512,10 @@ def _quantization(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | 
         entry = _mapping(entry)
         source = _mapping(exported.get(entry.get("source")))
         graph = _mapping(entry.get("graph"))
-        fp32 = {k: _num(_dig(source, "test", k)) for k in ("accuracy", "macro_f1")}
-        int8 = {k: _num(_dig(entry, "test", k)) for k in ("accuracy", "macro_f1")}
+        changes: dict[str, float | None] = {}
+        for k in quality_metrics:  # the int8 model against its fp32 source, metric by metric
+            fp32, int8 = _num(_dig(source, "test", k)), _num(_dig(entry, "test", k))
+            changes |= {f"fp32_test_{k}": fp32, f"test_{k}": int8, f"{k}_delta": _diff(int8, fp32)}
         out[str(name)] = {
             "path": entry.get("path"),
             "source": entry.get("source"),
@@ -488,18 +527,13 @@ def _quantization(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | 
             "fp32_bytes": _int(entry.get("fp32_bytes")),
             "bytes": _int(entry.get("bytes")),
             "size_ratio": _ratio(_int(entry.get("fp32_bytes")), _int(entry.get("bytes"))),
-            "fp32_test_accuracy": fp32["accuracy"],
-            "test_accuracy": int8["accuracy"],
-            "accuracy_delta": _diff(int8["accuracy"], fp32["accuracy"]),
-            "fp32_test_macro_f1": fp32["macro_f1"],
-            "test_macro_f1": int8["macro_f1"],
-            "macro_f1_delta": _diff(int8["macro_f1"], fp32["macro_f1"]),
+            **changes,
         }
     return {"models": out}
 
 
 def _training(metrics: Mapping[str, Mapping[str, Any]],
-              manifests: Mapping[str, Manifest | None]) -> dict[str, Any]:
+              manifests: Mapping[str, Manifest | None], metric: str) -> dict[str, Any]:
     teacher, distill = metrics["teacher"], metrics["distill"]
     out: dict[str, Any] = {"teacher": None, "distill": None}
     if teacher:
@@ -508,9 +542,9 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             "fine_tuned": teacher.get("fine_tuned"),
             "cache_hit": teacher.get("cache_hit"),
             "parameters": _int(teacher.get("parameters")),
-            "validation_accuracy": _num(_dig(teacher, "validation", "accuracy")),
-            "test_accuracy": _num(_dig(teacher, "test", "accuracy")),
-            "history": _history(teacher.get("history")),
+            f"validation_{metric}": _num(_dig(teacher, "validation", metric)),
+            f"test_{metric}": _num(_dig(teacher, "test", metric)),
+            "history": _history(teacher.get("history"), metric),
             "duration_s": _duration(manifests.get("teacher")),
         }
     if distill:
@@ -531,22 +565,25 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             },
             "parameter_ratio": _ratio(_int(teacher.get("parameters")), student_params),
             "best_epoch": _int(distill.get("best_epoch")),
-            "validation_accuracy": _num(_dig(distill, "validation", "accuracy")),
-            "test_accuracy": _num(_dig(distill, "test", "accuracy")),
+            f"validation_{metric}": _num(_dig(distill, "validation", metric)),
+            f"test_{metric}": _num(_dig(distill, "test", metric)),
             "reload_max_abs_diff": _num(distill.get("reload_max_abs_diff")),
-            "history": _history(distill.get("history")),
+            "history": _history(distill.get("history"), metric),
             "duration_s": _duration(manifest),
         }
     return out
 
 
-def _history(history: Any) -> list[dict[str, Any]]:
+def _history(history: Any, metric: str) -> list[dict[str, Any]]:
+    """Per-epoch rows; the validation score (the primary metric) under validation_<metric>."""
     if not isinstance(history, list):
         return []
     rows = []
-    for h in history:
-        row: dict[str, Any] = {f: _num(_mapping(h).get(f)) for f in HISTORY_FIELDS}
-        phase = _mapping(h).get("phase")
+    for h in map(_mapping, history):
+        score = h.get("validation_score", h.get("validation_accuracy"))  # the older runs' key
+        row: dict[str, Any] = {"epoch": _num(h.get("epoch")), "train_loss": _num(h.get("train_loss")),
+                               f"validation_{metric}": _num(score), "seconds": _num(h.get("seconds"))}
+        phase = h.get("phase")
         if phase is not None:  # recipes with phases (annealing, two-stage) restart epochs
             row["phase"] = str(phase)
         rows.append(row)
@@ -557,12 +594,14 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     data = metrics["data"]
     if not data:
         return None
+    spread = ({"label_stats": data.get("label_stats")} if "label_stats" in data
+              else {"label_counts": data.get("label_counts")})  # regression scores, or classes
     return {
         "source": data.get("source"),
         "labels": [str(label) for label in data.get("labels") or []],
         "num_labels": _int(data.get("num_labels")),
         "splits": {str(k): _int(v) for k, v in _mapping(data.get("splits")).items()},
-        "label_counts": data.get("label_counts"),
+        **spread,
     }
 
 
@@ -710,8 +749,8 @@ def _inf_if_none(value: float | None) -> float:
     return math.inf if value is None else value
 
 
-def _test_acc(row: Mapping[str, Any] | None) -> float | None:
-    return _num(_dig(row, "test", "accuracy"))
+def _test_score(row: Mapping[str, Any] | None, metric: str) -> float | None:
+    return _num(_dig(row, "test", metric))
 
 
 def _duration(manifest: Manifest | None) -> float | None:

@@ -63,3 +63,33 @@ def fmt_bytes(value: int | None) -> str:
 
 def fmt_bool(value: bool | None, yes: str = "yes", no: str = "no") -> str:
     return NA if value is None else (yes if value else no)
+
+
+# How each quality metric is named in sentences and printed: accuracy is a fraction shown as a
+# percentage; correlations and MSE are plain numbers, their changes signed.
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "pearson": "Pearson",
+                "spearman": "Spearman", "mse": "MSE"}
+_PERCENT_DELTAS = ("accuracy", "macro_f1")
+
+
+def metric_name(metric: str) -> str:
+    """"accuracy", "macro-F1", "Pearson", ...: as a sentence names the metric."""
+    return METRIC_NAMES.get(metric, metric)
+
+
+def metric_title(metric: str) -> str:
+    """The metric's name opening a table header ("Macro-F1")."""
+    name = metric_name(metric)
+    return name[:1].upper() + name[1:]
+
+
+def fmt_metric(value: float | None, metric: str) -> str:
+    """A metric's value: accuracy as "87.00%", the others as "0.9342"."""
+    return fmt_pct(value, 2) if metric == "accuracy" else fmt_num(value, 4)
+
+
+def fmt_metric_delta(value: float | None, metric: str) -> str:
+    """A change of a metric: percentage points for accuracy and macro-F1, else "+0.0123"."""
+    if metric in _PERCENT_DELTAS:
+        return fmt_pp(value)
+    return NA if value is None else f"{value:+.4f}"

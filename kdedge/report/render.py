@@ -17,14 +17,18 @@ from kdedge.report.formatting import (
     fmt_bool,
     fmt_bytes,
     fmt_int,
+    fmt_metric,
+    fmt_metric_delta,
     fmt_num,
     fmt_pct,
-    fmt_pp,
     fmt_ratio,
     fmt_sci,
+    metric_name,
+    metric_title,
 )
 
 Renderer = Callable[[Mapping[str, Any]], str]
+SCORE_STATS = ("mean", "std", "min", "max")  # the data stage's label_stats of a regression task
 FORMATS: Registry[Renderer] = Registry("report format")
 
 
@@ -103,6 +107,11 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
+def _metrics(data: Mapping[str, Any]) -> list[str]:
+    """The task's quality metrics, primary first (reports written before regression: accuracy)."""
+    return list(data.get("quality_metrics") or ["accuracy", "macro_f1"])
+
+
 @FORMATS.register("md")
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The report for a person deciding what to ship: the verdict first, the evidence after."""
@@ -121,7 +130,8 @@ def _verdict(data: Mapping[str, Any]) -> list[str]:
     if name is None:
         title = "**No recommendation**"
     elif rec.get("fallback"):
-        title = f"**Recommended: {escape_md(name)}** (fallback: no student met the accuracy floor)"
+        floor = metric_name(_metrics(data)[0])
+        title = f"**Recommended: {escape_md(name)}** (fallback: no student met the {floor} floor)"
     else:
         title = f"**Recommended: {escape_md(name)}**"
     lines = ["## Verdict", "", title, "", escape_md(rec.get("summary"), line_start=True), ""]
@@ -138,7 +148,9 @@ def _notes(data: Mapping[str, Any]) -> list[str]:
 def _artifacts(data: Mapping[str, Any]) -> list[str]:
     recommended = _get(data, "recommendation", "artifact")
     ref = escape_md(data.get("reference"))
-    header = ["Artifact", "Runtime", "Precision", "Test accuracy", "Macro-F1",
+    metrics = _metrics(data)
+    header = ["Artifact", "Runtime", "Precision", f"Test {metric_name(metrics[0])}",
+              *map(metric_title, metrics[1:]),
               f"Retained vs {ref}", "Size", f"Size ratio vs {ref}", "Parameters",
               "Load peak RSS", "Inference peak RSS", f"Memory ratio vs {ref}"]
     rows = []
@@ -150,9 +162,8 @@ def _artifacts(data: Mapping[str, Any]) -> list[str]:
             escape_md(row["name"]) + mark,
             escape_md(row.get("runtime")),
             escape_md(row.get("precision")),
-            fmt_pct(_get(row, "test", "accuracy"), 2),
-            fmt_num(_get(row, "test", "macro_f1"), 4),
-            fmt_pct(row.get("retained_accuracy")),
+            *[_value(_get(row, "test", m), m, metrics[0]) for m in metrics],
+            fmt_pct(row.get(f"retained_{metrics[0]}")),
             fmt_bytes(row.get("size_bytes")),
             fmt_ratio(ratios.get("size_ratio")),
             fmt_int(row.get("parameters")),
@@ -215,13 +226,16 @@ def _parity(data: Mapping[str, Any]) -> list[str]:
     lines = ["## Export parity", ""]
     if not models:
         return [*lines, f"No export in this run ({NA})."]
+    metric = _metrics(data)[0]
     rows = [[escape_md(name), escape_md(m.get("path")), fmt_int(m.get("opset")),
              fmt_sci(m.get("max_abs_diff")), fmt_sci(m.get("atol")),
              fmt_bool(m.get("passed"), "pass", "FAIL"), _shapes(m.get("shapes")),
-             fmt_pct(m.get("test_accuracy"), 2), fmt_pct(m.get("pytorch_test_accuracy"), 2),
-             fmt_pp(m.get("accuracy_delta_vs_pytorch"))] for name, m in models.items()]
+             fmt_metric(m.get(f"test_{metric}"), metric),
+             fmt_metric(m.get(f"pytorch_test_{metric}"), metric),
+             fmt_metric_delta(m.get(f"{metric}_delta_vs_pytorch"), metric)]
+            for name, m in models.items()]
     header = ["Model", "Path", "Opset", "Max abs diff", "atol", "Result", "Shapes (batch×seq)",
-              "ONNX test accuracy", "PyTorch test accuracy", "Change"]
+              f"ONNX test {metric_name(metric)}", f"PyTorch test {metric_name(metric)}", "Change"]
     return [*lines, *_table(header, rows)]
 
 
@@ -243,6 +257,8 @@ def _quantization(data: Mapping[str, Any]) -> list[str]:
     lines = ["## Quantization", ""]
     if not models:
         return [*lines, f"No quantized model in this run ({NA})."]
+    metrics = _metrics(data)
+    primary = metrics[0]
     for name, q in models.items():
         lines += [f"### {escape_md(name)}", "", *_bullets([
             ("source", escape_md(q.get("source"))),
@@ -254,25 +270,29 @@ def _quantization(data: Mapping[str, Any]) -> list[str]:
                                   f"{fmt_int(q.get('matmul_total'))}"),
             ("size", f"{fmt_bytes(q.get('fp32_bytes'))} → {fmt_bytes(q.get('bytes'))} "
                      f"({fmt_ratio(q.get('size_ratio'))} smaller)"),
-            ("test accuracy", f"{fmt_pct(q.get('fp32_test_accuracy'), 2)} → "
-                              f"{fmt_pct(q.get('test_accuracy'), 2)} "
-                              f"({fmt_pp(q.get('accuracy_delta'))})"),
-            ("test macro-F1", f"{fmt_num(q.get('fp32_test_macro_f1'), 4)} → "
-                              f"{fmt_num(q.get('test_macro_f1'), 4)} "
-                              f"({fmt_pp(q.get('macro_f1_delta'))})"),
+            *[(f"test {metric_name(m)}", f"{_value(q.get(f'fp32_test_{m}'), m, primary)} → "
+                                          f"{_value(q.get(f'test_{m}'), m, primary)} "
+                                          f"({fmt_metric_delta(q.get(f'{m}_delta'), m)})")
+              for m in metrics],
         ]), ""]
     return lines[:-1]
 
 
-def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None) -> list[str]:
+def _value(value: float | None, metric: str, primary: str) -> str:
+    """The primary metric as the report prints it everywhere; the others as plain numbers."""
+    return fmt_metric(value, metric) if metric == primary else fmt_num(value, 4)
+
+
+def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None,
+             metric: str = "accuracy") -> list[str]:
     if not history:
         return [f"No per-epoch history ({NA})."]
     last_phase = history[-1].get("phase")  # best_epoch counts within the last phase
     rows = [[_cell(h.get("epoch")) + (" (best)" if h.get("epoch") == best_epoch
                                        and h.get("phase") == last_phase else ""),
-             fmt_num(h.get("train_loss"), 4), fmt_pct(h.get("validation_accuracy"), 2),
+             fmt_num(h.get("train_loss"), 4), fmt_metric(h.get(f"validation_{metric}"), metric),
              fmt_num(h.get("seconds"), 1)] for h in history]
-    header = ["Epoch", "Train loss", "Validation accuracy", "Seconds"]
+    header = ["Epoch", "Train loss", f"Validation {metric_name(metric)}", "Seconds"]
     if any("phase" in h for h in history):
         rows = [[_cell(h.get("phase")), *row] for h, row in zip(history, rows, strict=True)]
         header = ["Phase", *header]
@@ -282,6 +302,8 @@ def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None) ->
 def _training(data: Mapping[str, Any]) -> list[str]:
     teacher = _get(data, "training", "teacher")
     distill = _get(data, "training", "distill")
+    metric = _metrics(data)[0]
+    name = metric_name(metric)
     lines = ["## Training", "", "### Teacher", ""]
     if teacher:
         lines += [*_bullets([
@@ -289,10 +311,9 @@ def _training(data: Mapping[str, Any]) -> list[str]:
             ("fine-tuned here", fmt_bool(teacher.get("fine_tuned"))),
             ("from cache", fmt_bool(teacher.get("cache_hit"))),
             ("parameters", fmt_int(teacher.get("parameters"))),
-            ("validation / test accuracy", f"{fmt_pct(teacher.get('validation_accuracy'), 2)} / "
-                                           f"{fmt_pct(teacher.get('test_accuracy'), 2)}"),
+            (f"validation / test {name}", _pair(teacher, metric)),
             ("stage time", f"{fmt_num(teacher.get('duration_s'), 1)} s"),
-        ]), "", *_history(teacher.get("history") or [])]
+        ]), "", *_history(teacher.get("history") or [], metric=metric)]
     else:
         lines.append(f"No teacher stage in this run ({NA}).")
     lines += ["", "### Distillation", ""]
@@ -309,14 +330,19 @@ def _training(data: Mapping[str, Any]) -> list[str]:
             ("parameters", f"{fmt_int(student.get('parameters'))} "
                            f"({fmt_ratio(distill.get('parameter_ratio'))} fewer than the teacher)"),
             ("best epoch", fmt_int(distill.get("best_epoch"))),
-            ("validation / test accuracy", f"{fmt_pct(distill.get('validation_accuracy'), 2)} / "
-                                           f"{fmt_pct(distill.get('test_accuracy'), 2)}"),
+            (f"validation / test {name}", _pair(distill, metric)),
             ("reload max abs diff", fmt_sci(distill.get("reload_max_abs_diff"))),
             ("stage time", f"{fmt_num(distill.get('duration_s'), 1)} s"),
-        ]), "", *_history(distill.get("history") or [], distill.get("best_epoch"))]
+        ]), "", *_history(distill.get("history") or [], distill.get("best_epoch"), metric)]
     else:
         lines.append(f"No distillation stage in this run ({NA}).")
     return lines
+
+
+def _pair(stage: Mapping[str, Any], metric: str) -> str:
+    """"validation / test" values of the primary metric."""
+    return (f"{fmt_metric(stage.get(f'validation_{metric}'), metric)} / "
+            f"{fmt_metric(stage.get(f'test_{metric}'), metric)}")
 
 
 def _data(data: Mapping[str, Any]) -> list[str]:
@@ -328,9 +354,15 @@ def _data(data: Mapping[str, Any]) -> list[str]:
     pairs = ([(escape_md(k), _cell(v)) for k, v in _flatten(source)]
              if isinstance(source, Mapping) else [("source", _cell(source))])
     splits = info.get("splits") or {}
-    lines += [*_bullets([*pairs, ("splits", ", ".join(f"{escape_md(k)}: {fmt_int(v)}"
-                                                     for k, v in splits.items()) or NA),
+    lines += [*_bullets([*pairs, ("task", escape_md(data.get("task") or "classification")),
+                         ("splits", ", ".join(f"{escape_md(k)}: {fmt_int(v)}"
+                                              for k, v in splits.items()) or NA),
                          ("labels", fmt_int(info.get("num_labels")))]), ""]
+    stats = info.get("label_stats")
+    if isinstance(stats, Mapping):  # regression: how the scores spread in each split
+        rows = [[escape_md(split), *[fmt_num(_get(values, key), 4) for key in SCORE_STATS]]
+                for split, values in stats.items()]
+        return [*lines, *_table(["Split", *[f"Score {key}" for key in SCORE_STATS]], rows)]
     counts = info.get("label_counts") or {}
     names = list(splits) or list(counts)
     rows = [[escape_md(label), *[_cell(_get(counts, split, label)) for split in names]]

@@ -47,14 +47,14 @@ def write_reports(data: dict[str, Any], folder: Path, formats: Iterable[str]) ->
 
 def summarize(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """The few numbers worth keeping in the report manifest and printing at the end of a run."""
-    rec = data["recommendation"]
+    rec, retained = data["recommendation"], f"retained_{data['primary_metric']}"
     headline = rec["headline"]
     return {
         "recommended": rec["artifact"],
         "fallback": rec["fallback"],
         "reference": rec["reference"],
         "batch_size": rec["batch_size"],
-        "retained_accuracy": headline["retained_accuracy"],
+        retained: headline[retained],
         "speedup": headline["speedup"],
         "size_ratio": headline["size_ratio"],
         "files": files,

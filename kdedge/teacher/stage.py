@@ -1,4 +1,5 @@
-"""Teacher stage: load the teacher; fine-tune it when it has no head for these labels.
+"""Teacher stage: load the teacher; fine-tune it when it has no head for these labels (or, for
+regression, no one-output head).
 
 A fine-tuned teacher is cached in the user cache by fingerprint, so a second run (or another
 run on the same data and teacher settings) skips the fine-tuning.
@@ -17,9 +18,10 @@ from kdedge.config import TeacherConfig
 from kdedge.data.dataset import TaskData, load_task
 from kdedge.demo import cache_dir
 from kdedge.distill import losses
+from kdedge.distill.recipes import gold_loss
 from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import encode, evaluate_splits, validation_accuracy
+from kdedge.evaluate import encode, evaluate_splits, validation_score
 from kdedge.hf import head_labels, load_classifier, resolve_source, save_verified
 from kdedge.torch_utils import set_threads
 
@@ -58,17 +60,19 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
                                                 trust_remote_code=cfg.trust_remote_code)
     if cfg.fine_tune == "never" and not matched:
         theirs = head_labels(cfg.model, cfg.revision, cfg.trust_remote_code)
-        raise KdedgeError(f"Teacher {cfg.model!r} has no classification head for the labels "
-                          f"{task.labels} (it has {theirs}); set fine_tune to auto for this "
-                          "teacher so kdedge trains one.")
+        head = ("regression head (one output)" if task.is_regression
+                else f"classification head for the labels {task.labels}")
+        raise KdedgeError(f"Teacher {cfg.model!r} has no {head} (it has {theirs}); set fine_tune "
+                          "to auto for this teacher so kdedge trains one.")
     fine_tune = cfg.fine_tune == "always" or not matched
     history: list[dict[str, float]] = []
     if fine_tune:
         log.info("  fine-tuning teacher %r on %d examples (%d epoch(s))", cfg.model,
                  len(task.splits["train"]), cfg.training.epochs)
-        result = train(model, tokenizer, task.splits["train"], losses.build([("ce", 1.0, {})]),
+        gold = losses.build([(gold_loss(task.is_regression), 1.0, {})])  # CE, or MSE to scores
+        result = train(model, tokenizer, task.splits["train"], gold,
                        teacher=lambda batch: None,
-                       evaluate=lambda m: validation_accuracy(m, tokenizer, task, max_length),
+                       evaluate=lambda m: validation_score(m, tokenizer, task, max_length),
                        cfg=cfg.training, max_length=max_length, seed=seed,
                        description="teacher")
         history = result.history

@@ -12,6 +12,7 @@ from kdedge.config import AugmentConfig
 from kdedge.data.dataset import TaskSplit
 from kdedge.distill import augment, losses
 from kdedge.distill.outputs import Outputs
+from kdedge.errors import KdedgeError
 
 
 def test_mask_words_masks_spans_and_keeps_length() -> None:
@@ -46,3 +47,17 @@ def test_ce_skips_teacher_labelled_rows() -> None:
     assert float(mixed) == pytest.approx(0.126928, abs=1e-6)  # ln(1 + e^-2), the gold row only
     none = losses.HardLabelCE()(Outputs(logits), None, {"labels": torch.tensor([-100, -100])})
     assert float(none) == 0.0
+
+
+def test_regression_rows_without_gold_are_nan_and_unfiltered() -> None:
+    train = TaskSplit(["a b", "c d"], np.array([0.5, 2.25], dtype=np.float32))
+    out = augment.augmented(train, AugmentConfig(mask_copies=1), data_dir=None,  # type: ignore[arg-type]
+                            mask_token="[M]", seed=1)
+    assert out.labels.dtype == np.float32 and out.labels[:2].tolist() == [0.5, 2.25]
+    assert np.isnan(out.labels[2:]).all() and augment.count_added(out) == 2
+    assert augment.confident(out.labels, torch.zeros(4, 1), None).tolist() == [0, 1, 2, 3]
+    with pytest.raises(KdedgeError, match=r"distill\.augment\.min_confidence 0\.6 filters by the "
+                                          r"teacher's top class probability, which a regression task "
+                                          r"does not have; unset it\."):
+        filtered = AugmentConfig(mask_copies=1, min_confidence=0.6)
+        augment.augmented(train, filtered, data_dir=None, mask_token="[M]", seed=1)  # type: ignore[arg-type]

@@ -79,5 +79,5 @@ def test_annealing_needs_enough_phase_one_epochs() -> None:
 
 def test_unknown_recipe_lists_the_known_ones() -> None:
     with pytest.raises(KdedgeError, match=r"Invalid value 'distil' for distill.recipe: unknown recipe; "
-                                          r"known: annealing, kd, multi-teacher, two-stage"):
+                                          r"known: annealing, kd, multi-task, multi-teacher, two-stage"):
         build_config(overrides={"distill.recipe": "distil"})

@@ -1,11 +1,12 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from kdedge.config import DataConfig
 from kdedge.data.loaders import load_tables
-from kdedge.data.stage import _select, label_names, make_splits
+from kdedge.data.stage import _select, label_names, make_splits, resolve_task
 from kdedge.errors import KdedgeError
 
 
@@ -75,3 +76,85 @@ def test_missing_path_and_non_utf8(tmp_path: Path) -> None:
     bad.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
     with pytest.raises(KdedgeError, match="is not UTF-8 text; re-save it as UTF-8"):
         load_tables(DataConfig(source=str(bad)))
+
+
+def _scores_table(count: int) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"text {i}" for i in range(count)],
+                         "label": [round(5 * i / count, 3) for i in range(count)]})
+
+
+def _run_data_stage(tmp_path: Path, source: Path, **data: object) -> tuple[Path, dict]:
+    from kdedge.config import build_config
+    from kdedge.data import stage
+    from kdedge.pipeline import StageContext
+
+    cfg = build_config({"data": {"source": str(source), **data}})
+    work = tmp_path / "01_data"
+    work.mkdir()
+    return work, stage.run(StageContext(cfg, tmp_path, work, fingerprint="f", input_fingerprints={}))
+
+
+def test_float_labels_make_a_regression_task_with_float_scores(tmp_path: Path) -> None:
+    from kdedge.artifacts import read_json
+    from kdedge.data.dataset import load_task
+
+    source = tmp_path / "scores.csv"
+    _scores_table(200).to_csv(source, index=False)
+    work, metrics = _run_data_stage(tmp_path, source)
+    assert (metrics["task"], metrics["primary_metric"], metrics["labels"]) == ("regression", "pearson",
+                                                                               ["score"])
+    assert "label_counts" not in metrics and metrics["splits"] == {"train": 160, "validation": 20,
+                                                                   "test": 20}
+    assert read_json(work / "labels.json")["task"] == "regression"
+    task = load_task(work)
+    assert task.is_regression and task.num_labels == 1 and task.id2label == {0: "score"}
+    test = task.splits["test"]
+    assert test.labels.dtype == np.float32
+    truth = dict(zip(_scores_table(200)["text"], _scores_table(200)["label"], strict=True))
+    assert test.labels.tolist() == pytest.approx([truth[t] for t in test.texts])
+    stats = metrics["label_stats"]["train"]
+    assert set(stats) == {"mean", "std", "min", "max"} and 0 <= stats["min"] < stats["max"] <= 5
+
+
+def test_auto_task_is_regression_only_for_fractional_numbers() -> None:
+    cfg = DataConfig(source="x.csv")
+    for labels in (["a", "b"], [1, 2], [True, False], [1.0, 2.0]):
+        assert resolve_task({"all": pd.DataFrame({"label": labels})}, cfg) == "classification"
+    assert resolve_task({"train": pd.DataFrame({"label": [1, 2]}),
+                         "test": pd.DataFrame({"label": [0.5, 2.0]})}, cfg) == "regression"
+    explicit = DataConfig(source="x.csv", task="regression")
+    assert resolve_task({"all": pd.DataFrame({"label": [1, 2]})}, explicit) == "regression"
+
+
+def test_regression_on_label_names_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "names.csv"
+    pd.DataFrame({"text": ["a", "b", "c"], "sentiment": ["pos", "neg", "pos"]}).to_csv(source, index=False)
+    with pytest.raises(KdedgeError, match=r"^Label column 'sentiment' holds 'pos', not a finite number, so "
+                                          r"it cannot be a regression score \(data\.task=regression\); "
+                                          r"point --label-column at a numeric score, or set data\.task "
+                                          r"to classification\.$"):
+        _run_data_stage(tmp_path, source, label_column="sentiment", task="regression")
+
+
+def test_regression_split_is_seeded_and_stratified_by_score_decile() -> None:
+    cfg = DataConfig(source="x.csv", validation_fraction=0.1, test_fraction=0.1)
+    splits, _ = make_splits({"all": _scores_table(400)}, cfg, seed=3, task="regression")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 320, "validation": 40, "test": 40}
+    for name in ("validation", "test"):  # 4 rows from each tenth of the score range
+        deciles = (splits[name]["label"] * 2).astype(int).value_counts()  # scores span [0, 5)
+        assert sorted(deciles.index) == list(range(10)) and set(deciles) == {4}, name
+    again, _ = make_splits({"all": _scores_table(400)}, cfg, seed=3, task="regression")
+    assert again["test"]["text"].tolist() == splits["test"]["text"].tolist()
+    texts = [set(s["text"]) for s in splits.values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+
+
+def test_a_held_out_split_with_hidden_scores_is_carved_from_train(tmp_path: Path) -> None:
+    folder = tmp_path / "glue-like"
+    folder.mkdir()
+    _scores_table(100).to_csv(folder / "train.csv", index=False)
+    _scores_table(30).assign(label=-1.0).to_csv(folder / "test.csv", index=False)  # hidden
+    _, metrics = _run_data_stage(tmp_path, folder)
+    assert metrics["task"] == "regression"
+    assert metrics["splits"] == {"train": 80, "validation": 10, "test": 10}
+    assert metrics["label_stats"]["test"]["min"] >= 0.0

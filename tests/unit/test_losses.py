@@ -51,9 +51,33 @@ def test_logit_mse() -> None:
     assert float(got) == pytest.approx((1 + 0 + 0 + 4) / 4)
 
 
+def test_mse_gold_golden_value() -> None:
+    scores = Outputs(torch.tensor([[1.0], [2.5], [-0.5]]))
+    gold = {"labels": torch.tensor([2.0, 2.0, 1.5])}
+    # ((1 - 2)^2 + (2.5 - 2)^2 + (-0.5 - 1.5)^2) / 3 = (1 + 0.25 + 4) / 3
+    assert float(losses.GoldMSE()(scores, None, gold)) == pytest.approx(1.75)
+
+
+def test_mse_gold_skips_rows_without_a_gold_score() -> None:
+    scores = Outputs(torch.tensor([[1.0], [2.5], [-0.5]], requires_grad=True))
+    mixed = {"labels": torch.tensor([2.0, float("nan"), 1.5])}
+    got = losses.GoldMSE()(scores, None, mixed)
+    assert float(got.detach()) == pytest.approx((1 + 4) / 2)  # the NaN row is left out
+    got.backward()  # and gets no gradient: d/ds of ((s - y)^2 summed over gold rows) / 2 = s - y
+    assert scores.logits.grad.squeeze(-1).tolist() == pytest.approx([-1.0, 0.0, -2.0])
+    none = losses.GoldMSE()(scores, None, {"labels": torch.tensor([float("nan")] * 3)})
+    assert float(none.detach()) == 0.0
+
+
+def test_mse_logits_on_one_output_is_mse_to_the_teachers_score() -> None:
+    got = losses.LogitMSE()(Outputs(torch.tensor([[1.0], [3.0]])), Outputs(torch.tensor([[0.5], [4.0]])),
+                            {"labels": torch.tensor([0.0, 0.0])})
+    assert float(got) == pytest.approx((0.25 + 1.0) / 2)
+
+
 def test_unknown_loss_lists_the_known_ones() -> None:
     with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, kl, l1_logits, "
-                                          "mse_logits, multi_teacher_kd, representation"):
+                                          "mse_gold, mse_logits, multi_teacher_kd, representation"):
         losses.build([("kld", 1.0, {})])
 
 

@@ -310,3 +310,71 @@ def test_training_history_shows_recipe_phases() -> None:
     assert lines[0] == "| Phase | Epoch | Train loss | Validation accuracy | Seconds |"
     assert lines[2] == "| anneal | 1 | 0.5000 | 70.00% | 2.0 |"  # best_epoch counts in the last phase
     assert lines[3] == "| finetune | 1 (best) | 0.4000 | 80.00% | 3.0 |"
+
+
+PEARSON = {"teacher-pytorch": 0.90, "teacher-onnx": 0.90, "student-pytorch": 0.89,
+           "student-onnx": 0.89, "student-int8": 0.87}
+
+
+def regression_metrics(pearson: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """fake_metrics for a regression task: Pearson / Spearman / MSE blocks, score statistics."""
+    metrics = fake_metrics(ACCURACY, P50)
+
+    def scores(value: float) -> dict[str, Any]:
+        return {"pearson": value, "spearman": value - 0.02, "mse": round(1 - value, 6), "examples": 100}
+
+    blocks = {"teacher-pytorch": metrics["teacher"], "student-pytorch": metrics["distill"],
+              "teacher-onnx": metrics["export"]["models"]["teacher"],
+              "student-onnx": metrics["export"]["models"]["student"],
+              "student-int8": metrics["quantize"]["models"]["student-int8"]}
+    for name, block in blocks.items():
+        block.update(validation=scores(pearson[name] + 0.01), test=scores(pearson[name]))
+    for part in ("teacher", "distill"):  # the trainer's key since regression
+        metrics[part]["history"] = [{"epoch": h["epoch"], "train_loss": h["train_loss"],
+                                     "validation_score": h["validation_accuracy"],
+                                     "seconds": h["seconds"]} for h in metrics[part]["history"]]
+    metrics["data"] = {**metrics["data"], "task": "regression", "primary_metric": "pearson",
+                       "labels": ["score"], "num_labels": 1,
+                       "label_stats": {s: {"mean": 2.5, "std": 1.25, "min": 0.0, "max": 5.0}
+                                       for s in ("train", "validation", "test")}}
+    del metrics["data"]["label_counts"]
+    return metrics
+
+
+def test_regression_is_judged_by_pearson(tmp_path: Path) -> None:
+    report = build_report_from_run(write_run(tmp_path, regression_metrics(PEARSON)))
+    assert (report["task"], report["primary_metric"]) == ("regression", "pearson")
+    rec = report["recommendation"]
+    assert rec["artifact"] == "student-int8"  # keeps 0.87 / 0.90 = 96.7% of the teacher's Pearson
+    assert rec["pearson_floor"] == pytest.approx(0.95 * 0.90)
+    assert rec["headline"]["retained_pearson"] == pytest.approx(0.87 / 0.90)
+    assert rec["trade_offs"][0]["pearson_delta"] == pytest.approx(0.87 - 0.89)
+    int8 = row(report, "student-int8")
+    assert int8["test"] == {"pearson": 0.87, "spearman": 0.85, "mse": 0.13, "examples": 100}
+    assert report["per_class"] is None
+    quant = report["quantization"]["models"]["student-int8"]
+    assert quant["pearson_delta"] == pytest.approx(0.87 - 0.89)
+    assert quant["test_spearman"] == pytest.approx(0.85) and quant["test_mse"] == pytest.approx(0.13)
+    assert report["export"]["models"]["teacher"]["test_pearson"] == 0.90
+    assert report["training"]["distill"]["history"][1]["validation_pearson"] == pytest.approx(0.82)
+    assert report["data"]["label_stats"]["test"]["std"] == 1.25
+    assert "accuracy" not in render_json(report).replace("min_retained_accuracy", "")
+    md = render_markdown(report)
+    assert "accuracy" not in md.lower()
+    for text in ("| Artifact | Runtime | Precision | Test Pearson | Spearman | MSE | Retained vs",
+                 "| student-int8 (recommended) | onnxruntime | int8 | 0.8700 | 0.8500 | 0.1300 | 96.7% |",
+                 "whose test Pearson is at least 95.0% of teacher-onnx's (0.8550 here)",
+                 "- test Spearman: 0.8700 → 0.8500 (-0.0200)",
+                 "| Epoch | Train loss | Validation Pearson | Seconds |",
+                 "| test | 2.5000 | 1.2500 | 0.0000 | 5.0000 |", "- task: regression"):
+        assert text in md
+
+
+def test_regression_fallback_names_the_pearson_floor(tmp_path: Path) -> None:
+    pearson = {**PEARSON, "student-onnx": 0.80, "student-int8": 0.79}
+    report = build_report_from_run(write_run(tmp_path, regression_metrics(pearson)))
+    rec = report["recommendation"]
+    assert rec["artifact"] == "teacher-onnx" and rec["fallback"] is True
+    assert any("keeps 88.9% of teacher-onnx's test Pearson (0.8000), below the 95.0% floor" in r
+               for r in rec["reasons"])
+    assert "(fallback: no student met the Pearson floor)" in render_markdown(report)

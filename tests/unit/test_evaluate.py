@@ -1,0 +1,45 @@
+"""Task metrics on fixed arrays, against values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdedge.data.dataset import TaskData, TaskSplit
+from kdedge.evaluate import average_ranks, primary_metric, regression_metrics, task_metrics
+
+
+def test_pearson_spearman_and_mse_by_hand() -> None:
+    # deviations from the means 2.5: x = [-1.5, -0.5, 0.5, 1.5], y = [-0.5, -1.5, 1.5, 0.5]
+    # sum xy = 3, sum x^2 = sum y^2 = 5, so r = 3 / 5; the values are their own ranks
+    got = regression_metrics(np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([2.0, 1.0, 4.0, 3.0]))
+    assert got == {"pearson": 0.6, "spearman": 0.6, "mse": 1.0, "examples": 4}
+
+
+def test_spearman_gives_ties_their_average_rank() -> None:
+    pred, gold = np.array([1.0, 2.0, 2.0, 5.0]), np.array([1.0, 2.0, 3.0, 3.0])
+    assert average_ranks(pred).tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert average_ranks(gold).tolist() == [1.0, 2.0, 3.5, 3.5]
+    got = regression_metrics(pred, gold)
+    # Pearson: dx = [-1.5, -0.5, -0.5, 2.5], dy = [-1.25, -0.25, 0.75, 0.75] -> 3.5 / sqrt(9 x 2.75)
+    assert got["pearson"] == pytest.approx(7 / 99**0.5, abs=1e-6)
+    # Spearman: rank deviations [-1.5, 0, 0, 1.5] and [-1.5, -0.5, 1, 1] -> 3.75 / 4.5
+    assert got["spearman"] == pytest.approx(5 / 6, abs=1e-6)
+    assert got["mse"] == pytest.approx((0 + 0 + 1 + 4) / 4)
+
+
+def test_a_constant_prediction_has_no_correlation() -> None:
+    got = regression_metrics(np.full(3, 2.0), np.array([1.0, 2.0, 4.0]))
+    assert (got["pearson"], got["spearman"]) == (0.0, 0.0)
+    assert got["mse"] == pytest.approx((1 + 0 + 4) / 3)
+
+
+def test_task_metrics_picks_the_task() -> None:
+    scores = TaskData(["score"], {"test": TaskSplit(["a", "b"], np.array([0.5, 1.5], np.float32))},
+                      "regression")
+    assert task_metrics(np.array([[0.0], [1.0]]), np.array([0.5, 1.5]), scores)["pearson"] == 1.0
+    classes = TaskData(["neg", "pos"], {})
+    got = task_metrics(np.array([[2.0, 0.0], [0.0, 1.0]]), np.array([0, 0]), classes)
+    assert got["accuracy"] == 0.5 and got["confusion"] == [[1, 1], [0, 0]]
+    assert (scores.num_labels, classes.num_labels) == (1, 2)
+    assert (primary_metric("classification"), primary_metric("regression")) == ("accuracy", "pearson")
