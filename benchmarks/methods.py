@@ -19,6 +19,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results" / "methods.md"
 EPOCHS = 3  # the training budget of every variant: passes over the 4000 training examples
 
+SECOND_TEACHER = {"model": "demo", "training": {"epochs": 1, "learning_rate": 8e-5}}
 VARIANTS: dict[str, dict[str, Any]] = {
     "kd": {"distill.recipe": "kd", "distill.training.epochs": EPOCHS},
     "kd-mse": {"distill.recipe": "kd", "distill.logit_loss": "mse", "distill.training.epochs": EPOCHS},
@@ -30,6 +31,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # labelled by the teacher; 2 epochs over 6000 rows = the same example budget as 3 over 4000
     "kd-augment": {"distill.recipe": "kd", "distill.training.epochs": 2,
                    "distill.augment.unlabeled": "unused", "distill.augment.max_unlabeled": 2000},
+    # two teachers: the run's, and the same encoder fine-tuned with another learning rate
+    "multi-teacher": {"distill.recipe": "multi-teacher", "distill.training.epochs": EPOCHS,
+                      "distill.multi_teacher.teachers": [SECOND_TEACHER]},
+    "multi-teacher-rl": {"distill.recipe": "multi-teacher", "distill.training.epochs": EPOCHS,
+                         "distill.multi_teacher.teachers": [SECOND_TEACHER],
+                         "distill.multi_teacher.weighting": "rl-select"},
+    # MKD: BBC News topics (1780 training articles, its own fine-tuned teacher) join the
+    # reviews for 2 epochs, then 1 epoch on the reviews alone
+    "multi-task": {"distill.recipe": "multi-task", "distill.training.epochs": EPOCHS - 1,
+                   "distill.multi_task.finetune_epochs": 1,
+                   "distill.multi_task.tasks": [{"name": "news", "data": {"source": "demo-news"}}]},
     # the QE / MKD students: a BiLSTM over the teacher's tokenizer, embeddings from the teacher
     "bilstm-kd": {"distill.recipe": "kd", "distill.student": "bilstm:hidden_size=256,init_embeddings=true",
                   "distill.training.epochs": EPOCHS, "distill.training.learning_rate": 2e-3},
@@ -97,7 +109,22 @@ def summarize(name: str, run_dir: Path) -> dict[str, Any]:
         "int8_p50": int8_p50, "teacher_p50": teacher_p50, "speedup": teacher_p50 / int8_p50,
         "train_s": sum(row["seconds"] for row in distill["history"]),
         "epochs": len(distill["history"]),
+        "notes": notes(distill),
     }
+
+
+def notes(distill: dict[str, Any]) -> str:
+    """What else a variant learned: other teachers, the selector's choices, other tasks."""
+    out = [f"teacher {i} test acc {t['test']['accuracy']:.4f}"
+           for i, t in enumerate(distill.get("extra_teachers") or [], start=2)]
+    last = distill["history"][-1]
+    if "teacher0_selected" in last:
+        rates = [last[f"teacher{k}_selected"] for k in range(len(out) + 1)]
+        out.append("last epoch selected " + " / ".join(f"{r:.2f}" for r in rates))
+    for name, task in (distill.get("tasks") or {}).items():
+        out.append(f"{name}: student test acc {task['test']['accuracy']:.4f} (teacher "
+                   f"{task['teacher_test']['accuracy']:.4f})")
+    return "; ".join(out)
 
 
 def write(rows: list[dict[str, Any]]) -> None:
@@ -111,15 +138,15 @@ def write(rows: list[dict[str, Any]]) -> None:
         "jobs ran beside some variants), so compare them loosely.",
         "",
         "| variant | student | parameters | student acc | int8 acc | teacher acc | int8 retained "
-        "| int8 size (MB) | int8 p50 b1 (ms) | teacher p50 b1 (ms) | speed-up | training (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| int8 size (MB) | int8 p50 b1 (ms) | teacher p50 b1 (ms) | speed-up | training (s) | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['student']} | {r['params'] / 1e6:.1f}M | {r['student_acc']:.4f} "
             f"| {r['int8_acc']:.4f} | {r['teacher_acc']:.4f} | {r['retained']:.3f} "
             f"| {r['int8_mb']:.1f} | {r['int8_p50']:.2f} | {r['teacher_p50']:.2f} "
-            f"| {r['speedup']:.2f}x | {r['train_s']:.0f} |")
+            f"| {r['speedup']:.2f}x | {r['train_s']:.0f} | {r.get('notes', '')} |")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
 
