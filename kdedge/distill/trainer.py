@@ -107,7 +107,7 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
                                "validation_score": round(score, 6),
                                "seconds": round(time.perf_counter() - started, 2), **schedule_state,
                                **loss_fn.end_epoch()})
-        log.info("  %s epoch %d: train loss %.4f, validation accuracy %.4f", description, epoch,
+        log.info("  %s epoch %d: train loss %.4f, validation score %.4f", description, epoch,
                  total_loss / seen, score)
         if keep == "last" or score > result.best_score:
             result.best_epoch, result.best_score = epoch, score
