@@ -570,8 +570,22 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             "reload_max_abs_diff": _num(distill.get("reload_max_abs_diff")),
             "history": _history(distill.get("history"), metric),
             "duration_s": _duration(manifest),
+            "extra_teachers": [{"model": t.get("model"), "fine_tuned": t.get("fine_tuned"),
+                                f"test_{metric}": _num(_dig(t, "test", metric))}
+                               for t in map(_mapping, distill.get("extra_teachers") or [])],
+            "other_tasks": {str(name): {
+                "labels": _mapping(t).get("labels"),
+                "test": _num(_dig(t, "test", _first_metric(_dig(t, "test")))),
+                "teacher_test": _num(_dig(t, "teacher_test", _first_metric(_dig(t, "test")))),
+                "metric": _first_metric(_dig(t, "test"))}
+                for name, t in _mapping(distill.get("tasks")).items()},
         }
     return out
+
+
+def _first_metric(split: Any) -> str | None:
+    """A task's primary metric: the first key of its summary metrics."""
+    return next(iter(split), None) if isinstance(split, Mapping) else None
 
 
 def _history(history: Any, metric: str) -> list[dict[str, Any]]:
@@ -586,6 +600,9 @@ def _history(history: Any, metric: str) -> list[dict[str, Any]]:
         phase = h.get("phase")
         if phase is not None:  # recipes with phases (annealing, two-stage) restart epochs
             row["phase"] = str(phase)
+        used = [h[f"teacher{k}_selected"] for k in range(len(h)) if f"teacher{k}_selected" in h]
+        if used:  # a teacher selector: the share of instances each teacher was used for
+            row["teachers_used"] = [_num(u) for u in used]
         rows.append(row)
     return rows
 

@@ -293,6 +293,10 @@ def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None,
              fmt_num(h.get("train_loss"), 4), fmt_metric(h.get(f"validation_{metric}"), metric),
              fmt_num(h.get("seconds"), 1)] for h in history]
     header = ["Epoch", "Train loss", f"Validation {metric_name(metric)}", "Seconds"]
+    if any("teachers_used" in h for h in history):
+        rows = [[*row, " / ".join(fmt_num(u, 2) for u in h.get("teachers_used") or []) or NA]
+                for h, row in zip(history, rows, strict=True)]
+        header = [*header, "Share of instances per teacher"]
     if any("phase" in h for h in history):
         rows = [[_cell(h.get("phase")), *row] for h, row in zip(history, rows, strict=True)]
         header = ["Phase", *header]
@@ -333,6 +337,13 @@ def _training(data: Mapping[str, Any]) -> list[str]:
             (f"validation / test {name}", _pair(distill, metric)),
             ("reload max abs diff", fmt_sci(distill.get("reload_max_abs_diff"))),
             ("stage time", f"{fmt_num(distill.get('duration_s'), 1)} s"),
+            *[(f"teacher {i}", f"{escape_md(t.get('model'))}, test {name} "
+                               f"{fmt_metric(t.get(f'test_{metric}'), metric)}")
+              for i, t in enumerate(distill.get("extra_teachers") or [], start=2)],
+            *[(f"task {escape_md(task)}", f"{escape_md(metric_name(t.get('metric') or 'score'))} of the "
+               f"multi-task student {fmt_num(t.get('test'), 4)} (its teacher "
+               f"{fmt_num(t.get('teacher_test'), 4)}), test split")
+              for task, t in (distill.get("other_tasks") or {}).items()],
         ]), "", *_history(distill.get("history") or [], distill.get("best_epoch"), metric)]
     else:
         lines.append(f"No distillation stage in this run ({NA}).")

@@ -378,3 +378,26 @@ def test_regression_fallback_names_the_pearson_floor(tmp_path: Path) -> None:
     assert any("keeps 88.9% of teacher-onnx's test Pearson (0.8000), below the 95.0% floor" in r
                for r in rec["reasons"])
     assert "(fallback: no student met the Pearson floor)" in render_markdown(report)
+
+
+def test_other_teachers_tasks_and_selection_are_reported(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    metrics["distill"] = {**metrics["distill"], "recipe": "multi-teacher",
+                          "extra_teachers": [{"model": "second", "fine_tuned": True,
+                                              "test": {"accuracy": 0.81, "macro_f1": 0.8}}],
+                          "tasks": {"news": {"labels": ["a", "b"], "teacher_test": {"accuracy": 0.9},
+                                             "test": {"accuracy": 0.88, "macro_f1": 0.87}}},
+                          "history": [{"phase": "multi-teacher", "epoch": 1, "train_loss": 0.5,
+                                       "validation_score": 0.7, "seconds": 2.0,
+                                       "teacher0_selected": 0.9, "teacher1_selected": 0.25}]}
+    data = build_report_from_run(write_run(tmp_path / "run", metrics))
+    distill = data["training"]["distill"]
+    assert distill["extra_teachers"] == [{"model": "second", "fine_tuned": True,
+                                          "test_accuracy": 0.81}]
+    assert distill["other_tasks"]["news"] == {"labels": ["a", "b"], "test": 0.88,
+                                              "teacher_test": 0.9, "metric": "accuracy"}
+    assert distill["history"][0]["teachers_used"] == [0.9, 0.25]
+    md = render_markdown(data)
+    assert "- teacher 2: second, test accuracy 81.00%" in md
+    assert "- task news: accuracy of the multi-task student 0.8800 (its teacher 0.9000), test split" in md
+    assert "| multi-teacher | 1 | 0.5000 | 70.00% | 2.0 | 0.90 / 0.25 |" in md
