@@ -7,6 +7,7 @@ float scores; splits are stratified by score quantile bins instead of by label).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,11 @@ SCORE_BINS = 10  # regression splits are stratified by score decile (fewer bins 
 
 
 def run(ctx) -> dict[str, Any]:
-    cfg: DataConfig = ctx.cfg.data
+    return prepare(ctx.cfg.data, ctx.cfg.run.seed, ctx.work)
+
+
+def prepare(cfg: DataConfig, seed: int, out: Path) -> dict[str, Any]:
+    """Write this data's splits and label map to `out` (also used for multi-task's other tasks)."""
     tables, identity = load_tables(cfg)
     tables = {name: _select(table, cfg, name) for name, table in tables.items()}
     for name in [n for n, t in tables.items() if t.empty and n in ("validation", "test")]:
@@ -50,8 +55,8 @@ def run(ctx) -> dict[str, Any]:
             log.warning("  the source's %s split gives every row the same score; carving one out of "
                         "train instead", name)
             del tables[name]  # e.g. GLUE's STS-B test split, whose scores are hidden as -1
-    splits, unused = make_splits(tables, cfg, ctx.cfg.run.seed, task)
-    unused.to_parquet(ctx.work / UNUSED_FILE, index=False)
+    splits, unused = make_splits(tables, cfg, seed, task)
+    unused.to_parquet(out / UNUSED_FILE, index=False)
     if task == REGRESSION:
         labels, summary = SCORE_LABELS, {"label_stats": score_stats(splits, cfg.label_column)}
     else:
@@ -61,8 +66,8 @@ def run(ctx) -> dict[str, Any]:
             name: {labels[i]: int(n) for i, n in t["label"].value_counts().sort_index().items()}
             for name, t in splits.items()}}
     for name, table in splits.items():
-        table.to_parquet(split_file(ctx.work, name), index=False)
-    write_json(ctx.work / LABELS_FILE, {"labels": labels, "text_columns": list(cfg.text_columns),
+        table.to_parquet(split_file(out, name), index=False)
+    write_json(out / LABELS_FILE, {"labels": labels, "text_columns": list(cfg.text_columns),
                                         "task": task})
     log.info("  %s task; %s", task, ", ".join(f"{n}: {len(t)}" for n, t in splits.items()))
     return {"source": identity, "task": task, "primary_metric": primary_metric(task),

@@ -11,7 +11,6 @@ for the target task and exports like any other.
 from __future__ import annotations
 
 import logging
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +122,7 @@ def _prepare(task: TaskConfig, cfg: KdedgeConfig, folder: Path) -> AuxTask:
     log.info("  task %r: data from %s, teacher %s", task.name, task.data.source, task.teacher.model)
     seed, max_length = cfg.run.seed, cfg.data.max_length
     folder.mkdir(parents=True, exist_ok=True)
-    data_cfg = cfg.model_copy(update={"data": task.data})
-    data_stage.run(types.SimpleNamespace(cfg=data_cfg, work=folder))
+    data_stage.prepare(task.data, seed, folder)
     data = load_task(folder)
     data_fp = fingerprint("data", {"data": task.data.model_dump(mode="json"), "seed": seed}, {})
     model_dir = folder / "teacher"
