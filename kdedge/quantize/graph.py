@@ -132,9 +132,9 @@ def sensitive_nodes(path: Path) -> list[str]:
     classifier (the last MatMul / Gemm before the logits)."""
     model = _load(path)
     names = [n.name for n in model.graph.node if n.name and (
-        n.op_type in ("Gather", "EmbedLayerNormalization") and "embed" in n.name.lower()
-        or n.op_type in ("MatMul", "Gemm") and any(k in n.name.lower()
-                                                   for k in ("classifier", "pooler")))]
+        (n.op_type in ("Gather", "EmbedLayerNormalization") and "embed" in n.name.lower())
+        or (n.op_type in ("MatMul", "Gemm") and any(k in n.name.lower()
+                                                   for k in ("classifier", "pooler"))))]
     last = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name]
     if last and last[-1] not in names:
         names.append(last[-1])

@@ -194,6 +194,7 @@ def quantize_model(source: Path, out: Path, spec: QuantSpec,
             raise KdedgeError("Static quantization needs calibration texts; set "
                               "quantize.calibration.samples to at least 1.")
         with tempfile.TemporaryDirectory(prefix="kdedge-quant-") as tmp:
+            source = typed_graph(source, Path(tmp) / "typed.onnx")
             ranges = calibrate(source, reader_factory(), spec.calibration_method,
                                calibration_window, STATIC_OPS)
             cache = Path(tmp) / "ranges.json"
@@ -211,6 +212,19 @@ def quantize_model(source: Path, out: Path, spec: QuantSpec,
         raise KdedgeError(f"onnxruntime could not quantize {source.name} as {spec.label()} "
                           f"({str(err).splitlines()[0][:200]}); try quantize.mode=dynamic or "
                           "quantize.optimization=none.") from None
+
+
+def typed_graph(source: Path, out: Path) -> Path:
+    """A fused graph (com.microsoft ops) with every tensor typed by symbolic shape inference,
+    so the calibrator records the tensors behind fused ops too; other graphs as they are."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(source))
+    if not any(node.domain == "com.microsoft" for node in model.graph.node):
+        return source
+    onnx.save(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(out))
+    return out
 
 
 def _method(name: str):

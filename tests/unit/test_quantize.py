@@ -94,7 +94,7 @@ def test_max_drop_parses_absolute_and_relative() -> None:
     assert gate.allowed_drop("2%", 0.5) == pytest.approx(0.01)
     with pytest.raises(KdedgeError, match="max_drop"):
         gate.parse_max_drop("a lot")
-    with pytest.raises(KdedgeError, match="Invalid value 'a lot' for quantize.max_drop"):
+    with pytest.raises(KdedgeError, match=r"Invalid value 'a lot' for quantize\.max_drop"):
         build_config(overrides={"quantize.max_drop": "a lot"})
 
 
