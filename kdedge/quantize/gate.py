@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kdedge.errors import KdedgeError
-from kdedge.quantize.modes import QuantSpec
+from kdedge.quantize.modes import PRESET_TYPES, QuantSpec
 
 log = logging.getLogger("kdedge")
 
@@ -65,8 +65,9 @@ def fallback_specs(spec: QuantSpec, sensitive: list[str]) -> list[tuple[str, Qua
     steps.append(("exclude sensitive nodes", current))
     current = current.replace(reduce_range=True)
     steps.append(("reduce-range", current))
+    activation, weight = PRESET_TYPES[spec.preset]
     steps.append(("dynamic", QuantSpec(mode="dynamic", preset=spec.preset,
-                                       weight_type="int8", activation_type="uint8")))
+                                       activation_type=activation, weight_type=weight)))
     seen: list[QuantSpec] = []
     out = []
     for reason, candidate in steps:
