@@ -116,10 +116,19 @@ def run_gate(build: Callable[[QuantSpec, Path], None], score: Callable[[Path], f
     failed). Without a bound only the first spec is built.
     """
     bound = allowed_drop(max_drop, fp32_score)
-    attempts, files = [], []
+    attempts: list[dict[str, Any]] = []
+    files: list[Path | None] = []
     for index, (reason, spec) in enumerate(specs if bound is not None else specs[:1]):
         path = work / f"attempt-{index}.onnx"
-        build(spec, path)
+        try:
+            build(spec, path)
+        except KdedgeError as err:
+            if index == 0:  # the mode the user asked for must build
+                raise
+            log.warning("  %s: %s", spec.label(), err)
+            attempts.append({"step": reason, **spec.as_dict(), "error": str(err), "passed": False})
+            files.append(None)
+            continue
         value = score(path)
         drop = fp32_score - value
         passed = None if bound is None else drop <= bound + 1e-12
@@ -134,7 +143,8 @@ def run_gate(build: Callable[[QuantSpec, Path], None], score: Callable[[Path], f
                  attempt["bytes"] / 1e6, attempt["batch1_p50_ms"])
         if passed is not False:
             return GateResult(passed, attempt, attempts, fp32_score, bound, None), path
-    best = max(range(len(attempts)), key=lambda i: attempts[i][f"validation_{metric}"])
+    built = [i for i, f in enumerate(files) if f is not None]
+    best = max(built, key=lambda i: attempts[i][f"validation_{metric}"])
     reason = (f"no quantized model kept validation {metric} within {bound:.4f} of fp32's "
               f"{fp32_score:.4f} (quantize.max_drop={max_drop}); the best, "
               f"{attempts[best]['label']}, lost {attempts[best]['drop']:.4f}")
