@@ -148,17 +148,15 @@ def calibrate(model: Path, reader: TextCalibrationReader, method: str, window: i
 
     At most `window` batches of intermediate outputs are held at once.
     """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.calibrate import create_calibrator
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
     # Each collect_data call ends by folding what it holds into the ranges (MinMax) or the
     # histograms (Entropy, Percentile) and clearing it; the reader's window ends each call.
     # (MinMax's own max_intermediate_outputs clears without folding in onnxruntime 1.31.)
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kdedge-calib-") as tmp:
         calibrator = create_calibrator(model, op_types, str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=methods[method], extra_options=extra)
+                                       calibrate_method=_method(method), extra_options=extra)
         for _ in range(-(-len(reader) // window)):
             calibrator.collect_data(reader.window(window))
         ranges = calibrator.compute_data()
