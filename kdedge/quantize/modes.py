@@ -95,10 +95,12 @@ def spec_from_config(cfg: Any, preset: str) -> QuantSpec:
 class TextCalibrationReader:
     """Streams tokenized calibration batches to onnxruntime's calibrator.
 
-    Only one batch is tokenized at a time: the texts stay texts until get_next asks for the
-    next batch, so memory does not grow with the number of calibration examples.
-    `window(n)` limits the reader to the next n batches, so the calibrator can fold its
-    histograms in chunks instead of keeping every batch's activations.
+    Only one batch is tokenized at a time (and at most one is held ahead): the texts stay
+    texts until get_next asks for the next batch, so memory does not grow with the number of
+    calibration examples. `window(n)` limits the reader to the next n batches of one shape,
+    so the calibrator folds its ranges or histograms in chunks instead of keeping every
+    batch's activations (a short last batch gets a window of its own: histogram calibrators
+    stack a window's outputs).
     """
 
     def __init__(self, texts: Sequence[Any], tokenizer: Any, max_length: int, batch_size: int,
@@ -109,7 +111,9 @@ class TextCalibrationReader:
         self.batches_served = 0
         self.max_batch_rows = 0
         self._iter: Iterator[dict[str, np.ndarray]] = self._batches()
+        self._pending: dict[str, np.ndarray] | None = None
         self._left: int | None = None
+        self._window_rows: int | None = None
         self.exhausted = False
 
     def __len__(self) -> int:
@@ -124,21 +128,34 @@ class TextCalibrationReader:
             yield {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()
                    if k in self.input_names}
 
+    def _peek(self) -> dict[str, np.ndarray] | None:
+        if self._pending is None and not self.exhausted:
+            self._pending = next(self._iter, None)
+            self.exhausted = self._pending is None
+        return self._pending
+
+    def has_next(self) -> bool:
+        return self._peek() is not None
+
     def window(self, count: int) -> TextCalibrationReader:
-        self._left = count
+        self._left, self._window_rows = count, None
         return self
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._left is not None:
-            if self._left <= 0:
-                return None
-            self._left -= 1
-        batch = next(self._iter, None)
-        if batch is None:
-            self.exhausted = True
+        if self._left is not None and self._left <= 0:
             return None
+        batch = self._peek()
+        if batch is None:
+            return None
+        rows = len(next(iter(batch.values())))
+        if self._left is not None:
+            if self._window_rows is not None and rows != self._window_rows:
+                return None  # a batch of another shape starts the next window
+            self._window_rows = rows
+            self._left -= 1
+        self._pending = None
         self.batches_served += 1
-        self.max_batch_rows = max(self.max_batch_rows, len(next(iter(batch.values()))))
+        self.max_batch_rows = max(self.max_batch_rows, rows)
         return batch
 
 
@@ -157,7 +174,7 @@ def calibrate(model: Path, reader: TextCalibrationReader, method: str, window: i
     with tempfile.TemporaryDirectory(prefix="kdedge-calib-") as tmp:
         calibrator = create_calibrator(model, op_types, str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=_method(method), extra_options=extra)
-        for _ in range(-(-len(reader) // window)):
+        while reader.has_next():
             calibrator.collect_data(reader.window(window))
         ranges = calibrator.compute_data()
         del calibrator

@@ -186,6 +186,9 @@ def test_calibration_streams_batches_and_memory_stays_bounded(onnx_dir: Path, to
     large, feed = peak(TEXTS * 2, 4)  # 12.5x the examples
     unbounded, _ = peak(TEXTS * 2, 10**6)  # every batch's activations held at once
     assert feed.batches_served == len(feed) == 100 and feed.max_batch_rows == 8
+    short = reader(tokenizer, TEXTS[:37])  # 4 batches of 8 and one of 5, stacked per window
+    calibrate(onnx_dir / ONNX_FILE, short, "percentile", window=8, op_types=STATIC_OPS)
+    assert short.batches_served == 5
     assert large < 2 * small and large * 4 < unbounded, (small, large, unbounded)
 
 
