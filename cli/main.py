@@ -26,7 +26,7 @@ STAGE_HELP = {
     "teacher": "Load or fine-tune the teacher of an existing run.",
     "distill": "Distill the student of an existing run.",
     "export": "Export teacher and student of an existing run to ONNX and check parity.",
-    "quantize": "Quantize the student ONNX model of an existing run to int8.",
+    "quantize": "Quantize the student ONNX model of an existing run (int8, gated on accuracy).",
     "bench": "Benchmark the models of an existing run, each in its own process.",
     "report": "Write report.json and report.md for an existing run.",
 }
@@ -69,6 +69,13 @@ def compress(
     trust_remote_code: Annotated[bool | None, typer.Option(
         "--trust-remote-code", help="Run code shipped with the teacher. [teacher.trust_remote_code]",
     )] = None,
+    max_accuracy_drop: Annotated[str | None, typer.Option(
+        help="Largest validation drop the int8 student may show against fp32: absolute (0.01) "
+             "or relative (1%); fallbacks are tried when it is exceeded. "
+             "[quantize.max_drop]")] = None,
+    strict: Annotated[bool | None, typer.Option(
+        "--strict", help="Fail the run when no int8 student passes the accuracy gate. "
+                         "[quantize.strict]")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key, e.g. --set "
                                                    "distill.temperature=4 (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write config.resolved.yaml to the "
@@ -88,6 +95,8 @@ def compress(
         "run.out": out, "run.seed": seed,
         "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,
         "teacher.trust_remote_code": trust_remote_code,
+        "quantize.max_drop": None if max_accuracy_drop is None else _scalar(max_accuracy_drop),
+        "quantize.strict": strict,
         "distill.multi_teacher.teachers": [{"model": t} for t in extra_teacher or []] or None,
     }
     overrides = {**parse_sets(set_ or []), **{k: v for k, v in options.items() if v is not None}}
@@ -114,6 +123,14 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
             raise KdedgeError(f"--set {pair!r} is not key=value; write e.g. --set distill.alpha=0.3.")
         parsed[key.strip()] = yaml.safe_load(value)
     return parsed
+
+
+def _scalar(value: str) -> Any:
+    """A number where the text is one ("0.01"), else the text ("1%")."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _stage_command(name: str) -> None:

@@ -231,10 +231,48 @@ class ExportConfig(_Section):
     parity_samples: int = Field(32, ge=1)  # real validation texts compared at two batch shapes
 
 
+class CalibrationConfig(_Section):
+    """Static quantization's activation ranges, from training texts streamed in batches."""
+
+    samples: int = Field(300, ge=1)  # the first N training examples
+    batch_size: int = Field(8, ge=1)
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    window: int = Field(4, ge=1)  # batches folded into the ranges at a time: bounds memory
+
+
 class QuantizeConfig(_Section):
-    mode: Literal["dynamic"] = "dynamic"
+    mode: Literal["dynamic", "static"] = "dynamic"  # static: int8 QDQ with calibration
     preset: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = "auto"  # auto: this CPU
     per_channel: bool = False
+    reduce_range: bool = False  # 7-bit weights: avoids u8s8 saturation on AVX2 / AVX-512
+    activation_type: Literal["int8", "uint8"] | None = None  # static only; default: the preset's
+    weight_type: Literal["int8", "uint8"] | None = None  # default: the preset's
+    exclude_nodes: tuple[str, ...] = ()  # node names kept in float
+    calibration: CalibrationConfig = CalibrationConfig()
+    optimization: Literal["none", "O1", "O2", "O3"] = "none"  # optimum's ORTOptimizer first
+    preprocess: bool = False  # onnxruntime's quant_pre_process (shape inference) first
+    max_drop: float | str | None = 0.01  # validation primary metric: 0.01 absolute, "1%" relative
+    strict: bool = False  # a failed accuracy gate stops the run with an error
+    fp16: bool = False  # also write student-fp16/ (for GPU targets)
+
+    @field_validator("max_drop", mode="before")
+    @classmethod
+    def _drop(cls, value: Any) -> Any:
+        from kdedge.errors import KdedgeError
+        from kdedge.quantize.gate import parse_max_drop
+
+        try:
+            parse_max_drop(value)
+        except KdedgeError as err:
+            raise ValueError(str(err).split("; ", 1)[-1].rstrip(".")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _static_only(self) -> QuantizeConfig:
+        if self.mode == "dynamic" and self.activation_type == "int8":
+            raise ValueError("quantize.activation_type int8 needs quantize.mode=static (dynamic "
+                             "quantization computes uint8 activations); drop it or use static")
+        return self
 
 
 class BenchConfig(_Section):

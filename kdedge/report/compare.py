@@ -248,10 +248,15 @@ def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, ke
     accuracy = _test_score(row, metric)
     retained = row.get(f"retained_{metric}")
     p50 = _dig(row.get("latency"), key, "p50_ms") if key else None
-    qualifies = accuracy is not None and floor is not None and accuracy >= floor - _EPS
+    gate_failed = _dig(row, "quantization_gate", "passed") is False
+    qualifies = (accuracy is not None and floor is not None and accuracy >= floor - _EPS
+                 and not gate_failed)
     ranked = qualifies and p50 is not None
     if not row.get("produced"):
         status = "not produced in this run"
+    elif gate_failed:
+        status = (f"failed the quantization gate, so the fp32 student ships instead "
+                  f"({_dig(row, 'quantization_gate', 'reason')})")
     elif accuracy is None:
         status = f"no test {name_} in its manifest, so it cannot be judged"
     elif floor is None:
@@ -271,7 +276,8 @@ def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, ke
         status = (f"keeps {fmt_pct(retained)} of {REFERENCE}'s test {name_}; "
                   f"p50 {fmt_ms(p50)} at batch {batch_size}")
     return {"name": name, "produced": bool(row.get("produced")), metric: accuracy,
-            f"retained_{metric}": retained, "qualifies": qualifies, "p50_ms": p50,
+            f"retained_{metric}": retained, "qualifies": qualifies, "gate_failed": gate_failed,
+            "p50_ms": p50,
             "size_bytes": row.get("size_bytes"), "ranked": ranked, "rank": None, "status": status}
 
 
@@ -316,6 +322,9 @@ def _trade_offs(best: Mapping[str, Any], ranked: list[dict[str, Any]],
                         f"{_smaller(size_ratio)}, and differs by {fmt_metric_delta(delta, metric)} "
                         f"in test {name_} ({fmt_metric(best[metric], metric)} vs "
                         f"{fmt_metric(other[metric], metric)}).")
+        elif other.get("gate_failed"):
+            sentence = (f"{other['name']} would be faster ({fmt_ms(other['p50_ms'])} p50) but "
+                        "failed the quantization gate on validation.")
         else:
             sentence = (f"{other['name']} would be faster ({fmt_ms(other['p50_ms'])} p50, "
                         f"{fmt_ratio(_ratio(best['p50_ms'], other['p50_ms']))} the speed of "
@@ -383,8 +392,19 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
         "size_source": size_source if size_bytes is not None else None,
         "file_bytes": file_bytes,
         "parameters": parameters,
+        "quantization_gate": _gate(node.get("gate")),
         "vs_reference": None,
     }
+
+
+def _gate(gate: Any) -> dict[str, Any] | None:
+    """The quantize stage's accuracy gate for an artifact it wrote, None for the others."""
+    gate = _mapping(gate)
+    if not gate:
+        return None
+    return {"passed": gate.get("passed"), "reason": gate.get("reason"),
+            "max_drop": gate.get("max_drop"), "allowed_drop": _num(gate.get("allowed_drop")),
+            "fallback_used": gate.get("fallback_used")}
 
 
 def _add_reference_ratios(rows: list[dict[str, Any]], ref: Mapping[str, Any],
@@ -522,8 +542,22 @@ def _quantization(metrics: Mapping[str, Mapping[str, Any]], quality_metrics: tup
             "mode": entry.get("mode"),
             "preset": entry.get("preset"),
             "per_channel": entry.get("per_channel"),
+            "reduce_range": entry.get("reduce_range"),
+            "label": _dig(entry, "spec", "label"),
+            "optimization": entry.get("optimization"),
+            "preprocess": entry.get("preprocess"),
             "matmul_total": _int(graph.get("matmul_total")),
             "matmul_int8": _int(graph.get("matmul_int8")),
+            "quantized_nodes": dict(_mapping(graph.get("quantized"))) or None,
+            "opset": _int(graph.get("opset")),
+            "gate": _gate(entry.get("gate")),
+            "attempts": [{"step": a.get("step"), "label": a.get("label"),
+                          "validation": _num(next((v for k, v in a.items()
+                                                   if k.startswith("validation_")), None)),
+                          "drop": _num(a.get("drop")), "passed": a.get("passed"),
+                          "bytes": _int(a.get("bytes")),
+                          "batch1_p50_ms": _num(a.get("batch1_p50_ms"))}
+                         for a in map(_mapping, _dig(entry, "gate", "attempts") or [])],
             "fp32_bytes": _int(entry.get("fp32_bytes")),
             "bytes": _int(entry.get("bytes")),
             "size_ratio": _ratio(_int(entry.get("fp32_bytes")), _int(entry.get("bytes"))),
@@ -695,6 +729,10 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
                          "PyTorch.")
     for name, entry in _mapping(metrics["quantize"].get("models")).items():
         graph = _mapping(_mapping(entry).get("graph"))
+        gate = _mapping(_mapping(entry).get("gate"))
+        if gate.get("passed") is False:
+            notes.append(f"{name} failed the quantization gate: {gate.get('reason')}; "
+                         "it is not recommended.")
         if graph.get("matmul_int8") == 0:
             notes.append(f"{name}: no MatMul was quantized to int8, so it cannot be faster than "
                          "its fp32 source.")

@@ -19,6 +19,7 @@ from kdedge.report.formatting import (
     fmt_int,
     fmt_metric,
     fmt_metric_delta,
+    fmt_ms,
     fmt_num,
     fmt_pct,
     fmt_ratio,
@@ -266,8 +267,10 @@ def _quantization(data: Mapping[str, Any]) -> list[str]:
             ("mode", escape_md(q.get("mode"))),
             ("preset", escape_md(q.get("preset"))),
             ("per-channel", fmt_bool(q.get("per_channel"))),
+            ("graph optimization", escape_md(q.get("optimization"))),
             ("MatMuls quantized", f"{fmt_int(q.get('matmul_int8'))} of "
                                   f"{fmt_int(q.get('matmul_total'))}"),
+            ("validation gate", _gate_cell(q.get("gate"))),
             ("size", f"{fmt_bytes(q.get('fp32_bytes'))} → {fmt_bytes(q.get('bytes'))} "
                      f"({fmt_ratio(q.get('size_ratio'))} smaller)"),
             *[(f"test {metric_name(m)}", f"{_value(q.get(f'fp32_test_{m}'), m, primary)} → "
@@ -275,7 +278,25 @@ def _quantization(data: Mapping[str, Any]) -> list[str]:
                                           f"({fmt_metric_delta(q.get(f'{m}_delta'), m)})")
               for m in metrics],
         ]), ""]
+        attempts = q.get("attempts") or []
+        if len(attempts) > 1:
+            lines += ["| attempt | quantization | validation | drop | passed | size | "
+                      "batch-1 p50 (in-process) |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {escape_md(a.get('step'))} | {escape_md(a.get('label'))} | "
+                      f"{fmt_num(a.get('validation'), 4)} | {fmt_num(a.get('drop'), 4)} | "
+                      f"{fmt_bool(a.get('passed'))} | {fmt_bytes(a.get('bytes'))} | "
+                      f"{fmt_ms(a.get('batch1_p50_ms'))} |" for a in attempts]
+            lines.append("")
     return lines[:-1]
+
+
+def _gate_cell(gate: Mapping[str, Any] | None) -> str:
+    if not gate or gate.get("passed") is None:
+        return "off"
+    if gate.get("passed"):
+        return (f"passed (max drop {escape_md(gate.get('max_drop'))}"
+                + (", after a fallback)" if gate.get("fallback_used") else ")"))
+    return f"FAILED: {escape_md(gate.get('reason'))}"
 
 
 def _value(value: float | None, metric: str, primary: str) -> str:

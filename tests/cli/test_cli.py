@@ -128,3 +128,34 @@ def test_an_empty_dataset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2
     assert error_line(err) == (f"error: The data in {str(empty)!r} has no rows with both text and "
                                "label; check the file and the column names.")
+
+
+@pytest.mark.parametrize(("given", "stored"), [("0.02", 0.02), ("1%", "1%")])
+def test_max_accuracy_drop_and_strict_reach_the_quantize_config(
+        given: str, stored: float | str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out_dir = tmp_path / "run"
+    code, _, _ = run_cli(["compress", "--dry-run", "--out", str(out_dir), "--max-accuracy-drop",
+                          given, "--strict"], capsys, monkeypatch)
+    assert code == 0
+    resolved = yaml.safe_load((out_dir / "config.resolved.yaml").read_text())
+    assert resolved["quantize"]["max_drop"] == stored and resolved["quantize"]["strict"] is True
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-accuracy-drop", "lots"],
+     "error: Invalid value 'lots' for quantize.max_drop: write e.g. 0.01 (absolute) or \"1%\""),
+    (["--max-accuracy-drop", "1.5"],
+     "error: Invalid value 1.5 for quantize.max_drop: give an absolute drop in [0, 1)"),
+    (["--set", "quantize.activation_type=int8"],
+     "error: Invalid value {'activation_type': 'int8'} for quantize: quantize.activation_type "
+     "int8 needs quantize.mode=static"),
+    (["--set", "quantize.optimization=O4"], "error: Invalid value 'O4' for quantize.optimization"),
+])
+def test_bad_quantize_options_are_one_line(args: list[str], message: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run_cli(["compress", "--dry-run", "--out", str(tmp_path / "r"), *args],
+                           capsys, monkeypatch)
+    assert code == 2
+    assert error_line(err).startswith(message), err

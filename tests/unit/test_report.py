@@ -401,3 +401,28 @@ def test_other_teachers_tasks_and_selection_are_reported(tmp_path: Path) -> None
     assert "- teacher 2: second, test accuracy 81.00%" in md
     assert "- task news: accuracy of the multi-task student 0.8800 (its teacher 0.9000), test split" in md
     assert "| multi-teacher | 1 | 0.5000 | 70.00% | 2.0 | 0.90 / 0.25 |" in md
+
+
+def test_an_int8_student_that_failed_the_gate_is_not_recommended(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    reason = ("no quantized model kept validation accuracy within 0.0100 of fp32's 0.9000 "
+              "(quantize.max_drop=0.01); the best, dynamic u8/s8, lost 0.0300")
+    metrics["quantize"]["models"]["student-int8"]["gate"] = {
+        "passed": False, "metric": "accuracy", "max_drop": 0.01, "allowed_drop": 0.01,
+        "reason": reason, "fallback_used": True,
+        "attempts": [{"step": "asked", "label": "static minmax u8/s8", "validation_accuracy": 0.85,
+                      "drop": 0.05, "passed": False, "bytes": 90_000, "batch1_p50_ms": 1.5},
+                     {"step": "dynamic", "label": "dynamic u8/s8", "validation_accuracy": 0.87,
+                      "drop": 0.03, "passed": False, "bytes": 99_000, "batch1_p50_ms": 2.0}]}
+    report = build_report_from_run(write_run(tmp_path, metrics))
+    rec = report["recommendation"]
+    assert rec["artifact"] == "student-onnx"  # the fp32 student ships
+    int8 = next(c for c in rec["candidates"] if c["name"] == "student-int8")
+    assert not int8["qualifies"] and "failed the quantization gate" in int8["status"]
+    assert any(reason in r for r in rec["reasons"])
+    assert any("failed the quantization gate" in n for n in report["notes"])
+    quant = report["quantization"]["models"]["student-int8"]
+    assert quant["gate"]["passed"] is False and len(quant["attempts"]) == 2
+    md = render_markdown(report)
+    assert "validation gate: FAILED: no quantized model kept validation accuracy" in md
+    assert "| dynamic | dynamic u8/s8 | 0.8700 |" in md
