@@ -137,7 +137,7 @@ def run_gate(build: Callable[[QuantSpec, Path], None], score: Callable[[Path], f
                    "batch1_p50_ms": latency(path)}
         attempts.append(attempt)
         files.append(path)
-        log.info("  %-28s validation %s %.4f (drop %+.4f%s), %.1f MB, %.2f ms at batch 1",
+        log.info("  %-28s validation %s %.4f (change %+.4f%s), %.1f MB, %.2f ms at batch 1",
                  spec.label(), metric, value, -drop,
                  "" if bound is None else f", bound {bound:.4f}: {'ok' if passed else 'FAILED'}",
                  attempt["bytes"] / 1e6, attempt["batch1_p50_ms"])
