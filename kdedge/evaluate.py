@@ -26,6 +26,11 @@ def primary_metric(task: str) -> str:
     return SUMMARY_METRICS[task][0]
 
 
+def headline(task: TaskData, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A split's summary metrics (the primary one first) and its size, without per-class tables."""
+    return {k: metrics[k] for k in (*SUMMARY_METRICS[task.kind], "examples")}
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int,
                            ) -> dict[str, Any]:
     """Accuracy and macro-F1, plus per-class precision / recall / F1 and the confusion matrix."""

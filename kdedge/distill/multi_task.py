@@ -19,15 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdedge.artifacts import fingerprint, sha256_file
+from kdedge.artifacts import fingerprint
 from kdedge.config import KdedgeConfig, TaskConfig
 from kdedge.data import stage as data_stage
 from kdedge.data.dataset import TaskData, TaskSplit, load_task
-from kdedge.distill import teacher_cache
+from kdedge.distill import teachers
 from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import SUMMARY_METRICS, evaluate_splits, validation_score
-from kdedge.teacher import stage as teacher_stage
+from kdedge.evaluate import evaluate_splits, headline, validation_score
 
 log = logging.getLogger("kdedge")
 
@@ -117,30 +116,18 @@ def prepare_tasks(cfg: KdedgeConfig, work: Path) -> list[AuxTask]:
 
 
 def _prepare(task: TaskConfig, cfg: KdedgeConfig, folder: Path) -> AuxTask:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     log.info("  task %r: data from %s, teacher %s", task.name, task.data.source, task.teacher.model)
-    seed, max_length = cfg.run.seed, cfg.data.max_length
     folder.mkdir(parents=True, exist_ok=True)
-    data_stage.prepare(task.data, seed, folder)
+    data_stage.prepare(task.data, cfg.run.seed, folder)
     data = load_task(folder)
-    data_fp = fingerprint("data", {"data": task.data.model_dump(mode="json"), "seed": seed}, {})
-    model_dir = folder / "teacher"
-    metrics = teacher_stage.prepare(task.teacher, data, max_length, seed,
-                                    teacher_stage.teacher_key(task.teacher, seed, data_fp), model_dir)
-    teacher = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    weights = [sha256_file(p) for p in sorted(model_dir.glob("*.safetensors"))]
+    data_fp = fingerprint("data", {"data": task.data.model_dump(mode="json"), "seed": cfg.run.seed},
+                          {})
     train = data.splits["train"]
-    cached, _ = teacher_cache.teacher_outputs(teacher_cache.cache_file(weights, train.texts, max_length),
-                                              teacher, tokenizer, train, max_length)
-    for path in model_dir.iterdir():  # only its logits are needed; the weights stay in the cache
-        path.unlink()
-    model_dir.rmdir()
+    logits, metrics, _ = teachers.teacher_logits(task.teacher, data, train, data_fp, cfg, folder)
     summary = {"teacher": task.teacher.model, "fine_tuned": metrics["fine_tuned"],
                "kind": data.kind, "labels": data.labels, "train_examples": len(train),
                "teacher_test": headline(data, metrics["test"])}
-    return AuxTask(task.name, data, cached["logits"], summary)
+    return AuxTask(task.name, data, logits, summary)
 
 
 def joint_split(target: TaskData, tasks: list[AuxTask], train: TaskSplit,
@@ -193,11 +180,6 @@ def evaluate_tasks(model: MultiTaskStudent, tokenizer: Any, tasks: list[AuxTask]
         out[task.name] = {**task.teacher_summary,
                           **{split: headline(task.data, m) for split, m in metrics.items()}}
     return out
-
-
-def headline(task: TaskData, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A split's summary metrics (the primary one first), without per-class tables."""
-    return {k: metrics[k] for k in (*SUMMARY_METRICS[task.kind], "examples")}
 
 
 class _TaskView(nn.Module):

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from kdedge.artifacts import sha256_file
-from kdedge.config import KdedgeConfig
+from kdedge.config import KdedgeConfig, TeacherConfig
 from kdedge.data.dataset import TaskData, TaskSplit
 from kdedge.distill import teacher_cache
 from kdedge.errors import KdedgeError
+from kdedge.evaluate import headline
 from kdedge.teacher import stage as teacher_stage
 
 log = logging.getLogger("kdedge")
@@ -28,35 +29,39 @@ log = logging.getLogger("kdedge")
 def ensemble_logits(cfg: KdedgeConfig, data_fingerprint: str, task: TaskData, split: TaskSplit,
                     first: torch.Tensor, work: Path) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """(examples, teachers, labels) logits, the teacher stage's first; and a summary per teacher."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    max_length, seed = cfg.data.max_length, cfg.run.seed
     columns, summary = [first], []
     for number, teacher_cfg in enumerate(cfg.distill.multi_teacher.teachers, start=2):
         log.info("  teacher %d: %s", number, teacher_cfg.model)
-        key = teacher_stage.teacher_key(teacher_cfg, seed, data_fingerprint)
-        with tempfile.TemporaryDirectory(dir=work) as tmp:
-            folder = Path(tmp) / teacher_stage.MODEL_DIR
-            metrics = teacher_stage.prepare(teacher_cfg, task, max_length, seed, key, folder)
-            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            theirs = {int(k): v for k, v in model.config.id2label.items()}
-            if theirs != task.id2label:  # prepare() fits the head; a checkpoint could still lie
-                raise KdedgeError(f"Teacher {number} ({teacher_cfg.model!r}) classifies into "
-                                  f"{list(theirs.values())}, not the data's labels {task.labels}; "
-                                  "give it fine_tune: always so its head is retrained.")
-            weights = [sha256_file(p) for p in sorted(folder.glob("*.safetensors"))]
-            cached, hit = teacher_cache.teacher_outputs(
-                teacher_cache.cache_file(weights, split.texts, max_length), model, tokenizer, split,
-                max_length)
-        columns.append(cached["logits"])
+        logits, metrics, hit = teacher_logits(teacher_cfg, task, split, data_fingerprint, cfg, work)
+        columns.append(logits)
         summary.append({"model": teacher_cfg.model, "fine_tuned": metrics["fine_tuned"],
                         "cache_hit": metrics["cache_hit"], "parameters": metrics["parameters"],
                         "outputs_cache": "hit" if hit else "miss",
-                        **{name: _headline(metrics[name]) for name in ("validation", "test")}})
+                        **{name: headline(task, metrics[name]) for name in ("validation", "test")}})
     return torch.stack(columns, 1), summary
 
 
-def _headline(split_metrics: dict[str, Any]) -> dict[str, Any]:
-    """A split's scalar metrics, without the per-class tables."""
-    return {k: v for k, v in split_metrics.items() if not isinstance(v, dict | list)}
+def teacher_logits(teacher_cfg: TeacherConfig, task: TaskData, split: TaskSplit,
+                   data_fingerprint: str, cfg: KdedgeConfig, work: Path,
+                   ) -> tuple[torch.Tensor, dict[str, Any], bool]:
+    """A teacher's logits on `split` (cached), its teacher-stage metrics, and whether the
+    logits came from the cache. The weights are only borrowed: they stay in the user cache."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    max_length, seed = cfg.data.max_length, cfg.run.seed
+    key = teacher_stage.teacher_key(teacher_cfg, seed, data_fingerprint)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        folder = Path(tmp) / teacher_stage.MODEL_DIR
+        metrics = teacher_stage.prepare(teacher_cfg, task, max_length, seed, key, folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        theirs = {int(k): v for k, v in model.config.id2label.items()}
+        if theirs != task.id2label:  # prepare() fits the head; a checkpoint could still lie
+            raise KdedgeError(f"Teacher {teacher_cfg.model!r} classifies into "
+                              f"{list(theirs.values())}, not the data's labels {task.labels}; "
+                              "give it fine_tune: always so its head is retrained.")
+        weights = [sha256_file(p) for p in sorted(folder.glob("*.safetensors"))]
+        cached, hit = teacher_cache.teacher_outputs(
+            teacher_cache.cache_file(weights, split.texts, max_length), model, tokenizer, split,
+            max_length)
+    return cached["logits"], metrics, hit
