@@ -148,7 +148,26 @@ def _stage_command(name: str) -> None:
 
 
 for _name in STAGE_HELP:
-    _stage_command(_name)
+    if _name != "report":
+        _stage_command(_name)
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A directory written by kdedge compress.")],
+    add_bench: Annotated[list[Path] | None, typer.Option(
+        "--add-bench", help="A results JSON written by `kdedge bench` on a target device; "
+                            "its models join the report as MODEL@TARGET rows (repeatable).")] = None,
+) -> None:
+    """Write report.json and report.md for an existing run, with any device's bench added."""
+    from kdedge import pipeline
+    from kdedge.report.targets import add_bench as add
+
+    cfg = pipeline.load_run(run_dir)
+    for path in add_bench or []:  # each file is checked before the report changes
+        typer.echo(f"added target {add(run_dir, path)} from {path}")
+    pipeline.run(cfg, run_dir, only=("report",))
+    _print_outcome(run_dir)
 
 
 def _print_outcome(run_dir: Path) -> None:

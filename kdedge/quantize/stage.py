@@ -38,7 +38,8 @@ def run(ctx) -> dict[str, Any]:
     cfg: QuantizeConfig = ctx.cfg.quantize
     task = load_task(ctx.input("data"))
     source = ctx.input("export") / "student"
-    max_length, threads = ctx.cfg.data.max_length, ctx.cfg.bench.threads or ctx.cfg.run.threads
+    max_length = ctx.cfg.data.max_length
+    threads = ctx.cfg.bench.threads[0] if ctx.cfg.bench.threads else ctx.cfg.run.threads
     out = ctx.work / "student-int8"
     scratch = ctx.work / ".scratch"
     try:
