@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdedge.artifacts import write_json
-from kdedge.bench.isolate import SAMPLE_INTERVAL_S
+from kdedge.bench.isolate import HWM_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
 from kdedge.bench.measure import bench_model
 from kdedge.bench.runners import RUNTIMES, missing_files, runtime_for
 from kdedge.bench.stats import without_timings
@@ -152,7 +152,8 @@ def results_header(threads: Sequence[int], sequence_lengths: Sequence[int], cfg:
             "process_isolation": "spawn, one process per model and thread count",
             "ort_arena": "default",
             "io_binding": "on GPU targets",
-            "rss_sample_interval_ms": SAMPLE_INTERVAL_S * 1000,
+            "rss_sample_interval_ms": {"with_kernel_high_water_mark": HWM_SAMPLE_INTERVAL_S * 1000,
+                                       "without": SAMPLE_INTERVAL_S * 1000},
         },
         "models": {},
         "skipped": {},
