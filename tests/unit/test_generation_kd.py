@@ -1,0 +1,103 @@
+"""The generation recipes' building blocks on fixed numbers: beta schedules, rollout rows,
+the EOS/padding mask, the (top-k) soft cross-entropy and ImitKD's targets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdedge.distill.generation import (
+    IGNORE,
+    imitation_targets,
+    mix_probability,
+    position_mask,
+    rollout_rows,
+    soft_cross_entropy,
+)
+
+
+@pytest.mark.parametrize(("schedule", "step", "kwargs", "expected"), [
+    ("exponential", 0, {}, 1.0),
+    ("exponential", 50, {}, 0.07071067811865475),  # 200 ** -0.5
+    ("exponential", 100, {}, 0.005),  # ends at 1 / base
+    ("exponential", 100, {"base": 10}, 0.1),
+    ("exponential", 10, {"warmup": 0.2}, 1.0),  # held at 1 during warm-up
+    ("exponential", 60, {"warmup": 0.2}, 0.12011244339814311),  # 200 ** -0.4
+    ("linear", 25, {"final": 0.1}, 0.775),
+    ("linear", 100, {"final": 0.1}, 0.1),
+    ("reverse-sigmoid", 0, {}, 0.9999546021312976),
+    ("reverse-sigmoid", 50, {}, 0.5),
+    ("reverse-sigmoid", 100, {}, 4.5397868702434395e-05),
+    ("constant", 70, {"value": 0.5}, 0.5),
+    ("exponential", 500, {}, 0.005),  # a step past the end stays at the end
+])
+def test_beta_schedules(schedule: str, step: int, kwargs: dict, expected: float) -> None:
+    assert mix_probability(schedule, step, 100, **kwargs) == pytest.approx(expected, rel=1e-12)
+
+
+def test_beta_schedule_errors_name_the_value() -> None:
+    with pytest.raises(ValueError, match="unknown mixing schedule 'cosine'; known: exponential"):
+        mix_probability("cosine", 1, 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="total_steps must be at least 1, got 0"):
+        mix_probability("linear", 1, 0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.75, 1.0])
+def test_the_share_of_rollout_rows_tracks_one_minus_beta(beta: float) -> None:
+    rows = rollout_rows(20_000, beta, torch.Generator().manual_seed(0))
+    assert rows.dtype == torch.bool and rows.shape == (20_000,)
+    assert rows.float().mean().item() == pytest.approx(1 - beta, abs=0.01)
+    if beta in (0.0, 1.0):
+        assert rows.all().item() is (beta == 0.0)
+
+
+def test_position_mask_counts_up_to_and_including_the_eos_prediction() -> None:
+    pad, eos, start = 0, 102, 101
+    context = torch.tensor([[start, 5, 6, eos, pad, pad],
+                            [start, 7, eos, 8, pad, pad],  # nothing after the first EOS counts
+                            [start, pad, pad, pad, pad, pad]])
+    assert position_mask(context, pad, eos).tolist() == [
+        [True, True, True, False, False, False],
+        [True, True, False, False, False, False],
+        [True, False, False, False, False, False],
+    ]
+    # T5 starts decoding with the pad id, GPT-2 with the EOS id: the start always counts
+    assert position_mask(torch.tensor([[0, 5, 1, 0]]), 0, 1).tolist() == [[True, True, False, False]]
+    assert position_mask(torch.tensor([[9, 5, 9, 4]]), 0, 9).tolist() == [[True, True, False, False]]
+
+
+def test_soft_cross_entropy_on_fixed_numbers() -> None:
+    # one counted position: student probabilities (1/4, 1/2, 1/4); a second one is masked out
+    student = torch.tensor([[[0.0, math.log(2), 0.0], [5.0, -5.0, 0.0]]], requires_grad=True)
+    uniform = torch.zeros(1, 2, 3)
+    mask = torch.tensor([[True, False]])
+    loss = soft_cross_entropy(student, uniform, mask)
+    assert loss.item() == pytest.approx(5 * math.log(2) / 3)  # -(1/3)(ln 1/4 + ln 1/2 + ln 1/4)
+    loss.backward()
+    assert student.grad is not None and student.grad[0, 1].abs().sum().item() == 0.0
+
+    teacher = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])
+    top1 = soft_cross_entropy(student, teacher, mask, top_k=1)  # all mass on token 0
+    assert top1.item() == pytest.approx(math.log(4))
+    top2 = soft_cross_entropy(student, teacher, mask, top_k=2)  # softmax(2, 1) on tokens 0, 1
+    assert top2.item() == pytest.approx(1.1998783731614941)
+    full = soft_cross_entropy(student, teacher, mask, top_k=3)
+    assert full.item() == pytest.approx(soft_cross_entropy(student, teacher, mask).item())
+    assert soft_cross_entropy(student, teacher, torch.zeros(1, 2, dtype=torch.bool)).item() == 0.0
+
+
+def test_soft_cross_entropy_refuses_two_vocabularies() -> None:
+    with pytest.raises(ValueError, match=r"\(1, 2, 3\) and teacher logits \(1, 2, 4\) differ"):
+        soft_cross_entropy(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.ones(1, 2).bool())
+
+
+def test_imitation_targets_take_the_teachers_argmax_on_rollout_rows_only() -> None:
+    teacher = torch.zeros(2, 3, 4)
+    teacher[:, :, 2] = 1.0  # the teacher always prefers token 2
+    data = torch.tensor([[1, 3, 0], [1, 3, 0]])
+    rows = torch.tensor([False, True])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    assert imitation_targets(teacher, data, rows, mask).tolist() == [[1, 3, IGNORE],
+                                                                     [2, 2, IGNORE]]
