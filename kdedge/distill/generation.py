@@ -110,3 +110,67 @@ def imitation_targets(teacher_logits: torch.Tensor, data_targets: torch.Tensor,
     oracle = teacher_logits.argmax(-1)
     targets = torch.where(rows[:, None], oracle, data_targets)
     return targets.masked_fill(~mask, IGNORE)
+
+
+def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
+    """Teacher-forcing contexts from labels: the start token, then labels[:-1], IGNORE as pad."""
+    context = torch.full_like(labels, pad_id)
+    context[:, 0] = start_id
+    context[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE, pad_id)
+    return context
+
+
+def _pad_to(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
+    if tensor.shape[1] >= length:
+        return tensor[:, :length]
+    return F.pad(tensor, (0, length - tensor.shape[1]), value=value)
+
+
+def imitation_loss(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
+                   beta: float, *, target: Literal["oracle", "full"] = "full",
+                   top_k: int | None = None, rollout: Literal["greedy", "sample"] = "greedy",
+                   rollout_top_k: int = 5, max_new_tokens: int = 32,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """ImitKD on one batch of an encoder-decoder pair sharing a tokenizer.
+
+    Each sequence keeps its data context (shift-right of `labels`) with probability `beta`,
+    else the student rolls one out (no gradient, eval mode, greedy or top-k sampled). Teacher
+    and student are both teacher-forced on the mixed contexts; the loss is the soft
+    cross-entropy against the teacher's distribution (`full`, ImitKD+Full) or cross-entropy
+    against the teacher's argmax on rollout rows and the data elsewhere (`oracle`, ImitKD).
+    beta=1 with `oracle` is plain maximum likelihood on the data; with `full`, word-level KD.
+    """
+    config = student.config
+    pad, eos = config.pad_token_id, config.eos_token_id
+    start = config.decoder_start_token_id
+    inputs, attention, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    rows = rollout_rows(len(inputs), beta, generator)
+    context = shift_right(labels, start, pad)
+    data_targets = labels
+    if rows.any():
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            generated = student.generate(
+                input_ids=inputs[rows], attention_mask=attention[rows],
+                max_new_tokens=max_new_tokens, do_sample=rollout == "sample",
+                top_k=rollout_top_k if rollout == "sample" else None, num_beams=1,
+                decoder_start_token_id=start, pad_token_id=pad, eos_token_id=eos)
+        student.train(was_training)
+        length = max(context.shape[1], generated.shape[1])
+        context = _pad_to(context, length, pad)
+        data_targets = _pad_to(labels, length, IGNORE)
+        context[rows] = _pad_to(generated, length, pad)
+    mask = position_mask(context, pad, eos)
+    with torch.no_grad():
+        teacher_logits = teacher(input_ids=inputs, attention_mask=attention,
+                                 decoder_input_ids=context).logits
+    student_logits = student(input_ids=inputs, attention_mask=attention,
+                             decoder_input_ids=context).logits
+    if target == "full":
+        loss = soft_cross_entropy(student_logits, teacher_logits, mask, top_k)
+    else:
+        targets = imitation_targets(teacher_logits, data_targets, rows, mask)
+        loss = F.cross_entropy(student_logits.transpose(1, 2).float(), targets,
+                               ignore_index=IGNORE)
+    return loss, {"rollout_share": rows.float().mean().item(), "beta": beta}

@@ -101,3 +101,55 @@ def test_imitation_targets_take_the_teachers_argmax_on_rollout_rows_only() -> No
     mask = torch.tensor([[True, True, False], [True, True, False]])
     assert imitation_targets(teacher, data, rows, mask).tolist() == [[1, 3, IGNORE],
                                                                      [2, 2, IGNORE]]
+
+
+def tiny_bart(seed: int, layers: int = 1):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = BartConfig(vocab_size=40, d_model=16, encoder_layers=layers, decoder_layers=layers,
+                        encoder_attention_heads=2, decoder_attention_heads=2,
+                        encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+                        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        decoder_start_token_id=2, forced_eos_token_id=None)
+    return BartForConditionalGeneration(config).eval()
+
+
+def seq2seq_batch() -> dict[str, torch.Tensor]:
+    inputs = torch.tensor([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1], [0, 10, 2, 1, 1], [0, 11, 12, 13, 2]])
+    labels = torch.tensor([[0, 20, 21, 2], [0, 22, 2, IGNORE], [0, 23, 24, 2], [0, 25, 2, IGNORE]])
+    return {"input_ids": inputs, "attention_mask": (inputs != 1).long(), "labels": labels}
+
+
+def test_imitation_with_data_contexts_only_is_maximum_likelihood_or_word_kd() -> None:
+    from kdedge.distill.generation import imitation_loss, shift_right
+
+    student, teacher, batch = tiny_bart(0), tiny_bart(1, layers=2), seq2seq_batch()
+    mle = student(**batch).loss
+    oracle, logs = imitation_loss(student, teacher, batch, beta=1.0, target="oracle")
+    assert logs["rollout_share"] == 0.0
+    assert oracle.item() == pytest.approx(mle.item(), rel=1e-6)  # beta=1: the data alone
+    full, _ = imitation_loss(student, teacher, batch, beta=1.0, target="full")
+    context = shift_right(batch["labels"], 2, 1)
+    assert context[1].tolist() == [2, 0, 22, 2]  # start, then labels[:-1], IGNORE as pad
+    word_kd = soft_cross_entropy(
+        student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                decoder_input_ids=context).logits,
+        teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                decoder_input_ids=context).logits,
+        position_mask(context, 1, 2))
+    assert full.item() == pytest.approx(word_kd.item(), rel=1e-6)
+
+
+def test_imitation_rolls_out_the_student_and_trains_only_the_student() -> None:
+    from kdedge.distill.generation import imitation_loss
+
+    student, teacher, batch = tiny_bart(0), tiny_bart(1, layers=2), seq2seq_batch()
+    student.train()
+    loss, logs = imitation_loss(student, teacher, batch, beta=0.0, target="oracle",
+                                max_new_tokens=6)
+    assert logs["rollout_share"] == 1.0 and student.training  # train mode restored
+    assert math.isfinite(loss.item()) and loss.item() > 0
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
