@@ -4,6 +4,7 @@ the EOS/padding mask, the (top-k) soft cross-entropy and ImitKD's targets."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +154,32 @@ def test_imitation_rolls_out_the_student_and_trains_only_the_student() -> None:
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+class CountingTokenizer:
+    """Whitespace ids under 40, enough for the tiny BART."""
+
+    def __call__(self, texts: list[str], **_: object) -> dict[str, torch.Tensor]:
+        rows = [[0] + [3 + len(w) % 30 for w in t.split()] + [2] for t in texts]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [1] * (width - len(r)) for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 1).long()}
+
+
+def test_teacher_sequences_are_generated_once_and_read_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdedge.distill.teacher_cache import sequence_cache_file, teacher_sequences
+
+    monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path))
+    teacher = tiny_bart(1)
+    sources = ["a tiny source", "another longer source text", "x"]
+    path = sequence_cache_file(["sha"], sources, 16, beams=2, max_new_tokens=5)
+    assert path != sequence_cache_file(["sha"], sources, 16, beams=3, max_new_tokens=5)
+    calls = []
+    original = teacher.generate
+    monkeypatch.setattr(teacher, "generate", lambda **kw: calls.append(kw) or original(**kw))
+    first, cached = teacher_sequences(path, teacher, CountingTokenizer(), sources, 16, 2, 5)
+    assert not cached and len(calls) == 1 and calls[0]["num_beams"] == 2
+    assert len(first) == 3 and all(row[0] == 2 and 2 <= len(row) <= 6 for row in first)
+    again, cached = teacher_sequences(path, teacher, CountingTokenizer(), sources, 16, 2, 5)
+    assert cached and again == first and len(calls) == 1  # the teacher did not run again
