@@ -183,3 +183,27 @@ def test_teacher_sequences_are_generated_once_and_read_back(
     assert len(first) == 3 and all(row[0] == 2 and 2 <= len(row) <= 6 for row in first)
     again, cached = teacher_sequences(path, teacher, CountingTokenizer(), sources, 16, 2, 5)
     assert cached and again == first and len(calls) == 1  # the teacher did not run again
+
+
+@pytest.mark.parametrize("task", ["seq2seq", "causal-lm"])
+def test_onnx_generation_gives_the_pytorch_greedy_tokens(task: str, tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kdedge.export.generation import export_generator, generation_parity, load_onnx_generator
+
+    if task == "seq2seq":
+        model = tiny_bart(1, layers=2)
+    else:
+        torch.manual_seed(1)
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_positions=64, n_embd=16, n_layer=2,
+                                           n_head=2, bos_token_id=0, eos_token_id=2,
+                                           pad_token_id=1)).eval()
+    model.save_pretrained(tmp_path / "pt")
+    files = export_generator(tmp_path / "pt", tmp_path / "onnx", task)
+    assert ("encoder_model.onnx" in files) == (task == "seq2seq")
+    assert any(name.startswith("decoder_model") for name in files) or "model.onnx" in files
+    onnx_model = load_onnx_generator(tmp_path / "onnx", task)
+    ids = torch.tensor([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 1).long()}
+    parity = generation_parity(model, onnx_model, batch, new_tokens=8)
+    assert parity == {"rows": 2, "new_tokens": 8, "mismatched_rows": [], "passed": True}
