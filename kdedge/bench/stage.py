@@ -72,15 +72,15 @@ def entry_name(model: str, target: str) -> str:
     return model if target == "cpu" else f"{model}@{target}"
 
 
-def plan(models: Sequence[str], targets: Sequence[str]) -> list[tuple[str, str, ModelSource, str]]:
-    """(entry, model, source, runtime) for every model on every target it is worth timing on."""
+def plan(models: Sequence[str], targets: Sequence[str]) -> list[tuple[str, ModelSource, str]]:
+    """(entry, source, runtime) for every model on every target it is worth timing on."""
     sources = {name: MODELS.get(name) for name in models}  # unknown names fail before work
     entries = []
     for target in targets:
         for name, source in sources.items():
             runtime = runtime_for(source.framework, target)
             if runtime is not None and target in source.targets:
-                entries.append((entry_name(name, target), name, source, runtime))
+                entries.append((entry_name(name, target), source, runtime))
     return entries
 
 
@@ -110,7 +110,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     done = 0
     with progress_bar("bench", len(entries) * steps) as progress:
         task = progress.task_ids[0]
-        for entry, _model, source, runtime in entries:
+        for entry, source, runtime in entries:
             progress.update(task, status=entry)
             folder = source.folder(ctx.input)
             reason = RUNTIMES.get(runtime).unavailable() or source.missing(runtime, ctx.input)
