@@ -98,7 +98,7 @@ def quantize_student(source: Path, out: Path, scratch: Path, cfg: QuantizeConfig
     shutil.copyfile(chosen, out / ONNX_FILE)
     graph.copy_companions(source, out)
     facts = graph.graph_facts(fp32, out / ONNX_FILE, optimization=cfg.optimization,
-                              preprocessed=cfg.preprocess)
+                              preprocessed=cfg.preprocess, prepared=prepared)
     int8_bytes, fp32_bytes = facts["bytes_after"], facts["bytes_before"]
     chosen_spec = result.chosen
     log.info("  student-int8: %s, %s preset, %d/%d MatMuls int8, %.1f MB -> %.1f MB%s",

@@ -71,6 +71,23 @@ def test_dynamic_int8_quantizes_every_matmul_and_the_embeddings(
     assert facts["bytes_after"] < facts["bytes_before"] and facts["opset"] == 18
 
 
+def test_an_optimized_graph_is_fused_and_counted_as_quantized(onnx_dir: Path, tmp_path: Path,
+                                                             ) -> None:
+    from kdedge.quantize.stage import prepare_graph
+
+    prepared = prepare_graph(onnx_dir, tmp_path / "scratch", "O2", preprocess=False)
+    fused = graph.op_counts(graph._load(prepared))
+    assert fused.get("SkipLayerNormalization", 0) > 0  # O2's transformer fusions happened
+    out = tmp_path / "int8.onnx"
+    quantize_model(prepared, out, QuantSpec(mode="dynamic"))
+    facts = graph.graph_facts(onnx_dir / ONNX_FILE, out, optimization="O2", prepared=prepared)
+    # totals are counted on the fused graph that was quantized, not the 18 MatMuls before fusion
+    assert facts["matmul_total"] == (fused.get("MatMul", 0) + fused.get("Gemm", 0)
+                                     + fused.get("Attention", 0)) < 18
+    assert facts["matmul_int8"] == facts["matmul_total"] and facts["optimization"] == "O2"
+    assert facts["bytes_before"] == (onnx_dir / ONNX_FILE).stat().st_size
+
+
 def test_static_qdq_quantizes_the_weight_matmuls(onnx_dir: Path, tokenizer, tmp_path: Path,
                                                  ) -> None:
     out = tmp_path / "qdq.onnx"
