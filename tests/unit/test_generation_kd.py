@@ -207,3 +207,38 @@ def test_onnx_generation_gives_the_pytorch_greedy_tokens(task: str, tmp_path: Pa
     batch = {"input_ids": ids, "attention_mask": (ids != 1).long()}
     parity = generation_parity(model, onnx_model, batch, new_tokens=8)
     assert parity == {"rows": 2, "new_tokens": 8, "mismatched_rows": [], "passed": True}
+
+
+def test_bert2bert_from_one_encoder_and_a_shallower_student(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from kdedge.distill.seq2seq_models import bert2bert, fewer_layers
+    from kdedge.errors import KdedgeError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    teacher = bert2bert(tiny_model_dir, tokenizer).eval()
+    for config in (teacher.config, teacher.generation_config):
+        assert (config.decoder_start_token_id, config.eos_token_id, config.pad_token_id) == (
+            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+    assert teacher.decoder.config.add_cross_attention and teacher.decoder.config.is_decoder
+    enc = tokenizer(["good film", "bad plot twist"], padding=True, return_tensors="pt")
+    out = teacher.generate(**enc, max_new_tokens=4, min_new_tokens=4)
+    assert out.shape == (2, 5) and (out[:, 0] == tokenizer.cls_token_id).all()
+
+    student = fewer_layers(teacher, encoder_layers=1, decoder_layers=[0])
+    assert student.config.encoder.num_hidden_layers == 1
+    assert student.config.decoder.num_hidden_layers == 1
+    # the kept layers are the teacher's: top encoder layer (1 of 0..1), decoder layer 0
+    kept = {"encoder.encoder.layer.0.attention.self.query.weight":
+            "encoder.encoder.layer.1.attention.self.query.weight",
+            "decoder.bert.encoder.layer.0.crossattention.self.key.weight":
+            "decoder.bert.encoder.layer.0.crossattention.self.key.weight"}
+    params, teacher_params = dict(student.named_parameters()), dict(teacher.named_parameters())
+    for mine, theirs in kept.items():
+        assert torch.equal(params[mine], teacher_params[theirs])
+    assert sum(p.numel() for p in student.parameters()) < sum(
+        p.numel() for p in teacher.parameters())
+    labels = tokenizer(["nice", "awful"], padding=True, return_tensors="pt")["input_ids"]
+    assert math.isfinite(student(**enc, labels=labels).loss.item())
+    with pytest.raises(KdedgeError, match=r"Layers \[5\] do not exist in a 2-layer stack"):
+        fewer_layers(teacher, encoder_layers=[5], decoder_layers=1)
