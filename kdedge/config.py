@@ -7,6 +7,7 @@ Precedence, lowest first: field defaults < the demo preset (only when the data i
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +163,14 @@ class TaskConfig(_Section):
     name: str = Field(min_length=1)  # names its head and its folder under 03_distill/tasks/
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()  # fine-tuned on this task's data unless it has a head
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """The name becomes a folder inside the run: it may not climb out of it."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or ".." in value:
+            raise ValueError("use letters, digits, '-', '_' and '.' only (it names a folder in the run)")
+        return value
 
 
 class MultiTaskConfig(_Section):

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ def test_atomic_write_leaves_no_partial_file_when_writing_fails(tmp_path: Path, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(KdedgeError, match=rf"^No space left on the device writing {re.escape(str(target))}; "
+                                          r"free some space and run the command again"):
         atomic_write_text(target, "new content")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
