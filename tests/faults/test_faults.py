@@ -1,0 +1,224 @@
+"""Fault injection on the real command: a run killed (SIGKILL) in any stage, or stopped with
+Ctrl-C, resumes to the same report as an uninterrupted run; a corrupted artifact is caught; a full
+disk leaves no partial output. Every run is a `python -m kdedge_cli` process on a tiny random
+BERT and a toy CSV, with its own empty cache, so nothing is borrowed from an earlier run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import toy_rows, write_tiny_encoder
+
+from kdedge import pipeline
+from kdedge.artifacts import MANIFEST, Manifest
+from kdedge.config import load_config
+from kdedge.errors import KdedgeError
+
+STAGES = pipeline.STAGE_NAMES
+MODEL_STAGES = ("data", "teacher", "distill", "export", "quantize")  # byte-identical outputs
+VOLATILE = {"latency", "memory", "recommendation", "duration_s", "started_at", "finished_at",
+            "seconds", "batch1_p50_ms"}  # timings, and the choice made from timings
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A config for a whole run in about ten seconds, and one uninterrupted run of it."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("faults")
+    pd.DataFrame(toy_rows(160)).to_csv(root / "toy.csv", index=False)
+    write_tiny_encoder(root / "encoder")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"source": str(root / "toy.csv"), "text_columns": ["sentence"],
+                 "label_column": "sentiment", "max_length": 32},
+        "teacher": {"model": str(root / "encoder"),
+                    "training": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16}},
+        "distill": {"student": "2", "training": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16}},
+        "bench": {"models": ["student-onnx", "student-int8"], "batch_sizes": [1], "warmup_runs": 0,
+                  "min_runs": 1, "min_duration_s": 0, "threads": 1},
+        "run": {"threads": 1, "seed": 7},
+    }))
+    baseline = root / "baseline"
+    assert compress(config, baseline).returncode == 0
+    return {"root": root, "config": config, "baseline": baseline}
+
+
+def compress(config: Path, out: Path, *extra: str, kill_after: str | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command(config, out, *extra), env=env(out, kill_after), capture_output=True,
+                          text=True, timeout=300)
+
+
+def command(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "kdedge_cli", "compress", "--config", str(config), "--out", str(out),
+            *extra]
+
+
+def env(out: Path, kill_after: str | None = None) -> dict[str, str]:
+    caches = out.parent / f"{out.name}-caches"
+    caches.mkdir(exist_ok=True)
+    values = {**os.environ, "KDEDGE_CACHE": str(caches / str(len(list(caches.iterdir()))))}
+    values.pop(pipeline.FAULT_ENV, None)
+    if kill_after:
+        values[pipeline.FAULT_ENV] = kill_after
+    return values
+
+
+def stable(node: Any) -> Any:
+    """The report without what legitimately differs between two identical runs: timings."""
+    if isinstance(node, dict):
+        return {k: stable(v) for k, v in node.items() if k not in VOLATILE and not k.endswith("_ms")}
+    if isinstance(node, list):
+        return [stable(v) for v in node]
+    return node
+
+
+def report(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / pipeline.stage_dirname("report") / "report.json").read_text())
+
+
+def outputs(run_dir: Path, stage: str) -> dict[str, str]:
+    return {rel: meta["sha256"] for rel, meta in
+            Manifest.load(run_dir / pipeline.stage_dirname(stage)).outputs.items()}
+
+
+def assert_same_result(run_dir: Path, baseline: Path) -> None:
+    for stage in MODEL_STAGES:
+        assert outputs(run_dir, stage) == outputs(baseline, stage), stage
+    assert stable(report(run_dir)) == stable(report(baseline))
+    assert not list(run_dir.glob(".*.partial")) and not (run_dir / pipeline.CHECKPOINTS).exists()
+
+
+def test_a_run_killed_in_every_stage_resumes_to_the_same_report(tiny: dict[str, Path]) -> None:
+    """Killed once per stage, right after the stage's work and before it is committed: each time
+    the finished stages are kept, the killed one left only a hidden .partial folder, and the
+    last --resume ends with the uninterrupted run's artifacts, byte for byte, and report."""
+    run = tiny["root"] / "killed"
+    for index, stage in enumerate(STAGES):
+        resume = ("--resume",) if index else ()
+        done = compress(tiny["config"], run, *resume, kill_after=stage)
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        final = run / pipeline.stage_dirname(stage)
+        assert not final.exists() and (run / f".{final.name}.partial").is_dir()
+        assert all((run / pipeline.stage_dirname(s) / MANIFEST).is_file() for s in STAGES[:index])
+    done = compress(tiny["config"], run, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_result(run, tiny["baseline"])
+
+
+def test_ctrl_c_exits_130_and_resume_finishes_the_run(tiny: dict[str, Path]) -> None:
+    run = tiny["root"] / "interrupted"
+    process = subprocess.Popen(command(tiny["config"], run), env=env(run), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / ".02_teacher.partial").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.rstrip().endswith("interrupted; finished stages are kept: continue with `kdedge "
+                                    "compress --resume --out RUN_DIR`.")
+    assert "Traceback" not in stderr
+    assert (run / pipeline.stage_dirname("data") / MANIFEST).is_file()
+    done = compress(tiny["config"], run, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_result(run, tiny["baseline"])
+
+
+def test_the_same_seed_gives_the_same_student_and_another_seed_does_not(tiny: dict[str, Path]) -> None:
+    again = tiny["root"] / "again"
+    assert compress(tiny["config"], again).returncode == 0
+    assert_same_result(again, tiny["baseline"])
+    distill = Manifest.load(again / pipeline.stage_dirname("distill")).metrics
+    assert stable(distill) == stable(Manifest.load(
+        tiny["baseline"] / pipeline.stage_dirname("distill")).metrics)
+
+    other = tiny["root"] / "other-seed"
+    done = compress(tiny["config"], other, "--seed", "8", kill_after="export")
+    assert done.returncode == -signal.SIGKILL
+    student = "student/model.safetensors"
+    assert outputs(other, "distill")[student] != outputs(tiny["baseline"], "distill")[student]
+
+
+def corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_artifact_is_detected_on_resume_and_its_stage_runs_again(
+        tiny: dict[str, Path]) -> None:
+    run = tiny["root"] / "corrupted"
+    shutil.copytree(tiny["baseline"], run)
+    weights = run / pipeline.stage_dirname("distill") / "student" / "model.safetensors"
+    corrupt(weights)
+    done = compress(tiny["config"], run, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = re.sub(r"\s+", " ", done.stdout + done.stderr)
+    assert "[2/7] teacher: up to date, skipped" in log
+    assert "[3/7] distill: runs again (" in log and "has changed since it was written)" in log
+    assert_same_result(run, tiny["baseline"])  # the re-run wrote the very same student again
+
+
+@pytest.mark.parametrize(("command_name", "stage", "file"), [
+    ("export", "distill", "student/model.safetensors"),
+    ("quantize", "export", "student/model.onnx"),
+])
+def test_a_stage_alone_refuses_a_corrupt_input(tiny: dict[str, Path], command_name: str, stage: str,
+                                               file: str) -> None:
+    run = tiny["root"] / f"corrupt-{stage}"
+    shutil.copytree(tiny["baseline"], run)
+    path = run / pipeline.stage_dirname(stage) / file
+    corrupt(path)
+    done = subprocess.run([sys.executable, "-m", "kdedge_cli", command_name, str(run)],
+                          env=env(run), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: {path} has changed since it was written (its sha256 no longer matches "
+        f"{path.parents[len(Path(file).parts) - 1] / MANIFEST}); run `kdedge compress --resume "
+        f"--out {run}` to write it again.")
+
+
+def test_a_full_disk_in_a_stage_leaves_no_partial_output(tiny: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data stage's parquet write fails half-way with ENOSPC: one sentence naming the file,
+    no .partial folder and no stage folder left; once there is space, --resume works."""
+    import errno
+
+    import pandas as pd
+
+    run = tmp_path / "full"
+    cfg = load_config(tiny["config"], {"run.out": str(run)})
+    pipeline.prepare_run(cfg, run, resume=False, force=False)
+    real = pd.DataFrame.to_parquet
+
+    def full_disk(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)
+    with pytest.raises(KdedgeError) as info:
+        pipeline.run(cfg, run, only=("data",))
+    message = str(info.value)
+    assert re.fullmatch(r"No space left on the device writing \S+\.01_data\.partial/\w+\.parquet in "
+                        rf"stage 'data'; free some space, then run `kdedge compress --resume --out "
+                        rf"{re.escape(str(run.resolve()))}`\.", message), message
+    assert sorted(p.name for p in run.iterdir()) == ["config.resolved.yaml", "run.json"]
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    pipeline.run(cfg, run, only=("data",))
+    assert outputs(run, "data") == outputs(tiny["baseline"], "data")
