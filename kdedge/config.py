@@ -351,8 +351,18 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in overrides.items():
         node = nested
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        if not all(part.strip() for part in dotted.split(".")):
+            raise KdedgeError(f"Config key {dotted!r} has an empty part; write dotted keys such as "
+                              "distill.training.epochs.")
+        for depth, part in enumerate(parents, start=1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise KdedgeError(f"Config key {dotted!r} sets a field inside "
+                                  f"{'.'.join(parents[:depth])!r}, which is given a value too; give "
+                                  "only one of the two.")
+        if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+            raise KdedgeError(f"Config key {dotted!r} is given a value and fields inside it too; give "
+                              "only one of the two.")
         node[leaf] = value
     return nested
 
