@@ -126,7 +126,12 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise KdedgeError(f"--set {pair!r} is not key=value; write e.g. --set distill.alpha=0.3.")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise KdedgeError(f"--set {pair!r} has a value that is not valid YAML "
+                              f"({str(err).splitlines()[0]}); quote it, e.g. --set "
+                              f"\"{key.strip()}='...'\".") from None
     return parsed
 
 

@@ -57,6 +57,8 @@ class DataConfig(_Section):
     def _one_or_two(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = (value,)
+        if not isinstance(value, list | tuple):
+            return value  # pydantic's own type check names it
         if not 1 <= len(value) <= 2:
             raise ValueError("give one text column, or two for sentence pairs")
         return value
@@ -270,6 +272,8 @@ class QuantizeConfig(_Section):
         from kdedge.errors import KdedgeError
         from kdedge.quantize.gate import parse_max_drop
 
+        if not isinstance(value, int | float | str | None):
+            return value  # pydantic's own type check names it
         try:
             parse_max_drop(value)
         except KdedgeError as err:
@@ -386,7 +390,8 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
                  ) -> KdedgeConfig:
     """Merge file and dotted CLI overrides over the defaults (and the demo preset) and validate."""
     merged = deep_merge(file_data or {}, dotted_to_nested(overrides or {}))
-    source = (merged.get("data") or {}).get("source", DataConfig().source)
+    data = merged.get("data")
+    source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
     if source == "demo":
         merged = deep_merge(DEMO_PRESET, merged)
     return validate_config(merged)
