@@ -49,3 +49,13 @@ def test_paths_cannot_escape_the_run_directory(tmp_path: Path) -> None:
     assert resolve_inside(tmp_path, "04_export/model.onnx") == tmp_path.resolve() / "04_export/model.onnx"
     with pytest.raises(KdedgeError, match="points outside"):
         resolve_inside(tmp_path, "../../etc/passwd")
+
+
+def test_a_manifest_cannot_point_outside_its_stage(tmp_path: Path) -> None:
+    stage = tmp_path / "03_distill"
+    stage.mkdir()
+    (tmp_path / "secret.txt").write_text("not an artifact")
+    manifest = Manifest(stage="distill", fingerprint="f", config={}, inputs={}, started_at="t",
+                        duration_s=0.0, outputs={"../secret.txt": {"sha256": "0" * 64, "bytes": 15}})
+    assert manifest.verify(stage) == (f"{stage / 'manifest.json'} lists '../secret.txt', a path "
+                                      "outside its stage directory")
