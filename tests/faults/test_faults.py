@@ -139,6 +139,36 @@ def test_ctrl_c_exits_130_and_resume_finishes_the_run(tiny: dict[str, Path]) -> 
     assert_same_result(run, tiny["baseline"])
 
 
+def test_a_run_killed_in_the_middle_of_distillation_continues_at_the_next_epoch(
+        tiny: dict[str, Path]) -> None:
+    """SIGKILL as soon as the first distillation epoch is saved; --resume continues from that
+    checkpoint (not from scratch) and writes the very student an unbroken run writes. Both runs
+    stop after export (KDEDGE_TEST_KILL_AFTER) as only the student matters here."""
+    epochs = ("--epochs", "8")
+    straight = tiny["root"] / "eight-epochs"
+    assert compress(tiny["config"], straight, *epochs, kill_after="export").returncode == -signal.SIGKILL
+
+    run = tiny["root"] / "killed-in-training"
+    process = subprocess.Popen(command(tiny["config"], run, *epochs), env=env(run), text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((run / pipeline.CHECKPOINTS).glob("distill-*/1-kd/epoch-*")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.kill()
+    process.wait(timeout=60)
+    assert not (run / pipeline.stage_dirname("distill")).exists()  # killed inside the stage
+
+    done = compress(tiny["config"], run, *epochs, "--resume", kill_after="export")
+    assert done.returncode == -signal.SIGKILL
+    log = re.sub(r"\s+", " ", done.stdout + done.stderr)
+    resumed_after = re.search(r"student \(kd\): continuing after epoch (\d) from its checkpoint", log)
+    assert resumed_after and 1 <= int(resumed_after.group(1)) < 8, log[-3000:]
+    assert outputs(run, "distill") == outputs(straight, "distill")
+    history = Manifest.load(run / pipeline.stage_dirname("distill")).metrics["history"]
+    assert [row["epoch"] for row in history] == list(range(1, 9))
+
+
 def test_the_same_seed_gives_the_same_student_and_another_seed_does_not(tiny: dict[str, Path]) -> None:
     again = tiny["root"] / "again"
     assert compress(tiny["config"], again).returncode == 0
