@@ -140,3 +140,26 @@ def test_a_teacher_with_corrupt_weights(tiny_csv: Path, tiny_model_dir: Path, tm
                       "--out", str(tmp_path / "r")], capsys, monkeypatch)
     assert line.startswith(f"error: The weights of model {str(teacher)!r} cannot be read (")
     assert line.endswith("); the file is corrupt or incomplete: download or save the model again.")
+
+
+@pytest.mark.parametrize(("error", "code", "message"), [
+    (OSError(28, "No space left on device", "/runs/r/run.json"), 2,
+     "error: No space left on the device writing /runs/r/run.json; free some space, then continue "
+     "with `kdedge compress --resume --out RUN_DIR`."),
+    (RuntimeError("boom"), 1,
+     "error: unexpected RuntimeError: boom (run with --debug for the traceback, and please report "
+     "it)."),
+])
+def test_a_failure_outside_any_stage_is_still_one_line(error: Exception, code: int, message: str,
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdedge import pipeline
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(pipeline, "prepare_run", fail)
+    exit_code, _, err = run_cli(["compress", "--out", str(tmp_path / "r")], capsys, monkeypatch)
+    assert exit_code == code
+    assert error_line(err) == message
