@@ -38,6 +38,7 @@ log = logging.getLogger("kdedge")
 RESOLVED_CONFIG = "config.resolved.yaml"
 RUN_MANIFEST = "run.json"
 CHECKPOINTS = ".checkpoints"  # per-epoch training state of unfinished stages, by fingerprint
+DISK_FULL_BYTES = 1 << 20  # a stage that fails with less free space than this ran out of it
 FAULT_ENV = "KDEDGE_TEST_KILL_AFTER"  # tests only: a stage name; see _fault_hook
 
 
@@ -208,13 +209,16 @@ def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: st
                        checkpoints)
     try:
         metrics = stage.function()(ctx)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except Exception as err:
+        if not _disk_full(err, run_dir):
             raise
         shutil.rmtree(work, ignore_errors=True)  # frees the space and leaves no partial output
-        raise KdedgeError(f"No space left on the device writing {err.filename or work} in stage "
-                          f"{stage.name!r}; free some space, then run `kdedge compress --resume "
-                          f"--out {run_dir}`.") from None
+        if isinstance(err, KdedgeError):  # already names the file
+            raise
+        where = getattr(err, "filename", None) or run_dir
+        raise KdedgeError(f"No space left on the device writing {where} in stage {stage.name!r}; "
+                          f"free some space, then run `kdedge compress --resume --out {run_dir}`.",
+                          ) from None
     _fault_hook(stage.name)
     manifest = Manifest(
         stage=stage.name, fingerprint=fp, config=stage_config(cfg, stage.name), inputs=inputs,
@@ -233,6 +237,22 @@ def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: st
                                      "duration_s": manifest.duration_s, "finished_at": _now()}
     write_json(run_dir / RUN_MANIFEST, summary)
     log.info("  %s done in %.1f s", stage.name, manifest.duration_s)
+
+
+def _disk_full(err: Exception, run_dir: Path) -> bool:
+    """Whether a stage failed because the disk filled up. Writers report it differently: an
+    OSError with ENOSPC (Python, pyarrow), a message with the OS's words (safetensors), or an
+    unrelated-looking error (torch.save); for those, the free space left decides."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if isinstance(err, KdedgeError):
+        return str(err).startswith("No space left")
+    if "No space left on device" in str(err) or "os error 28" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(run_dir).free < DISK_FULL_BYTES
+    except OSError:
+        return False
 
 
 def _checkpoint_dir(run_dir: Path, stage: str, fp: str) -> Path:

@@ -52,19 +52,23 @@ def save(folder: Path, epoch: int, model: nn.Module, loss_fn: nn.Module,
     tmp = folder / f".{PREFIX}{epoch}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_plain(model.state_dict()), tmp / WEIGHTS)
-    if best_state is not None and best_epoch != epoch:  # else the best is this epoch's weights
-        save_file(_plain(best_state), tmp / BEST)
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "loss": loss_fn.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state()}, tmp / LOOP)
-    numpy_rng = np.random.get_state()
-    write_json(tmp / PROGRESS, {
-        "epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "history": history,
-        "has_best": best_state is not None,
-        "numpy_rng": [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]],
-        "python_rng": _listed(random.getstate()),
-    })
+    try:
+        save_file(_plain(model.state_dict()), tmp / WEIGHTS)
+        if best_state is not None and best_epoch != epoch:  # else the best is this epoch's weights
+            save_file(_plain(best_state), tmp / BEST)
+        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "loss": loss_fn.state_dict(), "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state()}, tmp / LOOP)
+        numpy_rng = np.random.get_state()
+        write_json(tmp / PROGRESS, {
+            "epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "history": history,
+            "has_best": best_state is not None,
+            "numpy_rng": [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]],
+            "python_rng": _listed(random.getstate()),
+        })
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only takes space
+        raise
     final = folder / f"{PREFIX}{epoch}"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
