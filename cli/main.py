@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers, onnxruntime) are imported inside command b
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -88,7 +89,11 @@ def compress(
     """Run the whole chain: data, teacher, distill, export, quantize, bench, report."""
     from kdedge import pipeline
     from kdedge.config import load_config
+    from kdedge.errors import KdedgeError
 
+    if resume and force:
+        raise KdedgeError("--resume keeps the finished stages and --force deletes them; pass only "
+                          "one of the two.")
     options: dict[str, Any] = {
         "data.source": data, "data.text_columns": text_column, "data.label_column": label_column,
         "teacher.model": teacher, "distill.student": student, "distill.recipe": method,
@@ -121,7 +126,12 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise KdedgeError(f"--set {pair!r} is not key=value; write e.g. --set distill.alpha=0.3.")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise KdedgeError(f"--set {pair!r} has a value that is not valid YAML "
+                              f"({str(err).splitlines()[0]}); quote it, e.g. --set "
+                              f"\"{key.strip()}='...'\".") from None
     return parsed
 
 
@@ -206,15 +216,28 @@ def main() -> None:
         typer.secho(f"error: {err}", fg="red", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.secho("interrupted; finished stages are kept: continue with `kdedge compress "
-                    "--resume --out RUN_DIR`.", fg="yellow", err=True)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as done:
+        if done.code == 130:  # typer turns Ctrl-C into exit status 130 before it reaches us
+            _interrupted()
+        raise
     except Exception as err:  # an unexpected failure still gets one line unless --debug
         if _state["debug"]:
             raise
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            typer.secho(f"error: No space left on the device writing {err.filename or 'a file'}; "
+                        "free some space, then continue with `kdedge compress --resume --out "
+                        "RUN_DIR`.", fg="red", err=True)
+            sys.exit(2)
         typer.secho(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the "
                     "traceback, and please report it).", fg="red", err=True)
         sys.exit(1)
+
+
+def _interrupted() -> None:
+    typer.secho("interrupted; finished stages are kept: continue with `kdedge compress "
+                "--resume --out RUN_DIR`.", fg="yellow", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ always complete, and an interrupted stage leaves only a `.partial` directory beh
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -50,8 +51,11 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; these are shared artifacts
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise KdedgeError(f"No space left on the device writing {path}; free some space and "
+                              "run the command again (with --resume to keep finished stages).") from None
         raise
 
 
@@ -119,7 +123,10 @@ class Manifest:
     def verify(self, stage_dir: Path) -> str | None:
         """None when every recorded output is present and unchanged, else what is wrong."""
         for rel, meta in self.outputs.items():
-            path = stage_dir / rel
+            try:
+                path = resolve_inside(stage_dir, rel)
+            except KdedgeError:
+                return f"{stage_dir / MANIFEST} lists {rel!r}, a path outside its stage directory"
             if not path.is_file():
                 return f"{path} is missing"
             if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:

@@ -7,6 +7,7 @@ Precedence, lowest first: field defaults < the demo preset (only when the data i
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +57,8 @@ class DataConfig(_Section):
     def _one_or_two(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = (value,)
+        if not isinstance(value, list | tuple):
+            return value  # pydantic's own type check names it
         if not 1 <= len(value) <= 2:
             raise ValueError("give one text column, or two for sentence pairs")
         return value
@@ -163,6 +166,14 @@ class TaskConfig(_Section):
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()  # fine-tuned on this task's data unless it has a head
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """The name becomes a folder inside the run: it may not climb out of it."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or ".." in value:
+            raise ValueError("use letters, digits, '-', '_' and '.' only (it names a folder in the run)")
+        return value
+
 
 class MultiTaskConfig(_Section):
     """MKD (Liu et al. 2019): a shared student, a head per task, trained on every task's batches.
@@ -261,6 +272,8 @@ class QuantizeConfig(_Section):
         from kdedge.errors import KdedgeError
         from kdedge.quantize.gate import parse_max_drop
 
+        if not isinstance(value, int | float | str | None):
+            return value  # pydantic's own type check names it
         try:
             parse_max_drop(value)
         except KdedgeError as err:
@@ -357,8 +370,18 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in overrides.items():
         node = nested
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        if not all(part.strip() for part in dotted.split(".")):
+            raise KdedgeError(f"Config key {dotted!r} has an empty part; write dotted keys such as "
+                              "distill.training.epochs.")
+        for depth, part in enumerate(parents, start=1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise KdedgeError(f"Config key {dotted!r} sets a field inside "
+                                  f"{'.'.join(parents[:depth])!r}, which is given a value too; give "
+                                  "only one of the two.")
+        if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+            raise KdedgeError(f"Config key {dotted!r} is given a value and fields inside it too; give "
+                              "only one of the two.")
         node[leaf] = value
     return nested
 
@@ -382,7 +405,8 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
                  ) -> KdedgeConfig:
     """Merge file and dotted CLI overrides over the defaults (and the demo preset) and validate."""
     merged = deep_merge(file_data or {}, dotted_to_nested(overrides or {}))
-    source = (merged.get("data") or {}).get("source", DataConfig().source)
+    data = merged.get("data")
+    source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
     if source == "demo":
         merged = deep_merge(DEMO_PRESET, merged)
     return validate_config(merged)

@@ -67,6 +67,9 @@ def load_classifier(source: str, id2label: dict[int, str], *, revision: str | No
     A one-label map ({0: "score"}) asks for a regression head: one output, problem_type
     "regression".
     """
+    import pickle
+
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -94,6 +97,10 @@ def load_classifier(source: str, id2label: dict[int, str], *, revision: str | No
         model = AutoModelForSequenceClassification.from_pretrained(
             location, **common, num_labels=len(id2label), id2label=dict(id2label),
             label2id=label2id, ignore_mismatched_sizes=not matched, **head)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise KdedgeError(f"The weights of model {source!r} cannot be read ({first}); the file is "
+                          "corrupt or incomplete: download or save the model again.") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     logging.getLogger("kdedge").debug("loaded %s from %s", type(model).__name__, location)

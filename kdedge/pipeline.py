@@ -5,9 +5,13 @@ Stages exchange paths and manifests, never live objects, so each can run alone.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import logging
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +37,9 @@ log = logging.getLogger("kdedge")
 
 RESOLVED_CONFIG = "config.resolved.yaml"
 RUN_MANIFEST = "run.json"
+CHECKPOINTS = ".checkpoints"  # per-epoch training state of unfinished stages, by fingerprint
+DISK_FULL_BYTES = 1 << 20  # a stage that fails with less free space than this ran out of it
+FAULT_ENV = "KDEDGE_TEST_KILL_AFTER"  # tests only: a stage name; see _fault_hook
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class StageContext:
     work: Path  # the stage writes here; renamed to its final directory on success
     fingerprint: str
     input_fingerprints: dict[str, str]
+    checkpoints: Path | None = None  # survives an interruption; deleted when the stage completes
 
     def input(self, name: str) -> Path:
         return self.run_dir / stage_dirname(name)
@@ -97,7 +105,7 @@ def default_run_dir(cfg: KdedgeConfig) -> Path:
         return cfg.run.out
     source = cfg.data.source
     name = Path(source).stem if Path(source).suffix else source.replace("/", "-")
-    return Path("runs") / name
+    return Path("runs") / (name.strip(".") or "data")  # never "runs/.." or "runs/"
 
 
 def prepare_run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool, force: bool) -> None:
@@ -148,6 +156,8 @@ def run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool = False,
             if not (upstream / MANIFEST).is_file():
                 raise KdedgeError(f"Stage {name!r} has not completed in {run_dir}; run "
                                   f"`kdedge compress --resume --out {run_dir}` first.")
+            if only is not None:  # a stage run alone trusts no input it has not checked
+                _check_input(upstream, run_dir)
             inputs[name] = {"fingerprint": fps[name],
                             "manifest_sha256": sha256_file(upstream / MANIFEST)}
         if resume and only is None:
@@ -160,6 +170,15 @@ def run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool = False,
             log.info("%s", label)
         _execute(stage, cfg, run_dir, final, fps[stage.name], inputs)
     return read_json(run_dir / RUN_MANIFEST)
+
+
+def _check_input(upstream: Path, run_dir: Path) -> None:
+    """Refuse an upstream stage whose outputs changed since its manifest was written (a corrupt,
+    truncated or edited model file): resume re-runs that stage."""
+    problem = Manifest.load(upstream).verify(upstream)
+    if problem is not None:
+        raise KdedgeError(f"{problem} (its sha256 no longer matches {upstream / MANIFEST}); run "
+                          f"`kdedge compress --resume --out {run_dir}` to write it again.")
 
 
 def _why_stale(final: Path, fp: str, inputs: dict[str, dict[str, str]]) -> str | None:
@@ -183,10 +202,24 @@ def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: st
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
+    checkpoints = _checkpoint_dir(run_dir, stage.name, fp)
     started, t0 = _now(), time.perf_counter()
     seed_everything(cfg.run.seed)
-    ctx = StageContext(cfg, run_dir, work, fp, {k: v["fingerprint"] for k, v in inputs.items()})
-    metrics = stage.function()(ctx)
+    ctx = StageContext(cfg, run_dir, work, fp, {k: v["fingerprint"] for k, v in inputs.items()},
+                       checkpoints)
+    try:
+        metrics = stage.function()(ctx)
+    except Exception as err:
+        if not _disk_full(err, run_dir):
+            raise
+        shutil.rmtree(work, ignore_errors=True)  # frees the space and leaves no partial output
+        if isinstance(err, KdedgeError):  # already names the file
+            raise
+        where = getattr(err, "filename", None) or run_dir
+        raise KdedgeError(f"No space left on the device writing {where} in stage {stage.name!r}; "
+                          f"free some space, then run `kdedge compress --resume --out {run_dir}`.",
+                          ) from None
+    _fault_hook(stage.name)
     manifest = Manifest(
         stage=stage.name, fingerprint=fp, config=stage_config(cfg, stage.name), inputs=inputs,
         started_at=started, duration_s=round(time.perf_counter() - t0, 3),
@@ -196,11 +229,47 @@ def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: st
     if final.exists():
         shutil.rmtree(final)
     work.rename(final)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    with contextlib.suppress(OSError):  # only when no other stage keeps checkpoints there
+        checkpoints.parent.rmdir()
     summary = read_json(run_dir / RUN_MANIFEST)
     summary["stages"][stage.name] = {"status": "complete", "fingerprint": fp,
                                      "duration_s": manifest.duration_s, "finished_at": _now()}
     write_json(run_dir / RUN_MANIFEST, summary)
     log.info("  %s done in %.1f s", stage.name, manifest.duration_s)
+
+
+def _disk_full(err: Exception, run_dir: Path) -> bool:
+    """Whether a stage failed because the disk filled up. Writers report it differently: an
+    OSError with ENOSPC (Python, pyarrow), a message with the OS's words (safetensors), or an
+    unrelated-looking error (torch.save); for those, the free space left decides."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if isinstance(err, KdedgeError):
+        return str(err).startswith("No space left")
+    if "No space left on device" in str(err) or "os error 28" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(run_dir).free < DISK_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _checkpoint_dir(run_dir: Path, stage: str, fp: str) -> Path:
+    """Where the stage keeps training checkpoints for this fingerprint; those of another
+    fingerprint (a changed config) are stale and removed."""
+    folder = run_dir / CHECKPOINTS / f"{stage}-{fp}"
+    for stale in (run_dir / CHECKPOINTS).glob(f"{stage}-*"):
+        if stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def _fault_hook(stage: str) -> None:
+    """Fault-injection tests set KDEDGE_TEST_KILL_AFTER=<stage> to SIGKILL the run right after
+    that stage's work is done and before its directory is renamed: the worst moment to die."""
+    if os.environ.get(FAULT_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _now() -> str:

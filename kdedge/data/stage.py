@@ -123,7 +123,7 @@ def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
     wanted = [*cfg.text_columns, cfg.label_column]
     missing = [c for c in wanted if c not in table.columns]
     if missing:
-        available = ", ".join(map(str, table.columns))
+        available = ", ".join(c if c.isprintable() else repr(c) for c in map(str, table.columns))
         option = "--text-column" if missing[0] in cfg.text_columns else "--label-column"
         raise KdedgeError(f"Column {missing[0]!r} is not in the {split} data; available columns: "
                           f"{available}. Name the right one with {option}.")

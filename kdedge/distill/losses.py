@@ -164,6 +164,14 @@ class MultiTeacherKD(nn.Module):
         if self.selector is not None:
             self.selector.begin_epoch(epoch)
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The selector's learned state, so a training checkpoint carries it (see checkpoint.py)."""
+        return {} if self.selector is None else self.selector.checkpoint_state()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if self.selector is not None and state:
+            self.selector.restore_state(state)
+
     def end_epoch(self) -> dict[str, float]:
         return self.selector.end_epoch() if self.selector is not None else {}
 

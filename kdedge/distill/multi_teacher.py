@@ -133,6 +133,21 @@ class TeacherSelector:
             self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.policy_lr)
         return self.policy
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a resumed run needs to select as this one would: policy, its optimizer, the
+        sampling generator and the moving baseline (tensors and plain values only)."""
+        return {"policy": None if self.policy is None else self.policy.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "baseline": self.baseline}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        if state["policy"] is not None:
+            self._policy(state["policy"]["weight"].shape[1]).load_state_dict(state["policy"])
+            assert self.optimizer is not None
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline = state["baseline"]
+
     def select(self, student: torch.Tensor, teacher: Outputs, batch: dict[str, Any]) -> torch.Tensor:
         """(batch, teachers) 0/1 actions for this batch; every teacher during warm-up."""
         labels = batch["labels"]

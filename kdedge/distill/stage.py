@@ -63,7 +63,7 @@ def run(ctx) -> dict[str, Any]:
     best_epoch = 0
     dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1],
                 teachers=1 + len(ensemble), regression=task.is_regression)
-    for phase in RECIPES.get(cfg.recipe)(cfg, dims):
+    for number, phase in enumerate(RECIPES.get(cfg.recipe)(cfg, dims), start=1):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         model, split, sampler = student, train_split, None
         teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
@@ -76,7 +76,9 @@ def run(ctx) -> dict[str, Any]:
                        evaluate=evaluate,
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})", hidden_states=phase.hidden_states,
-                       keep=phase.keep, sampler=sampler)
+                       keep=phase.keep, sampler=sampler,
+                       checkpoints=None if ctx.checkpoints is None
+                       else ctx.checkpoints / f"{number}-{phase.name}")
         history += [{"phase": phase.name, **row} for row in result.history]
         best_epoch = result.best_epoch
         if phase.all_tasks and joint is not None:  # the multi-task student, before any

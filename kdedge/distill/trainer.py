@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 
 from kdedge.config import TrainingConfig
 from kdedge.data.dataset import TaskSplit
+from kdedge.distill import checkpoint
 from kdedge.distill.losses import WeightedSum
 from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
@@ -65,12 +67,17 @@ def shuffled_batches(size: int, batch_size: int) -> Sampler:
 def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedSum,
           teacher: TeacherFn, evaluate: Callable[[nn.Module], float], cfg: TrainingConfig,
           max_length: int, seed: int, description: str, *, hidden_states: bool = False,
-          keep: str = "best", sampler: Sampler | None = None) -> TrainResult:
+          keep: str = "best", sampler: Sampler | None = None, checkpoints: Path | None = None,
+          config_key: str = "distill.training") -> TrainResult:
     """Train for cfg.epochs, evaluating after each epoch.
 
     Leaves the model at its best epoch on validation (keep="best"), or at its last one
     (keep="last", for phases whose validation score means nothing yet, e.g. before the head
     is trained). The loss's own parameters (a projection) train with the model.
+
+    With `checkpoints`, every finished epoch is saved there and a call that finds a checkpoint
+    continues after its epoch, exactly as if it had not stopped. `config_key` names the
+    settings in error messages (distill.training or teacher.training).
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = sampler or shuffled_batches(len(split), cfg.batch_size)
@@ -79,27 +86,35 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
     result = TrainResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
-    for epoch in range(1, cfg.epochs + 1):
+    first = 1
+    resumed = None if checkpoints is None else checkpoint.restore(
+        checkpoints, model, loss_fn, optimizer, lr_schedule, generator)
+    if resumed is not None:
+        first, best_state = resumed.epoch + 1, resumed.best_state
+        result = TrainResult(resumed.best_epoch, resumed.best_score, resumed.history)
+        log.info("  %s: continuing after epoch %d from its checkpoint", description, resumed.epoch)
+    for epoch in range(first, cfg.epochs + 1):
         model.train()
         schedule_state = loss_fn.begin_epoch(epoch)
         started, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
-            for rows in sampler(generator):
+            for step, rows in enumerate(sampler(generator), start=1):
                 batch = make_batch(tokenizer, split, rows, max_length)
-                out = model(**model_inputs(batch), output_hidden_states=hidden_states)
-                student = Outputs.from_hf(out)
-                loss, _ = loss_fn(student, teacher(batch), batch)
-                if not torch.isfinite(loss):
-                    raise KdedgeError(f"The {description} loss became {loss.item()} at epoch {epoch}; "
-                                      "lower the learning rate (training.learning_rate).")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                lr_schedule.step()
-                if loss_fn.wants_feedback:  # e.g. a teacher selector rewarded by the step's effect
-                    loss_fn.after_step(_outputs_now(model, batch), batch)
-                total_loss += loss.item() * len(batch["labels"])
+                try:
+                    loss = _step(model, loss_fn, teacher, optimizer, lr_schedule, batch, cfg,
+                                 hidden_states)
+                except (torch.OutOfMemoryError, MemoryError):
+                    raise KdedgeError(
+                        f"Out of memory training the {description} with batch size "
+                        f"{cfg.batch_size}; lower it, e.g. --set {config_key}.batch_size="
+                        f"{max(1, cfg.batch_size // 2)}.") from None
+                if loss is None:
+                    kept = ("" if checkpoints is None or checkpoint.latest(checkpoints) is None
+                            else f"; the last good checkpoint is kept in {checkpoint.latest(checkpoints)}")
+                    raise KdedgeError(
+                        f"The {description} loss is not finite at epoch {epoch}, step {step}; lower "
+                        f"{config_key}.learning_rate (now {cfg.learning_rate:g}) and run again{kept}.")
+                total_loss += loss * len(batch["labels"])
                 seen += len(batch["labels"])
                 advance(bar, 1, f"loss {total_loss / seen:.4f}")
         score = evaluate(model)
@@ -112,10 +127,32 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         if keep == "last" or score > result.best_score:
             result.best_epoch, result.best_score = epoch, score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if checkpoints is not None:
+            checkpoint.save(checkpoints, epoch, model, loss_fn, optimizer, lr_schedule, generator,
+                            result.best_epoch, result.best_score, result.history, best_state)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _step(model: nn.Module, loss_fn: WeightedSum, teacher: TeacherFn,
+          optimizer: torch.optim.Optimizer, lr_schedule: Any, batch: dict[str, Any],
+          cfg: TrainingConfig, hidden_states: bool) -> float | None:
+    """One optimizer step; returns the batch's loss, or None (and no update) when it is not finite."""
+    out = model(**model_inputs(batch), output_hidden_states=hidden_states)
+    student = Outputs.from_hf(out)
+    loss, _ = loss_fn(student, teacher(batch), batch)
+    if not torch.isfinite(loss):
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    lr_schedule.step()
+    if loss_fn.wants_feedback:  # e.g. a teacher selector rewarded by the step's effect
+        loss_fn.after_step(_outputs_now(model, batch), batch)
+    return loss.item()
 
 
 def _outputs_now(model: nn.Module, batch: dict[str, Any]) -> Outputs:

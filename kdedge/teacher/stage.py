@@ -34,7 +34,7 @@ def run(ctx) -> dict[str, Any]:
     task = load_task(ctx.input("data"))
     set_threads(ctx.cfg.run.threads)
     return prepare(ctx.cfg.teacher, task, ctx.cfg.data.max_length, ctx.cfg.run.seed,
-                   ctx.fingerprint, ctx.work / MODEL_DIR)
+                   ctx.fingerprint, ctx.work / MODEL_DIR, checkpoints=ctx.checkpoints)
 
 
 def teacher_key(cfg: TeacherConfig, seed: int, data_fingerprint: str) -> str:
@@ -48,8 +48,11 @@ def teacher_key(cfg: TeacherConfig, seed: int, data_fingerprint: str) -> str:
 
 
 def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key: str, out: Path,
-            ) -> dict[str, Any]:
-    """Write the teacher for this task to `out`, fine-tuning it unless cached; return metrics."""
+            checkpoints: Path | None = None) -> dict[str, Any]:
+    """Write the teacher for this task to `out`, fine-tuning it unless cached; return metrics.
+
+    With `checkpoints`, fine-tuning saves every epoch there and continues from the last one.
+    """
     cached = _cache_entry(key, cfg.model, cfg.revision)
     if (cached / "metrics.json").is_file():
         log.info("  fine-tuned teacher %r found in the cache (%s)", cfg.model, cached)
@@ -74,7 +77,8 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
                        teacher=lambda batch: None,
                        evaluate=lambda m: validation_score(m, tokenizer, task, max_length),
                        cfg=cfg.training, max_length=max_length, seed=seed,
-                       description="teacher")
+                       description="teacher", checkpoints=checkpoints,
+                       config_key="teacher.training")
         history = result.history
     metrics = {
         "model": cfg.model,

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ def test_atomic_write_leaves_no_partial_file_when_writing_fails(tmp_path: Path, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(KdedgeError, match=rf"^No space left on the device writing {re.escape(str(target))}; "
+                                          r"free some space and run the command again"):
         atomic_write_text(target, "new content")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
@@ -47,3 +49,13 @@ def test_paths_cannot_escape_the_run_directory(tmp_path: Path) -> None:
     assert resolve_inside(tmp_path, "04_export/model.onnx") == tmp_path.resolve() / "04_export/model.onnx"
     with pytest.raises(KdedgeError, match="points outside"):
         resolve_inside(tmp_path, "../../etc/passwd")
+
+
+def test_a_manifest_cannot_point_outside_its_stage(tmp_path: Path) -> None:
+    stage = tmp_path / "03_distill"
+    stage.mkdir()
+    (tmp_path / "secret.txt").write_text("not an artifact")
+    manifest = Manifest(stage="distill", fingerprint="f", config={}, inputs={}, started_at="t",
+                        duration_s=0.0, outputs={"../secret.txt": {"sha256": "0" * 64, "bytes": 15}})
+    assert manifest.verify(stage) == (f"{stage / 'manifest.json'} lists '../secret.txt', a path "
+                                      "outside its stage directory")
