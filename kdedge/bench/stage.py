@@ -23,6 +23,7 @@ from kdedge.progress import progress_bar
 from kdedge.registry import Registry
 
 if TYPE_CHECKING:
+    from kdedge.config import BenchConfig
     from kdedge.pipeline import StageContext
 
 log = logging.getLogger("kdedge")
@@ -60,6 +61,29 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def new_results(cfg: BenchConfig, threads: int, sequence_length: int, texts: int,
+                ) -> dict[str, Any]:
+    """The results layout, with no model measured yet: the stage and `kdedge bench FOLDER`
+    both fill it, so a target device's file has the same keys as a run's results.json."""
+    return {
+        "threads": threads,
+        "sequence_length": sequence_length,
+        "batch_sizes": list(cfg.batch_sizes),
+        "texts": texts,
+        "protocol": {
+            "warmup_runs": cfg.warmup_runs,
+            "min_runs": cfg.min_runs,
+            "min_duration_s": cfg.min_duration_s,
+            "timer": "perf_counter",
+            "process_isolation": "spawn",
+            "ort_arena": "default",
+            "rss_sample_interval_ms": SAMPLE_INTERVAL_S * 1000,
+        },
+        "models": {},
+        "skipped": {},
+    }
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Bench every model in cfg.bench.models under one protocol; return the metrics."""
     from kdedge.data.dataset import load_task
@@ -73,23 +97,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not texts:
         raise KdedgeError("The test split is empty, so there are no real texts to bench with; "
                           "raise data.test_fraction or data.max_eval_samples.")
-    results: dict[str, Any] = {
-        "threads": threads,
-        "sequence_length": sequence_length,
-        "batch_sizes": list(cfg.batch_sizes),
-        "texts": len(texts),
-        "protocol": {
-            "warmup_runs": cfg.warmup_runs,
-            "min_runs": cfg.min_runs,
-            "min_duration_s": cfg.min_duration_s,
-            "timer": "perf_counter",
-            "process_isolation": "spawn",
-            "ort_arena": "default",
-            "rss_sample_interval_ms": SAMPLE_INTERVAL_S * 1000,
-        },
-        "models": {},
-        "skipped": {},
-    }
+    results = new_results(cfg, threads, sequence_length, len(texts))
     steps, done = len(cfg.batch_sizes), 0
     with progress_bar("bench", len(sources) * steps) as progress:
         task = progress.task_ids[0]
