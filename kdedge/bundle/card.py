@@ -8,6 +8,7 @@ printed with the report's formatting helpers, so the card and the report show th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kdedge.report.formatting import (
@@ -55,6 +56,20 @@ def _cell(value: Any) -> str:
     return NA if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def source_name(source: Any) -> str:
+    """The data source in a few words: the demo's or hub dataset's name, or the local files
+    with the start of their sha256."""
+    if not isinstance(source, Mapping):
+        return NA if source is None else str(source)
+    if source.get("name"):
+        config = f" ({source['config']})" if source.get("config") else ""
+        return f"{source['name']}{config}"
+    files = source.get("files") or {}
+    named = [f"{Path(str(f.get('path'))).name} (sha256 {str(f.get('sha256'))[:12]})"
+             for f in files.values() if isinstance(f, Mapping)]
+    return ", ".join(dict.fromkeys(named)) or str(dict(source))
+
+
 def _title(name: str, meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
     task = meta.get("task") or "classification"
     what = (f"a {len(labels.get('labels', []))}-class text classifier" if task == "classification"
@@ -77,12 +92,9 @@ def _what(row: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, 
     if row.get("family") == "teacher":
         lines.append(f"| Model | the teacher itself, {_cell(teacher.get('model'))} |")
     else:
-        layers = student.get("layers")
-        picked = f" (teacher layers {', '.join(map(str, layers))})" if layers else ""
         lines += [
-            f"| Architecture | {_cell(student.get('source'))}: "
-            f"{fmt_int(student.get('num_layers'))} layers{picked}, hidden size "
-            f"{fmt_int(student.get('hidden_size'))} |",
+            f"| Architecture | {fmt_int(student.get('num_layers'))} layers, hidden size "
+            f"{fmt_int(student.get('hidden_size'))} (student: {_cell(student.get('source'))}) |",
             f"| Distilled from | {_cell(teacher.get('model'))} "
             f"({fmt_int(teacher.get('parameters'))} parameters; fine-tuned on this task: "
             f"{fmt_bool(teacher.get('fine_tuned'))}) |",
@@ -108,7 +120,7 @@ def _how_made(report: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     split_text = ", ".join(f"{k} {fmt_int(v)}" for k, v in splits.items()) or NA
     lines = [
         "## How it was made", "",
-        f"- Data: `{_cell(data.get('source'))}` (examples per split: {split_text}).",
+        f"- Data: {_cell(source_name(data.get('source')))} (examples per split: {split_text}).",
         f"- Command: `kdedge compress --config {meta.get('config')}` "
         "with the resolved config in this folder repeats the run.",
         f"- Seed {fmt_int(_get(meta, 'run', 'seed'))}; kdedge {_cell(meta.get('kdedge_version'))}"
@@ -149,7 +161,7 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
     cpu = env.get("cpu") or {}
     lines = ["## Speed", "",
              f"Measured by the run's bench stage on {_cell(cpu.get('model'))} "
-             f"({fmt_int(bench.get('threads'))} threads, sequence length "
+             f"(threads: {fmt_int(bench.get('threads'))}, sequence length "
              f"{fmt_int(bench.get('sequence_length'))}, each model in its own process). "
              "Your machine will differ: measure it with `kdedge bench` (below).", "",
              "| Batch | p50 | p90 | p99 | Throughput (samples/s) | Speed-up vs teacher |",
@@ -207,7 +219,8 @@ def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[
         (f"- It only knows these labels: {names}; any input gets one of them."
          if meta.get("task") == "classification"
          else "- Scores outside the training range are extrapolations."),
-        f"- Accuracy was measured on held-out data from `{_cell(data.get('source'))}` only; "
+        f"- Accuracy was measured on held-out data from {_cell(source_name(data.get('source')))}"
+        " only; "
         "on other text it is unknown.",
         "- Speed depends on the CPU: int8 models are fast only with integer dot-product "
         "instructions (VNNI on x86, dot-product on ARM).",

@@ -75,7 +75,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "sample_texts": SAMPLE_TEXTS_FILE,
         "config": CONFIG_FILE,
         "run": {"name": ctx.run_dir.name, "seed": ctx.cfg.run.seed,
-                "fingerprints": {**ctx.input_fingerprints, "bundle": ctx.fingerprint}},
+                "fingerprints": run_fingerprints(report, ctx)},
         "kdedge_version": __version__,
     }
     atomic_write_text(out / CARD_FILE, render_card(report, meta, labels))
@@ -161,6 +161,13 @@ def graph_io(model: Path) -> dict[str, Any]:
         raise KdedgeError(f"{model} has no {OUTPUT_NAME!r} output (it has {outputs}); re-export "
                           "the model.")
     return {"inputs": [inp.name for inp in session.get_inputs()], "output": OUTPUT_NAME}
+
+
+def run_fingerprints(report: dict[str, Any], ctx: StageContext) -> dict[str, str]:
+    """Every stage's fingerprint, in stage order: the report's inputs, the report, this stage."""
+    stages = (report.get("reproducibility") or {}).get("stages") or {}
+    found = {name: entry["fingerprint"] for name, entry in stages.items() if entry}
+    return {**found, **ctx.input_fingerprints, "bundle": ctx.fingerprint}
 
 
 def bench_settings(bench: dict[str, Any]) -> dict[str, Any]:
