@@ -36,6 +36,7 @@ SAMPLE_TEXTS_FILE = "sample_texts.txt"
 DEFAULT_OUTPUT = Path("bench-results.json")
 RUNTIME = "onnxruntime"
 MAX_TEXTS = 2048  # as the stage: enough distinct real batches to cycle
+OPTIONS = {"min_duration_s": "--min-duration"}  # config fields whose CLI option is named otherwise
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ def settings(meta: dict[str, Any], batch_sizes: Sequence[int] | None, sequence_l
         cfg = BenchConfig(**{k: v for k, v in chosen.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
-        option = "--" + str(first["loc"][0]).replace("_", "-")
+        field = str(first["loc"][0])
+        option = OPTIONS.get(field, "--" + field.replace("_", "-"))
         raise KdedgeError(f"{option} {json.dumps(first.get('input'))} is invalid: "
                           f"{first['msg'].lower()}.") from None
     length = _first(sequence_length, run.get("sequence_length"), meta.get("max_length"))
