@@ -136,7 +136,8 @@ def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[st
               name: str) -> str:
     metric = report.get("primary_metric") or "accuracy"
     reference = report.get("reference")
-    lines = ["## Accuracy", "",
+    title = "Accuracy" if report.get("task", "classification") == "classification" else "Quality"
+    lines = [f"## {title}", "",
              "Measured through onnxruntime on the run's held-out splits (the test split was "
              "never used for training or model selection).", "",
              f"| Metric | {name} | {reference} (teacher) |", "|---|---|---|"]
@@ -151,7 +152,7 @@ def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[st
                   f"{metric_name(metric)}."]
     gate = row.get("quantization_gate")
     if gate:
-        lines[-1] += (f" Quantization accuracy gate: {'passed' if gate.get('passed') else 'failed'}"
+        lines[-1] += (f" Quantization gate: {'passed' if gate.get('passed') else 'failed'}"
                       f" ({_cell(gate.get('reason'))}).")
     return "\n".join(lines)
 
@@ -219,7 +220,8 @@ def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[
         (f"- It only knows these labels: {names}; any input gets one of them."
          if meta.get("task") == "classification"
          else "- Scores outside the training range are extrapolations."),
-        f"- Accuracy was measured on held-out data from {_cell(source_name(data.get('source')))}"
+        f"- {metric_name(report.get('primary_metric') or 'accuracy').capitalize()} was measured on "
+        f"held-out data from {_cell(source_name(data.get('source')))}"
         " only; "
         "on other text it is unknown.",
         "- Speed depends on the CPU: int8 models are fast only with integer dot-product "
