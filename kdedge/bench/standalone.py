@@ -25,14 +25,12 @@ from kdedge.artifacts import read_json, sha256_file, write_json
 from kdedge.bench.measure import bench_model
 from kdedge.bench.runners import TOKENIZER_FILE
 from kdedge.bench.stage import new_results
+from kdedge.bundle.stage import BUNDLE_EXTRAS, BUNDLE_FILE, LABELS_FILE, SAMPLE_TEXTS_FILE
 from kdedge.errors import KdedgeError
 from kdedge.runtime import ONNX_FILE
 
 log = logging.getLogger("kdedge")
 
-BUNDLE_FILE = "bundle.json"  # the bundle stage's metadata (kdedge.bundle.stage writes it)
-LABELS_FILE = "labels.json"
-SAMPLE_TEXTS_FILE = "sample_texts.txt"
 DEFAULT_OUTPUT = Path("bench-results.json")
 RUNTIME = "onnxruntime"
 MAX_TEXTS = 2048  # as the stage: enough distinct real batches to cycle
@@ -93,16 +91,21 @@ def default_target() -> str:
 
 
 @contextmanager
-def model_folder(path: Path) -> Iterator[Path]:
-    """A folder holding the model as model.onnx: itself, or links to an otherwise named file."""
-    if path.is_dir() or path.name == ONNX_FILE:
-        yield path if path.is_dir() else path.parent
+def model_folder(path: Path, bundled: bool) -> Iterator[Path]:
+    """A folder holding just the model as model.onnx and its tokenizer files, so the measured
+    size is the artifact's alone: PATH itself for a plain model folder, else links to the model
+    and its files (a bundle's predict.py, card and texts left out; an otherwise named .onnx
+    linked as model.onnx)."""
+    folder = path if path.is_dir() else path.parent
+    model = folder / ONNX_FILE if path.is_dir() else path
+    if not bundled and model.name == ONNX_FILE:
+        yield folder
         return
     with tempfile.TemporaryDirectory(prefix="kdedge-bench-") as tmp:
-        for item in path.parent.iterdir():
-            if item.is_file() and item.suffix != ".onnx":
+        for item in folder.iterdir():
+            if item.is_file() and item.suffix != ".onnx" and item.name not in BUNDLE_EXTRAS:
                 os.symlink(item.resolve(), Path(tmp) / item.name)
-        os.symlink(path.resolve(), Path(tmp) / ONNX_FILE)
+        os.symlink(model.resolve(), Path(tmp) / ONNX_FILE)
         yield Path(tmp)
 
 
@@ -126,7 +129,8 @@ def bench_path(path: Path, *, output: Path = DEFAULT_OUTPUT, target: str | None 
     texts = read_texts(texts_file, found.pairs)
     used_threads = cfg.threads or environment.physical_cores()
     results = new_results(cfg, used_threads, sequence_length, len(texts))
-    with model_folder(Path(path)) as folder, progress_bar("bench", len(cfg.batch_sizes)) as bar:
+    steps = len(cfg.batch_sizes)
+    with model_folder(Path(path), bool(found.meta)) as folder, progress_bar("bench", steps) as bar:
         row = bench_model(found.name, RUNTIME, folder, texts, cfg.batch_sizes, sequence_length,
                           used_threads, cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
                           on_step=lambda _name, _size: bar.advance(bar.task_ids[0]))

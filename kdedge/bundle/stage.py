@@ -33,6 +33,8 @@ PREDICT_FILE = "predict.py"
 SAMPLE_TEXTS_FILE = "sample_texts.txt"
 CONFIG_FILE = "config.resolved.yaml"
 REPORT_FILE = "report.json"
+# what the bundle adds to the artifact's own folder (model.onnx, tokenizer, config.json)
+BUNDLE_EXTRAS = (BUNDLE_FILE, LABELS_FILE, PREDICT_FILE, CARD_FILE, SAMPLE_TEXTS_FILE, CONFIG_FILE)
 OUTPUT_NAME = "logits"  # what every exported classifier returns (and the evaluation reads)
 FORMAT_VERSION = 1
 FALLBACK_ARTIFACT = "student-onnx"  # shipped when the report recommends nothing

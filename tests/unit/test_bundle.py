@@ -323,6 +323,9 @@ def test_bench_on_a_bundle_writes_results_like_the_stage(
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["max_ms"]
         assert f"batch {size}: p50 {stats['p50_ms']:.2f} ms" in out
     assert row["memory"]["inference_peak_rss_bytes"] > 0
+    # the artifact's own files are measured, not the card or predict.py: the run's size exactly
+    run_bench = Manifest.load(bundle.parent.parent / pipeline.stage_dirname("bench")).metrics
+    assert row["size_bytes"] == run_bench["models"][meta["artifact"]]["size_bytes"]
 
 
 def test_bench_on_a_renamed_onnx_file_needs_a_length_and_texts(
