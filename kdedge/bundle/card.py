@@ -177,8 +177,8 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
         lines.append(f"| {NA} | {NA} | {NA} | {NA} | {NA} | {NA} |")
     memory = row.get("memory") or {}
     lines += ["",
-              f"- Size on disk (model and tokenizer): {fmt_bytes(row.get('size_bytes'))} "
-              f"({fmt_ratio(_get(row, 'vs_reference', 'size_ratio'))} smaller than the teacher).",
+              f"- Size on disk (model and tokenizer): {fmt_bytes(row.get('size_bytes'))}; the "
+              f"teacher's is {fmt_ratio(_get(row, 'vs_reference', 'size_ratio'))} that.",
               f"- Peak memory while predicting (resident set): "
               f"{fmt_bytes(memory.get('inference_peak_rss_bytes'))}.",
               f"- The report's verdict: {_cell(_get(report, 'recommendation', 'summary'))}"]

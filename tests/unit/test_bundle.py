@@ -150,7 +150,8 @@ def test_card_repeats_the_report_numbers(bundle: Path, meta: dict[str, Any],
         assert (f"| {batch} | {fmt_ms(stats['p50_ms'])} | {fmt_ms(stats['p90_ms'])} | "
                 f"{fmt_ms(stats['p99_ms'])} | {stats['throughput_samples_per_s']:.1f} | "
                 f"{fmt_ratio(row['vs_reference']['speedup'][batch])} |") in lines
-    assert f"- Size on disk (model and tokenizer): {fmt_bytes(row['size_bytes'])} (" in card
+    assert (f"- Size on disk (model and tokenizer): {fmt_bytes(row['size_bytes'])}; the teacher's "
+            f"is {fmt_ratio(row['vs_reference']['size_ratio'])} that.") in lines
     assert fmt_bytes(row["memory"]["inference_peak_rss_bytes"]) in card
     assert report["environment"]["cpu"]["model"] in card
     assert f"threads: {report['benchmark']['threads']}, sequence length 32" in card
