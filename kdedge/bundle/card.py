@@ -102,7 +102,7 @@ def _what(row: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, 
             f"{fmt_num(distill.get('temperature'), 1)}, alpha {fmt_num(distill.get('alpha'), 2)} |",
         ]
     ratio = distill.get("parameter_ratio") if row.get("family") == "student" else None
-    fewer = f" ({fmt_ratio(ratio)} fewer than the teacher)" if ratio is not None else ""
+    fewer = f" (the teacher has {fmt_ratio(ratio)} as many)" if ratio is not None else ""
     lines += [
         f"| Parameters | {fmt_int(row.get('parameters'))}{fewer} |",
         f"| Task | {_cell(meta.get('task'))} |",

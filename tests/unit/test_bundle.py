@@ -158,7 +158,7 @@ def test_card_repeats_the_report_numbers(bundle: Path, meta: dict[str, Any],
     assert report["recommendation"]["summary"] in card
     distill = report["training"]["distill"]
     assert (f"| Parameters | {fmt_int(row['parameters'])} "
-            f"({fmt_ratio(distill['parameter_ratio'])} fewer than the teacher) |") in lines
+            f"(the teacher has {fmt_ratio(distill['parameter_ratio'])} as many) |") in lines
     assert "| Architecture | 2 layers, hidden size 32 (student: " in card
     assert f"{fmt_int(report['training']['teacher']['parameters'])} parameters" in card
     for stage, fp in meta["run"]["fingerprints"].items():
