@@ -157,9 +157,13 @@ def test_card_repeats_the_report_numbers(bundle: Path, meta: dict[str, Any],
     assert f"threads: {report['benchmark']['threads']}, sequence length 32" in card
     assert report["recommendation"]["summary"] in card
     distill = report["training"]["distill"]
-    assert (f"| Parameters | {fmt_int(row['parameters'])} "
-            f"(the teacher has {fmt_ratio(distill['parameter_ratio'])} as many) |") in lines
-    assert "| Architecture | 2 layers, hidden size 32 (student: " in card
+    if row["family"] == "student":  # timing noise may make the teacher the fastest on the toy run
+        assert (f"| Parameters | {fmt_int(row['parameters'])} "
+                f"(the teacher has {fmt_ratio(distill['parameter_ratio'])} as many) |") in lines
+        assert "| Architecture | 2 layers, hidden size 32 (student: " in card
+    else:
+        assert f"| Parameters | {fmt_int(row['parameters'])} |" in lines
+        assert "| Model | the teacher itself, " in card
     assert f"{fmt_int(report['training']['teacher']['parameters'])} parameters" in card
     for stage, fp in meta["run"]["fingerprints"].items():
         assert f"| {stage} | `{fp}` |" in lines
