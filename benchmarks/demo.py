@@ -62,7 +62,7 @@ def write_table(run_dir: Path, wall_s: float, cold: bool) -> None:
         "wheels" + ("" if cold else " and, if present, the fine-tuned teacher") + " come from "
         "the user cache). Default settings.",
         f"Machine: {env['model']}, {env['logical_cores']} logical cores, ISA: {isa}; "
-        f"bench threads: {manifests['bench'].metrics['threads']}.",
+        f"bench threads: {', '.join(map(str, manifests['bench'].metrics['threads']))}.",
         "",
         "| target | measured | goal | met |",
         "|---|---|---|---|",

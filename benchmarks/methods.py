@@ -90,6 +90,7 @@ def _finished(run_dir: Path) -> bool:
 
 def summarize(name: str, run_dir: Path) -> dict[str, Any]:
     from kdedge.artifacts import Manifest
+    from kdedge.bench.stats import latency_at
     from kdedge.pipeline import stage_dirname
 
     def metrics(stage: str) -> dict[str, Any]:
@@ -98,8 +99,8 @@ def summarize(name: str, run_dir: Path) -> dict[str, Any]:
     distill, bench = metrics("distill"), metrics("bench")
     int8 = metrics("quantize")["models"]["student-int8"]
     teacher_acc = metrics("export")["models"]["teacher"]["test"]["accuracy"]
-    teacher_p50 = bench["models"]["teacher-onnx"]["latency"]["1"]["p50_ms"]
-    int8_p50 = bench["models"]["student-int8"]["latency"]["1"]["p50_ms"]
+    teacher_p50 = latency_at(bench["models"]["teacher-onnx"])["1"]["p50_ms"]
+    int8_p50 = latency_at(bench["models"]["student-int8"])["1"]["p50_ms"]
     return {
         "variant": name, "student": distill["student"]["source"],
         "params": distill["student"]["parameters"],

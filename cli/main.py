@@ -162,7 +162,7 @@ def _stage_command(name: str) -> None:
 
 
 for _name in STAGE_HELP:
-    if _name != "bench":  # bench also measures a bundle or ONNX model alone: its own command
+    if _name not in ("bench", "report"):  # both take more than a run directory: below
         _stage_command(_name)
 
 
@@ -178,10 +178,13 @@ def bench(
         help="This machine's name in the results (default: cpu-HOSTNAME).")] = None,
     batch_sizes: Annotated[str | None, typer.Option(
         help="Comma-separated batch sizes, e.g. 1,32 (default: the bundle's run, else 1,32).")] = None,
-    sequence_length: Annotated[int | None, typer.Option(
-        help="Tokens per input (default: the bundle's run; required for a bare model).")] = None,
-    threads: Annotated[int | None, typer.Option(
-        help="onnxruntime intra-op threads (default: this machine's physical cores).")] = None,
+    sequence_lengths: Annotated[str | None, typer.Option(
+        "--sequence-lengths", "--sequence-length",
+        help="Tokens per input, comma-separated; the first is the headline (default: the "
+             "bundle's run; required for a bare model).")] = None,
+    threads: Annotated[str | None, typer.Option(
+        help="onnxruntime intra-op thread counts, comma-separated (default: this machine's "
+             "physical cores).")] = None,
     texts: Annotated[Path | None, typer.Option(
         help="Real texts to time, one per line (default: the bundle's sample_texts.txt).")] = None,
     warmup_runs: Annotated[int | None, typer.Option(
@@ -197,7 +200,7 @@ def bench(
     from kdedge.pipeline import RUN_MANIFEST
 
     standalone = {"--output": output, "--target": target, "--batch-sizes": batch_sizes,
-                  "--sequence-length": sequence_length, "--threads": threads, "--texts": texts,
+                  "--sequence-lengths": sequence_lengths, "--threads": threads, "--texts": texts,
                   "--warmup-runs": warmup_runs, "--min-runs": min_runs,
                   "--min-duration": min_duration}
     if (path / RUN_MANIFEST).is_file():
@@ -213,12 +216,14 @@ def bench(
     output = output or DEFAULT_OUTPUT
     results = bench_path(path, output=output, target=target,
                          batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
-                         sequence_length=sequence_length, threads=threads, texts_file=texts,
+                         sequence_lengths=_int_list(sequence_lengths, "--sequence-lengths"),
+                         threads=_int_list(threads, "--threads"), texts_file=texts,
                          warmup_runs=warmup_runs, min_runs=min_runs, min_duration_s=min_duration)
     for name, row in results["models"].items():
-        for size, stats in row["latency"].items():
-            typer.echo(f"{name} on {results['target']}: batch {size}: p50 {stats['p50_ms']:.2f} ms, "
-                       f"{stats['throughput_samples_per_s']} samples/s")
+        for point in row["latency"]:
+            typer.echo(f"{name} on {results['target']}: threads {point['threads']}, length "
+                       f"{point['sequence_length']}, batch {point['batch_size']}: p50 "
+                       f"{point['p50_ms']:.2f} ms, {point['throughput_samples_per_s']} samples/s")
     typer.echo(output.resolve())
 
 
@@ -233,6 +238,26 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
     except ValueError:
         raise KdedgeError(f"{option} {text!r} is not a comma-separated list of integers; write "
                           "e.g. 1,32.") from None
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A directory written by kdedge compress.")],
+    add_bench: Annotated[list[Path] | None, typer.Option(
+        "--add-bench", help="A results JSON written by `kdedge bench` on a target device; "
+                            "its models join the report as MODEL@TARGET rows (repeatable).")] = None,
+) -> None:
+    """Write report.json and report.md for an existing run, with any device's bench added."""
+    from kdedge import pipeline
+    from kdedge.extras import require_compress
+    from kdedge.report.targets import add_bench as add
+
+    require_compress("report")
+    cfg = pipeline.load_run(run_dir)
+    for path in add_bench or []:  # each file is checked before the report changes
+        typer.echo(f"added target {add(run_dir, path)} from {path}")
+    pipeline.run(cfg, run_dir, only=("report",))
+    _print_outcome(run_dir)
 
 
 def _print_outcome(run_dir: Path) -> None:

@@ -276,20 +276,35 @@ class QuantizeConfig(_Section):
 
 
 class BenchConfig(_Section):
-    models: tuple[str, ...] = ("teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8")
+    """The grid every model is timed over: targets x thread counts x lengths x batch sizes.
+
+    The first thread count and sequence length are the headline configuration that the report
+    ranks by; the others are the sweep. A scalar is taken as a one-element list.
+    """
+
+    models: tuple[str, ...] = ("teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8",
+                               "student-fp16")
+    # an absent target (no GPU here, no TensorRT in this onnxruntime) is skipped with the reason
+    targets: tuple[Literal["cpu", "cuda", "tensorrt"], ...] = ("cpu", "cuda", "tensorrt")
     batch_sizes: tuple[int, ...] = (1, 32)
-    sequence_length: int | None = Field(None, ge=1)  # default: data.max_length
-    threads: int | None = Field(None, ge=1)  # same for every model; default: physical cores
+    sequence_lengths: tuple[int, ...] | None = None  # default: (data.max_length,)
+    threads: tuple[int, ...] | None = None  # same for every model; default: physical cores
     warmup_runs: int = Field(10, ge=0)
     min_runs: int = Field(50, ge=1)
     min_duration_s: float = Field(5.0, ge=0)
 
-    @field_validator("batch_sizes")
+    @field_validator("batch_sizes", "sequence_lengths", "threads", "targets", "models",
+                     mode="before")
     @classmethod
-    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or min(value) < 1:
-            raise ValueError("give at least one batch size, each at least 1")
-        return value
+    def _listify(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, int | str) else value
+
+    @field_validator("batch_sizes", "sequence_lengths", "threads")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or min(value) < 1):
+            raise ValueError("give at least one value, each at least 1")
+        return value if value is None else tuple(dict.fromkeys(value))
 
 
 class ReportConfig(_Section):
@@ -318,11 +333,11 @@ class KdedgeConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> KdedgeConfig:
-        seq = self.bench.sequence_length
-        if seq is not None and seq > self.data.max_length:
+        longest = max(self.bench.sequence_lengths or (0,))
+        if longest > self.data.max_length:
             raise ValueError(
-                f"bench.sequence_length {seq} exceeds data.max_length {self.data.max_length}; "
-                "lower it or raise data.max_length"
+                f"bench.sequence_lengths {longest} exceeds data.max_length "
+                f"{self.data.max_length}; lower it or raise data.max_length"
             )
         return self
 

@@ -13,6 +13,9 @@ import numpy as np
 from kdedge.errors import KdedgeError
 
 ONNX_FILE = "model.onnx"  # every exported or quantized model folder holds its graph under this name
+# a GPU provider runs what it supports and hands the rest down this chain, as onnxruntime expects
+_FALLBACKS = {"TensorrtExecutionProvider": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+              "CUDAExecutionProvider": ("CPUExecutionProvider",)}
 
 
 def ort_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider"):
@@ -28,7 +31,8 @@ def ort_session(path: Path, threads: int | None = None, provider: str = "CPUExec
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(model), options, providers=[provider])
+        return ort.InferenceSession(str(model), options,
+                                    providers=[provider, *_FALLBACKS.get(provider, ())])
     except Exception as err:  # onnxruntime raises its own untyped errors for corrupt files
         raise KdedgeError(f"onnxruntime cannot load {model} ({str(err).splitlines()[0]}); "
                           "re-export the model.") from None

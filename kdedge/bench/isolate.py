@@ -27,7 +27,11 @@ from typing import Any
 
 from kdedge.errors import KdedgeError
 
-SAMPLE_INTERVAL_S = 0.005  # RSS sampling period: fine enough, and under 1 % of a core
+SAMPLE_INTERVAL_S = 0.005  # RSS sampling period without a kernel high-water mark
+# With VmHWM the kernel keeps the exact peak, so sampling only has to be frequent enough to
+# notice a crash or a timeout: every 5 ms, the parent's wake-ups slowed a 2-thread model on a
+# 2-core machine by 10-20 % (benchmarks/crosscheck.py), every 100 ms they do not show.
+HWM_SAMPLE_INTERVAL_S = 0.1
 ACK_TIMEOUT_S = 600.0  # a child whose parent stopped listening gives up after this
 JOIN_TIMEOUT_S = 30.0
 STARTUP_PHASE = "startup"
@@ -66,6 +70,7 @@ class Watched:
     peak_rss: dict[str, int] = field(default_factory=dict)  # highest RSS seen in each phase
     samples: int = 0
     high_water_mark: bool = False  # peaks include the kernel's VmHWM, not only samples
+    interval_s: float = SAMPLE_INTERVAL_S  # the RSS sampling period used
 
 
 def _child_main(target: str, payload: Any, messages: Any, acks: Any) -> None:
@@ -119,10 +124,12 @@ def _exit_reason(exitcode: int | None) -> str:
 
 def run_watched(target: str, payload: Any, *, timeout_s: float,
                 on_event: Callable[[Any], None] | None = None,
-                interval_s: float = SAMPLE_INTERVAL_S) -> Watched:
+                interval_s: float | None = None) -> Watched:
     """Spawn a child that runs `target(payload, reporter)`; return its result and memory.
 
-    Raises ChildFailed when the child raises, dies, or exceeds `timeout_s`.
+    `interval_s` is the RSS sampling period; by default HWM_SAMPLE_INTERVAL_S where the kernel
+    reports the peak (Linux), else SAMPLE_INTERVAL_S. Raises ChildFailed when the child
+    raises, dies, or exceeds `timeout_s`.
     """
     import psutil
 
@@ -138,6 +145,9 @@ def run_watched(target: str, payload: Any, *, timeout_s: float,
     phase = STARTUP_PHASE
     watched.peak_rss[phase] = 0
     watched.high_water_mark = _read_hwm(pid) is not None
+    if interval_s is None:
+        interval_s = HWM_SAMPLE_INTERVAL_S if watched.high_water_mark else SAMPLE_INTERVAL_S
+    watched.interval_s = interval_s
     deadline = time.monotonic() + timeout_s
     try:
         handle: psutil.Process | None = psutil.Process(pid)

@@ -77,36 +77,65 @@ def make_batches(encoded: Batch, batch_size: int, limit: int = MAX_DISTINCT_BATC
 
 
 def measure_child(payload: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
-    """Runs in the spawned process: import, tokenize, load, time each batch size."""
+    """Runs in the spawned process: import, tokenize, load, time each (length, batch) point."""
     folder = Path(payload["folder"])
-    threads, seq = payload["threads"], payload["sequence_length"]
+    threads = payload["threads"]
     runtime = RUNTIMES.get(payload["runtime"])
     runtime.setup(threads)
-    encoded = encode_texts(folder, payload["texts"], seq)
+    encoded = {seq: encode_texts(folder, payload["texts"], seq)
+               for seq in payload["sequence_lengths"]}
     reporter.phase("load")  # baseline: imports done, inputs ready, no model yet
     model = runtime.load(folder, threads)
     reporter.phase("inference")
-    latency = {}
-    for batch_size in payload["batch_sizes"]:
-        feeds = [model.prepare(b) for b in make_batches(encoded, batch_size)]
-        timings = timed_runs(model.run, feeds, payload["warmup_runs"], payload["min_runs"],
-                             payload["min_duration_s"])
-        latency[str(batch_size)] = summarize(timings, batch_size, seq)
-        del feeds
-        reporter.event(batch_size)
+    latency = []
+    for seq, tokens in encoded.items():
+        for batch_size in payload["batch_sizes"]:
+            feeds = [model.prepare(b) for b in make_batches(tokens, batch_size)]
+            floors = (payload["warmup_runs"], payload["min_runs"], payload["min_duration_s"])
+            point = {**summarize(timings_of(model.run, feeds, floors), batch_size, seq),
+                     "threads": threads}
+            if model.first_token is not None:
+                point |= generation_stats(point, timings_of(model.first_token, feeds, floors),
+                                          model.new_tokens)
+            latency.append(point)
+            del feeds
+            reporter.event(batch_size)
     reporter.phase("teardown")  # counting parameters may load the graph again: not inference
-    return {"latency": latency, "parameters": model.count_parameters(), "runtime_info": model.info}
+    return {"latency": latency, "parameters": model.count_parameters(),
+            "runtime_info": model.info, "device_peak_bytes": model.device_peak_bytes()}
+
+
+def timings_of(call: Callable[[Any], object], feeds: list[Any],
+               floors: tuple[int, int, float]) -> list[float]:
+    warmup_runs, min_runs, min_duration_s = floors
+    return timed_runs(call, feeds, warmup_runs, min_runs, min_duration_s)
+
+
+def generation_stats(point: dict[str, Any], first_token_ms: list[float], new_tokens: int,
+                     ) -> dict[str, Any]:
+    """Tokens per second of a whole generate call, and the time to its first token."""
+    first = summarize(first_token_ms, point["batch_size"], point["sequence_length"])
+    mean = point["mean_ms"]
+    return {
+        "new_tokens": new_tokens,
+        "tokens_per_s": round(point["batch_size"] * new_tokens * 1000.0 / mean, 3)
+        if mean > 0 else None,
+        "time_to_first_token": {k: first[k] for k in
+                                ("runs", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "timings_ms")},
+    }
 
 
 def bench_model(name: str, runtime: str, folder: Path, texts: Sequence[Any],
-                batch_sizes: Sequence[int], sequence_length: int, threads: int,
-                warmup_runs: int, min_runs: int, min_duration_s: float, *,
-                timeout_s: float = DEFAULT_TIMEOUT_S,
+                batch_sizes: Sequence[int], sequence_lengths: Sequence[int],
+                threads: Sequence[int], warmup_runs: int, min_runs: int, min_duration_s: float,
+                *, timeout_s: float = DEFAULT_TIMEOUT_S,
                 on_step: Callable[[str, int], None] | None = None) -> dict[str, Any]:
-    """Latency, memory, size and parameters of one model folder, measured in its own process.
+    """Latency over the (threads x length x batch) grid, memory, size and parameters of one folder.
 
-    Raises KdedgeError when the folder cannot be benched (missing files, no texts) and its
-    subclass ChildFailed when the measuring process crashes or times out.
+    Each thread count gets its own spawned process (a thread pool is fixed when it starts);
+    memory is that of the first one, the headline configuration. Raises KdedgeError when the
+    folder cannot be benched (missing files, no texts) and its subclass ChildFailed when a
+    measuring process crashes or times out.
     """
     folder = Path(folder)
     reason = missing_files(runtime, folder)
@@ -114,32 +143,40 @@ def bench_model(name: str, runtime: str, folder: Path, texts: Sequence[Any],
         raise KdedgeError(f"Cannot bench {name}: {reason}.")
     if not texts:
         raise KdedgeError(f"Cannot bench {name}: no input texts were given.")
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise KdedgeError(f"Cannot bench {name}: batch sizes must be at least 1, got "
-                          f"{list(batch_sizes)}.")
+    for label, values in (("batch sizes", batch_sizes), ("sequence lengths", sequence_lengths),
+                          ("thread counts", threads)):
+        if not values or min(values) < 1:
+            raise KdedgeError(f"Cannot bench {name}: {label} must be at least 1, got "
+                              f"{list(values)}.")
     payload = {
         "runtime": runtime, "folder": str(folder.resolve()),
         "texts": [tuple(t) if isinstance(t, tuple | list) else str(t) for t in texts],
-        "batch_sizes": [int(b) for b in batch_sizes], "sequence_length": int(sequence_length),
-        "threads": int(threads), "warmup_runs": int(warmup_runs), "min_runs": int(min_runs),
+        "batch_sizes": [int(b) for b in batch_sizes],
+        "sequence_lengths": [int(s) for s in sequence_lengths],
+        "warmup_runs": int(warmup_runs), "min_runs": int(min_runs),
         "min_duration_s": float(min_duration_s),
     }
     step = None if on_step is None else (lambda batch_size: on_step(name, batch_size))
-    watched = run_watched("kdedge.bench.measure:measure_child", payload, timeout_s=timeout_s,
-                          on_event=step)
-    result = watched.result
+    processes = [run_watched("kdedge.bench.measure:measure_child",
+                             {**payload, "threads": int(count)}, timeout_s=timeout_s,
+                             on_event=step)
+                 for count in dict.fromkeys(threads)]
+    first = processes[0]
     return {
         "runtime": runtime,
         "path": str(folder),
         "size_bytes": dir_bytes(folder),
-        "parameters": result["parameters"],
+        "parameters": first.result["parameters"],
         "memory": {
-            "baseline_rss_bytes": watched.boundary_rss.get("load"),
-            "load_peak_rss_bytes": watched.peak_rss.get("load"),
-            "inference_peak_rss_bytes": watched.peak_rss.get("inference"),
-            "peak_source": "sampled+VmHWM" if watched.high_water_mark else "sampled",
-            "samples": watched.samples,
+            "threads": int(threads[0]),
+            "baseline_rss_bytes": first.boundary_rss.get("load"),
+            "load_peak_rss_bytes": first.peak_rss.get("load"),
+            "inference_peak_rss_bytes": first.peak_rss.get("inference"),
+            "peak_source": "sampled+VmHWM" if first.high_water_mark else "sampled",
+            "samples": first.samples,
+            "sample_interval_ms": first.interval_s * 1000,
+            "device_peak_bytes": first.result["device_peak_bytes"],
         },
-        "runtime_info": result["runtime_info"],
-        "latency": result["latency"],
+        "runtime_info": first.result["runtime_info"],
+        "latency": [point for watched in processes for point in watched.result["latency"]],
     }

@@ -1,29 +1,31 @@
-"""The bench stage: every configured model, same threads, texts and shapes, one process each.
+"""The bench stage: every configured model on every target, same threads, texts and shapes.
 
-Writes results.json (everything, with the raw timings) and returns the same tree without the
-raw timings as the manifest's metrics. A model whose folder is missing or whose process fails
-is listed under "skipped" with the reason; the others are still measured.
+Each (model, target) entry is measured in its own spawned process per thread count, over the
+grid of sequence lengths and batch sizes. An entry is named after its model on the CPU
+(`student-int8`) and `model@target` elsewhere (`student-fp16@cuda`). Writes results.json
+(everything, with the raw timings) and returns the same tree without the raw timings as the
+manifest's metrics. An entry whose target is absent here, whose folder is missing or whose
+process fails is listed under "skipped" with the reason; the others are still measured.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdedge.artifacts import write_json
-from kdedge.bench.isolate import SAMPLE_INTERVAL_S
+from kdedge.bench.isolate import HWM_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
 from kdedge.bench.measure import bench_model
-from kdedge.bench.runners import missing_files
+from kdedge.bench.runners import RUNTIMES, missing_files, runtime_for
 from kdedge.bench.stats import without_timings
 from kdedge.errors import KdedgeError
 from kdedge.progress import progress_bar
 from kdedge.registry import Registry
 
 if TYPE_CHECKING:
-    from kdedge.config import BenchConfig
     from kdedge.pipeline import StageContext
 
 log = logging.getLogger("kdedge")
@@ -34,11 +36,19 @@ MAX_TEXTS = 2048  # enough distinct real batches to cycle; keeps the child's pay
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a named model lives in a run directory and which runtime executes it."""
+    """Where a named model lives in a run directory, its framework and where it is worth timing."""
 
-    runtime: str
+    framework: str  # pytorch | onnxruntime
     stage: str  # the upstream stage directory that holds it
     subdir: str
+    # int8 only pays off on CPUs (onnxruntime's CUDA provider does not speed it up), fp16 only
+    # on GPUs (a CPU computes it in float32 after casting)
+    targets: tuple[str, ...] = ("cpu", "cuda", "tensorrt")
+    how_to_make: str = ""  # the setting that writes this model, for a skip reason
+
+    def missing(self, runtime: str, stage_dir: Callable[[str], Path]) -> str | None:
+        reason = missing_files(runtime, self.folder(stage_dir))
+        return f"{reason} ({self.how_to_make})" if reason and self.how_to_make else reason
 
     def folder(self, stage_dir: Callable[[str], Path]) -> Path:
         return stage_dir(self.stage) / self.subdir
@@ -51,7 +61,27 @@ MODELS.register("teacher-pytorch")(ModelSource("pytorch", "teacher", "model"))
 MODELS.register("student-pytorch")(ModelSource("pytorch", "distill", "student"))
 MODELS.register("teacher-onnx")(ModelSource("onnxruntime", "export", "teacher"))
 MODELS.register("student-onnx")(ModelSource("onnxruntime", "export", "student"))
-MODELS.register("student-int8")(ModelSource("onnxruntime", "quantize", "student-int8"))
+MODELS.register("student-int8")(ModelSource("onnxruntime", "quantize", "student-int8",
+                                            targets=("cpu",)))
+MODELS.register("student-fp16")(ModelSource("onnxruntime", "quantize", "student-fp16",
+                                            targets=("cuda", "tensorrt"),
+                                            how_to_make="set quantize.fp16=true to write it"))
+
+
+def entry_name(model: str, target: str) -> str:
+    return model if target == "cpu" else f"{model}@{target}"
+
+
+def plan(models: Sequence[str], targets: Sequence[str]) -> list[tuple[str, ModelSource, str]]:
+    """(entry, source, runtime) for every model on every target it is worth timing on."""
+    sources = {name: MODELS.get(name) for name in models}  # unknown names fail before work
+    entries = []
+    for target in targets:
+        for name, source in sources.items():
+            runtime = runtime_for(source.framework, target)
+            if runtime is not None and target in source.targets:
+                entries.append((entry_name(name, target), source, runtime))
+    return entries
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -61,66 +91,70 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def new_results(cfg: BenchConfig, threads: int, sequence_length: int, texts: int,
-                ) -> dict[str, Any]:
-    """The results layout, with no model measured yet: the stage and `kdedge bench FOLDER`
-    both fill it, so a target device's file has the same keys as a run's results.json."""
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Bench every configured model on every target under one protocol; return the metrics."""
+    from kdedge.data.dataset import load_task
+    from kdedge.environment import physical_cores
+
+    cfg = ctx.cfg.bench
+    entries = plan(cfg.models, cfg.targets)
+    threads = list(cfg.threads or (physical_cores(),))
+    sequence_lengths = list(cfg.sequence_lengths or (ctx.cfg.data.max_length,))
+    texts = list(load_task(ctx.input("data")).splits["test"].texts[:MAX_TEXTS])
+    if not texts:
+        raise KdedgeError("The test split is empty, so there are no real texts to bench with; "
+                          "raise data.test_fraction or data.max_eval_samples.")
+    results = results_header(threads, sequence_lengths, cfg, len(texts))
+    results["targets"] = list(cfg.targets)
+    steps = len(threads) * len(sequence_lengths) * len(cfg.batch_sizes)
+    done = 0
+    with progress_bar("bench", len(entries) * steps) as progress:
+        task = progress.task_ids[0]
+        for entry, source, runtime in entries:
+            progress.update(task, status=entry)
+            folder = source.folder(ctx.input)
+            reason = RUNTIMES.get(runtime).unavailable() or source.missing(runtime, ctx.input)
+            try:
+                if reason is not None:
+                    raise KdedgeError(reason)
+                row = bench_model(
+                    entry, runtime, folder, texts, cfg.batch_sizes, sequence_lengths, threads,
+                    cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
+                    on_step=lambda _name, _size: progress.advance(task),
+                )
+            except KdedgeError as err:
+                results["skipped"][entry] = str(err) if reason is None else reason
+                log.warning("bench: %s skipped (%s)", entry, results["skipped"][entry])
+            else:
+                row["path"] = _relative(folder, ctx.run_dir)
+                row["target"] = entry.partition("@")[2] or "cpu"
+                results["models"][entry] = row
+            # a skipped or failed entry still moves the bar by all of its steps
+            done += steps
+            progress.update(task, completed=done)
+    write_json(ctx.work / RESULTS_FILE, results)
+    return without_timings(results)
+
+
+def results_header(threads: Sequence[int], sequence_lengths: Sequence[int], cfg: Any,
+                   texts: int) -> dict[str, Any]:
+    """The grid and the protocol, shared by the bench stage and `kdedge bench` on a device."""
     return {
-        "threads": threads,
-        "sequence_length": sequence_length,
+        "threads": list(threads),
+        "sequence_lengths": list(sequence_lengths),
         "batch_sizes": list(cfg.batch_sizes),
         "texts": texts,
         "protocol": {
             "warmup_runs": cfg.warmup_runs,
             "min_runs": cfg.min_runs,
             "min_duration_s": cfg.min_duration_s,
-            "timer": "perf_counter",
-            "process_isolation": "spawn",
+            "timer": "perf_counter (CUDA targets synchronize before the clock stops)",
+            "process_isolation": "spawn, one process per model and thread count",
             "ort_arena": "default",
-            "rss_sample_interval_ms": SAMPLE_INTERVAL_S * 1000,
+            "io_binding": "on GPU targets",
+            "rss_sample_interval_ms": {"with_kernel_high_water_mark": HWM_SAMPLE_INTERVAL_S * 1000,
+                                       "without": SAMPLE_INTERVAL_S * 1000},
         },
         "models": {},
         "skipped": {},
     }
-
-
-def run(ctx: StageContext) -> dict[str, Any]:
-    """Bench every model in cfg.bench.models under one protocol; return the metrics."""
-    from kdedge.data.dataset import load_task
-    from kdedge.environment import physical_cores
-
-    cfg = ctx.cfg.bench
-    sources = {name: MODELS.get(name) for name in cfg.models}  # unknown names fail before work
-    threads = cfg.threads or physical_cores()
-    sequence_length = cfg.sequence_length or ctx.cfg.data.max_length
-    texts = list(load_task(ctx.input("data")).splits["test"].texts[:MAX_TEXTS])
-    if not texts:
-        raise KdedgeError("The test split is empty, so there are no real texts to bench with; "
-                          "raise data.test_fraction or data.max_eval_samples.")
-    results = new_results(cfg, threads, sequence_length, len(texts))
-    steps, done = len(cfg.batch_sizes), 0
-    with progress_bar("bench", len(sources) * steps) as progress:
-        task = progress.task_ids[0]
-        for name, source in sources.items():
-            progress.update(task, status=name)
-            folder = source.folder(ctx.input)
-            reason = missing_files(source.runtime, folder)
-            try:
-                if reason is not None:
-                    raise KdedgeError(reason)
-                row = bench_model(
-                    name, source.runtime, folder, texts, cfg.batch_sizes, sequence_length,
-                    threads, cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
-                    on_step=lambda _name, _size: progress.advance(task),
-                )
-            except KdedgeError as err:
-                results["skipped"][name] = str(err) if reason is None else reason
-                log.warning("bench: %s skipped (%s)", name, results["skipped"][name])
-            else:
-                row["path"] = _relative(folder, ctx.run_dir)
-                results["models"][name] = row
-            # a skipped or failed model still moves the bar by all of its steps
-            done += steps
-            progress.update(task, completed=done)
-    write_json(ctx.work / RESULTS_FILE, results)
-    return without_timings(results)

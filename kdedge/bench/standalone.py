@@ -24,7 +24,7 @@ from typing import Any
 from kdedge.artifacts import read_json, sha256_file, write_json
 from kdedge.bench.measure import bench_model
 from kdedge.bench.runners import TOKENIZER_FILE
-from kdedge.bench.stage import new_results
+from kdedge.bench.stage import results_header
 from kdedge.bundle.stage import BUNDLE_EXTRAS, BUNDLE_FILE, LABELS_FILE, SAMPLE_TEXTS_FILE
 from kdedge.errors import KdedgeError
 from kdedge.runtime import ONNX_FILE
@@ -32,7 +32,8 @@ from kdedge.runtime import ONNX_FILE
 log = logging.getLogger("kdedge")
 
 DEFAULT_OUTPUT = Path("bench-results.json")
-RUNTIME = "onnxruntime"
+RUNTIME = "onnxruntime"  # onnxruntime's CPU provider: what a runtime-only install runs
+EXECUTION_TARGET = "cpu"
 MAX_TEXTS = 2048  # as the stage: enough distinct real batches to cycle
 OPTIONS = {"min_duration_s": "--min-duration"}  # config fields whose CLI option is named otherwise
 
@@ -110,32 +111,35 @@ def model_folder(path: Path, bundled: bool) -> Iterator[Path]:
 
 
 def bench_path(path: Path, *, output: Path = DEFAULT_OUTPUT, target: str | None = None,
-               batch_sizes: Sequence[int] | None = None, sequence_length: int | None = None,
-               threads: int | None = None, texts_file: Path | None = None,
-               warmup_runs: int | None = None, min_runs: int | None = None,
-               min_duration_s: float | None = None) -> dict[str, Any]:
+               batch_sizes: Sequence[int] | None = None,
+               sequence_lengths: Sequence[int] | None = None, threads: Sequence[int] | None = None,
+               texts_file: Path | None = None, warmup_runs: int | None = None,
+               min_runs: int | None = None, min_duration_s: float | None = None) -> dict[str, Any]:
     """Bench one ONNX model under the stage's protocol; write and return the results."""
     from kdedge import environment
     from kdedge.progress import progress_bar
 
     found = find_target(path)
-    cfg, sequence_length = settings(found.meta, batch_sizes, sequence_length, threads, warmup_runs,
-                                    min_runs, min_duration_s)
+    cfg = settings(found.meta, batch_sizes, sequence_lengths, threads, warmup_runs, min_runs,
+                   min_duration_s)
     if texts_file is None:
         texts_file = found.folder / SAMPLE_TEXTS_FILE
         if not texts_file.is_file():
             raise KdedgeError(f"{found.folder} has no {SAMPLE_TEXTS_FILE}; pass real texts with "
                               "--texts FILE (one per line).")
     texts = read_texts(texts_file, found.pairs)
-    used_threads = cfg.threads or environment.physical_cores()
-    results = new_results(cfg, used_threads, sequence_length, len(texts))
-    steps = len(cfg.batch_sizes)
+    counts = list(cfg.threads or (environment.physical_cores(),))
+    lengths = list(cfg.sequence_lengths)
+    results = results_header(counts, lengths, cfg, len(texts))
+    results["targets"] = [EXECUTION_TARGET]
+    steps = len(counts) * len(lengths) * len(cfg.batch_sizes)
     with model_folder(Path(path), bool(found.meta)) as folder, progress_bar("bench", steps) as bar:
-        row = bench_model(found.name, RUNTIME, folder, texts, cfg.batch_sizes, sequence_length,
-                          used_threads, cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
+        row = bench_model(found.name, RUNTIME, folder, texts, cfg.batch_sizes, lengths, counts,
+                          cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
                           on_step=lambda _name, _size: bar.advance(bar.task_ids[0]))
         model_sha256 = sha256_file(folder / ONNX_FILE)
     row["path"] = str(Path(path).resolve())
+    row["target"] = EXECUTION_TARGET
     row["model_sha256"] = model_sha256  # ties these numbers to one exact graph
     results["models"][found.name] = row
     results["target"] = target or default_target()
@@ -148,41 +152,39 @@ def bench_path(path: Path, *, output: Path = DEFAULT_OUTPUT, target: str | None 
     return results
 
 
-def settings(meta: dict[str, Any], batch_sizes: Sequence[int] | None, sequence_length: int | None,
-             threads: int | None, warmup_runs: int | None, min_runs: int | None,
-             min_duration_s: float | None) -> tuple[Any, int]:
-    """The bench settings: options first, then the bundle's run settings, then the defaults.
-
-    Threads are not taken from the run: the target machine's own cores are the default.
-    """
+def settings(meta: dict[str, Any], batch_sizes: Sequence[int] | None,
+             sequence_lengths: Sequence[int] | None, threads: Sequence[int] | None,
+             warmup_runs: int | None, min_runs: int | None, min_duration_s: float | None) -> Any:
+    """The bench grid and floors (a BenchConfig): options first, then the bundle's run
+    settings, then the defaults. Threads are not taken from the run: the target machine's
+    own cores are the default."""
     from pydantic import ValidationError
 
     from kdedge.config import BenchConfig
 
     run = meta.get("bench") or {}
     protocol = run.get("protocol") or {}
+    max_length = meta.get("max_length")
     chosen = {
         "batch_sizes": batch_sizes or run.get("batch_sizes"),
-        "threads": threads,
+        "sequence_lengths": (sequence_lengths or run.get("sequence_lengths")
+                             or ([max_length] if max_length else None)),
+        "threads": threads or None,
         "warmup_runs": _first(warmup_runs, protocol.get("warmup_runs")),
         "min_runs": _first(min_runs, protocol.get("min_runs")),
         "min_duration_s": _first(min_duration_s, protocol.get("min_duration_s")),
     }
+    if chosen["sequence_lengths"] is None:
+        raise KdedgeError("No sequence length is known for a bare ONNX model; pass "
+                          "--sequence-length (the max_length it was trained with).")
     try:
-        cfg = BenchConfig(**{k: v for k, v in chosen.items() if v is not None})
+        return BenchConfig(**{k: v for k, v in chosen.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
         field = str(first["loc"][0])
         option = OPTIONS.get(field, "--" + field.replace("_", "-"))
         raise KdedgeError(f"{option} {json.dumps(first.get('input'))} is invalid: "
                           f"{first['msg'].lower()}.") from None
-    length = _first(sequence_length, run.get("sequence_length"), meta.get("max_length"))
-    if length is None:
-        raise KdedgeError("No sequence length is known for a bare ONNX model; pass "
-                          "--sequence-length (the max_length it was trained with).")
-    if int(length) < 1:
-        raise KdedgeError(f"--sequence-length {length} is invalid; give at least 1.")
-    return cfg, int(length)
 
 
 def _first(*values: Any) -> Any:

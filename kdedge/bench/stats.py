@@ -77,6 +77,21 @@ def timed_runs(call: Callable[[Any], object], feeds: Sequence[Any], warmup_runs:
     return timings
 
 
+def latency_at(row: dict[str, Any], sequence_length: int | None = None,
+               threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """One model's latency points at one sequence length and thread count, keyed by batch size.
+
+    None picks the first length / thread count of the sweep: the headline configuration.
+    """
+    points = row.get("latency") or []
+    if not points:
+        return {}
+    seq = points[0]["sequence_length"] if sequence_length is None else sequence_length
+    count = points[0].get("threads") if threads is None else threads
+    return {str(p["batch_size"]): p for p in points
+            if p["sequence_length"] == seq and p.get("threads") == count}
+
+
 def without_timings(data: Any) -> Any:
     """A copy of a results tree without the raw `timings_ms` lists (for the manifest's metrics)."""
     if isinstance(data, dict):

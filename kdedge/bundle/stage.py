@@ -127,9 +127,8 @@ def model_folder(ctx: StageContext, name: str) -> Path:
     from kdedge.bench.runners import missing_files
     from kdedge.bench.stage import MODELS
 
-    source = MODELS.get(name)
-    folder = source.folder(ctx.input)
-    reason = missing_files(source.runtime, folder)
+    folder = MODELS.get(name).folder(ctx.input)
+    reason = missing_files("onnxruntime", folder)  # every shippable artifact is ONNX
     if reason is not None:
         raise KdedgeError(f"Cannot bundle {name}: {reason}; run the stage that writes it, or "
                           "choose another bundle.artifact.")
@@ -175,7 +174,7 @@ def run_fingerprints(report: dict[str, Any], ctx: StageContext) -> dict[str, str
 def bench_settings(bench: dict[str, Any]) -> dict[str, Any]:
     """The protocol the report's speed numbers were measured with; `kdedge bench BUNDLE`
     repeats it by default, so a target device's numbers compare with the run's."""
-    return {key: bench.get(key) for key in ("threads", "sequence_length", "batch_sizes", "protocol")}
+    return {key: bench.get(key) for key in ("threads", "sequence_lengths", "batch_sizes", "protocol")}
 
 
 def sample_texts(data_dir: Path, count: int) -> list[str]:

@@ -8,6 +8,7 @@ calibration can stream batches from a reader and keep its memory bounded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -181,9 +182,33 @@ def calibrate(model: Path, reader: TextCalibrationReader, method: str, window: i
     return ranges
 
 
+class _DropPreprocessHint(logging.Filter):
+    """onnxruntime's quantizers warn on the root logger whenever a graph lacks its
+    pre-processing metadata; kdedge records whether it pre-processed (quantize.preprocess)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_preprocess_hint() -> Iterator[None]:
+    root, hint = logging.getLogger(), _DropPreprocessHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
 def quantize_model(source: Path, out: Path, spec: QuantSpec,
                    reader_factory: Any = None, calibration_window: int = 4) -> None:
     """Write `out` (an .onnx file) from the float graph `source` as `spec` says."""
+    with _no_preprocess_hint():
+        _quantize(source, out, spec, reader_factory, calibration_window)
+
+
+def _quantize(source: Path, out: Path, spec: QuantSpec, reader_factory: Any,
+              calibration_window: int) -> None:
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data

@@ -38,7 +38,8 @@ def run(ctx) -> dict[str, Any]:
     cfg: QuantizeConfig = ctx.cfg.quantize
     task = load_task(ctx.input("data"))
     source = ctx.input("export") / "student"
-    max_length, threads = ctx.cfg.data.max_length, ctx.cfg.bench.threads or ctx.cfg.run.threads
+    max_length = ctx.cfg.data.max_length
+    threads = ctx.cfg.bench.threads[0] if ctx.cfg.bench.threads else ctx.cfg.run.threads
     out = ctx.work / "student-int8"
     scratch = ctx.work / ".scratch"
     try:
@@ -97,7 +98,7 @@ def quantize_student(source: Path, out: Path, scratch: Path, cfg: QuantizeConfig
     shutil.copyfile(chosen, out / ONNX_FILE)
     graph.copy_companions(source, out)
     facts = graph.graph_facts(fp32, out / ONNX_FILE, optimization=cfg.optimization,
-                              preprocessed=cfg.preprocess)
+                              preprocessed=cfg.preprocess, prepared=prepared)
     int8_bytes, fp32_bytes = facts["bytes_after"], facts["bytes_before"]
     chosen_spec = result.chosen
     log.info("  student-int8: %s, %s preset, %d/%d MatMuls int8, %.1f MB -> %.1f MB%s",

@@ -13,14 +13,16 @@ min_retained_accuracy, the config key, which applies to the primary metric of ei
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdedge import __version__
 from kdedge.artifacts import MANIFEST, Manifest
+from kdedge.bench.stats import latency_at
 from kdedge.config import ReportConfig, load_config
 from kdedge.data.dataset import CLASSIFICATION
 from kdedge.evaluate import SUMMARY_METRICS, primary_metric
@@ -34,6 +36,7 @@ from kdedge.report.formatting import (
     fmt_sci,
     metric_name,
 )
+from kdedge.report.targets import load_added
 
 SCHEMA_VERSION = 1
 REFERENCE = "teacher-onnx"  # quality and speed reference: the teacher as it would ship
@@ -64,8 +67,25 @@ ARTIFACT_SPECS = (
     ArtifactSpec("student-onnx", "student", "onnxruntime", "fp32", ("export", "models", "student")),
     ArtifactSpec("student-int8", "student", "onnxruntime", "int8",
                  ("quantize", "models", "student-int8")),
+    ArtifactSpec("student-fp16", "student", "onnxruntime", "fp16",
+                 ("quantize", "models", "student-fp16")),
 )
 ARTIFACTS = tuple(spec.name for spec in ARTIFACT_SPECS)
+OPTIONAL = ("student-fp16",)  # a row only when the run wrote it (quantize.fp16) or benched it
+_SPECS = {spec.name: spec for spec in ARTIFACT_SPECS}
+
+
+def target_of(name: str) -> str:
+    """The bench target of an artifact row: `student-onnx@cuda` runs on cuda, bare names on cpu."""
+    return name.partition("@")[2] or "cpu"
+
+
+def _spec_for(name: str, entry: Mapping[str, Any]) -> ArtifactSpec:
+    """A bench entry's artifact: `model@target` is the same file (and quality) as `model`."""
+    base = _SPECS.get(name.partition("@")[0])
+    if base is not None:
+        return dataclasses.replace(base, name=name)
+    return ArtifactSpec(name, "other", str(entry.get("runtime") or "unknown"), "n/a", ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,37 +118,46 @@ def build_report_from_run(run_dir: Path, *, min_retained_accuracy: float | None 
         seed = next((s for s in seeds if isinstance(s, int)), None)
     if min_retained_accuracy is not None:
         floor = min_retained_accuracy
-    return build_report(manifests, min_retained_accuracy=floor, seed=seed)
+    return build_report(manifests, min_retained_accuracy=floor, seed=seed,
+                        added=load_added(run_dir))
 
 
 def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accuracy: float,
-                 seed: int | None) -> dict[str, Any]:
+                 seed: int | None, added: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The whole report as one plain JSON-ready dict (shape: the keys of `report` below).
 
     `artifacts` holds one row per artifact (quality, latency per batch size, memory, size,
     parameters, `vs_reference` ratios); `recommendation` holds the verdict and its reasons; the
     other keys hold the export, quantization, training, data, environment and reproducibility
-    facts, each None when its stage is missing.
+    facts, each None when its stage is missing. `added` holds bench results measured on other
+    devices (`--add-bench`): their models become `model@TARGET` rows.
     """
     metrics = {name: _mapping(getattr(manifests.get(name), "metrics", None))
                for name in REPORT_INPUTS}
     task, metric = task_and_metric(metrics["data"])
     quality_metrics = (metric, *[m for m in SUMMARY_METRICS.get(task, ()) if m != metric])
     bench = metrics["bench"]
-    bench_models = _mapping(bench.get("models"))
+    bench_models = dict(_mapping(bench.get("models")))
     skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
+    for results in added:
+        target = results["target"]
+        bench_models |= {f"{name}@{target}": entry for name, entry in results["models"].items()}
+        skipped |= {f"{name}@{target}": str(reason)
+                    for name, reason in _mapping(results.get("skipped")).items()}
     batch_sizes = _batch_sizes(bench, bench_models)
     ranking_batch = 1 if 1 in batch_sizes else (batch_sizes[0] if batch_sizes else None)
 
-    specs = list(ARTIFACT_SPECS) + [
-        ArtifactSpec(str(name), "other", str(_mapping(entry).get("runtime") or "unknown"),
-                     "n/a", ())
-        for name, entry in bench_models.items() if name not in ARTIFACTS
-    ]
+    # the CPU artifacts always have a row (n/a when absent); other targets' when benched or skipped
+    extra = [str(name) for name in [*bench_models, *skipped]
+             if name not in ARTIFACTS and (name in bench_models or "@" in str(name))]
+    written = _mapping(metrics["quantize"].get("models"))
+    specs = [spec for spec in ARTIFACT_SPECS
+             if spec.name not in OPTIONAL or spec.name in bench_models or spec.name in written]
+    specs += [_spec_for(name, _mapping(bench_models.get(name))) for name in dict.fromkeys(extra)]
     rows = [_artifact_row(spec, metrics, _mapping(bench_models.get(spec.name)),
                           skipped.get(spec.name), task, quality_metrics) for spec in specs]
     by_name = {row["name"]: row for row in rows}
-    _add_reference_ratios(rows, by_name[REFERENCE], batch_sizes, metric)
+    _add_reference_ratios(rows, by_name, batch_sizes, metric)
     recommendation = recommend(by_name, min_retained_accuracy=min_retained_accuracy,
                                batch_size=ranking_batch, metric=metric)
     missing = [name for name in REPORT_INPUTS if manifests.get(name) is None]
@@ -150,6 +179,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "training": _training(metrics, manifests, metric),
         "data": _data(metrics),
         "benchmark": _benchmark(bench, batch_sizes, skipped) if bench else None,
+        "added_targets": [_added_target(results) for results in added],
         "environment": environment,
         "reproducibility": _reproducibility(manifests, seed),
         "missing_stages": missing,
@@ -357,7 +387,7 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
     test = _quality(node.get("test"), task, quality_metrics)
     validation = _quality(node.get("validation"), task, quality_metrics)
     primary = quality_metrics[0]
-    latency = {str(bs): _latency(stats) for bs, stats in _mapping(entry.get("latency")).items()}
+    latency = {bs: _latency(stats) for bs, stats in headline_latency(entry).items()}
     memory = _mapping(entry.get("memory"))
     file_bytes = _int(node.get("bytes")) if len(spec.quality_at) > 1 else None
     size_bytes, size_source = _int(entry.get("size_bytes")), "bench"
@@ -372,6 +402,7 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
     produced = bool(test or validation or latency or size_bytes is not None or path)
     return {
         "name": spec.name,
+        "target": target_of(spec.name),
         "family": spec.family,
         "runtime": str(entry.get("runtime") or spec.runtime),
         "precision": spec.precision,
@@ -407,20 +438,23 @@ def _gate(gate: Any) -> dict[str, Any] | None:
             "fallback_used": gate.get("fallback_used")}
 
 
-def _add_reference_ratios(rows: list[dict[str, Any]], ref: Mapping[str, Any],
+def _add_reference_ratios(rows: list[dict[str, Any]], by_name: Mapping[str, Mapping[str, Any]],
                           batch_sizes: list[int], metric: str) -> None:
     """The retained primary metric (artifact / reference, for accuracy and Pearson alike) and
-    the speed, size and memory ratios of each row to the reference.
+    the speed, size and memory ratios of each row to the reference on the same target.
 
     Speed, size and memory ratios read reference / artifact, so above 1 always means the
-    artifact is better.
+    artifact is better. A GPU row is timed against the teacher's ONNX on that GPU, never
+    against the CPU: without that row its speed ratios are None.
     """
-    ref_acc = _test_score(ref, metric)
+    ref_acc = _test_score(by_name[REFERENCE], metric)
     for row in rows:
+        target = row["target"]
+        ref = by_name.get(REFERENCE if target == "cpu" else f"{REFERENCE}@{target}") or {}
         acc = _test_score(row, metric)
         row[f"retained_{metric}"] = _ratio(acc, ref_acc)
         row[f"{metric}_delta"] = _diff(acc, ref_acc)
-        speedup = {str(bs): _ratio(_dig(ref["latency"], str(bs), "p50_ms"),
+        speedup = {str(bs): _ratio(_dig(ref.get("latency"), str(bs), "p50_ms"),
                                    _dig(row["latency"], str(bs), "p50_ms")) for bs in batch_sizes}
         row["vs_reference"] = {
             "speedup": speedup,
@@ -428,6 +462,15 @@ def _add_reference_ratios(rows: list[dict[str, Any]], ref: Mapping[str, Any],
             "memory_ratio": _ratio(_dig(ref, "memory", "inference_peak_rss_bytes"),
                                    _dig(row, "memory", "inference_peak_rss_bytes")),
         }
+
+
+def headline_latency(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A bench entry's latency per batch size at the sweep's first length and thread count."""
+    latency = entry.get("latency")
+    if isinstance(latency, Mapping):  # results written before the sweep grid
+        return {str(k): v for k, v in latency.items()}
+    points = [p for p in latency if isinstance(p, Mapping)] if isinstance(latency, list) else []
+    return latency_at({"latency": points})
 
 
 def _size_ratio(ref: Mapping[str, Any], row: Mapping[str, Any]) -> float | None:
@@ -448,7 +491,7 @@ def _batch_sizes(bench: Mapping[str, Any], models: Mapping[str, Any]) -> list[in
         values = {_int(v) for v in declared}
     else:
         values = {_int(k) for entry in models.values()
-                  for k in _mapping(_mapping(entry).get("latency"))}
+                  for k in headline_latency(_mapping(entry))}
     return sorted(v for v in values if v is not None)
 
 
@@ -658,13 +701,54 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
 
 def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[str, str],
                ) -> dict[str, Any]:
+    """The grid and protocol; `sweep` lists every measured point when the grid has more than
+    the headline configuration (one thread count and one sequence length)."""
+    threads, lengths = _ints(bench.get("threads")), _ints(bench.get("sequence_lengths",
+                                                                     bench.get("sequence_length")))
+    sweep = [{"artifact": str(name), "threads": _int(p.get("threads")),
+              "sequence_length": _int(p.get("sequence_length")),
+              "batch_size": _int(p.get("batch_size")), "p50_ms": _num(p.get("p50_ms")),
+              "p95_ms": _num(p.get("p95_ms")),
+              "throughput_samples_per_s": _num(p.get("throughput_samples_per_s"))}
+             for name, entry in _mapping(bench.get("models")).items()
+             for p in (_mapping(entry).get("latency") if isinstance(
+                 _mapping(entry).get("latency"), list) else [])
+             if isinstance(p, Mapping)]
     return {
-        "threads": _int(bench.get("threads")),
-        "sequence_length": _int(bench.get("sequence_length")),
+        "threads": threads[0] if threads else None,
+        "sequence_length": lengths[0] if lengths else None,
+        "threads_swept": threads,
+        "sequence_lengths_swept": lengths,
         "batch_sizes": batch_sizes,
+        "targets": [str(t) for t in bench.get("targets") or ["cpu"]],
         "protocol": bench.get("protocol"),
         "skipped": skipped,
+        "sweep": sweep if len(threads) > 1 or len(lengths) > 1 else [],
     }
+
+
+def _added_target(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Where and how a device's results were measured (`kdedge bench` on the target)."""
+    env = _mapping(results.get("environment"))
+    cpu = _mapping(env.get("cpu"))
+    return {
+        "target": str(results["target"]),
+        "cpu_model": cpu.get("model"),
+        "arch": cpu.get("arch"),
+        "isa": {k: v for k, v in _mapping(cpu.get("isa")).items() if v},
+        "os": env.get("os"),
+        "packages": dict(_mapping(env.get("packages"))),
+        "threads": _ints(results.get("threads")),
+        "sequence_lengths": _ints(results.get("sequence_lengths")),
+        "batch_sizes": _ints(results.get("batch_sizes")),
+        "models": sorted(str(name) for name in _mapping(results.get("models"))),
+    }
+
+
+def _ints(value: Any) -> list[int]:
+    """A list of ints from a list or a single value (older results hold one number)."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in (_int(x) for x in values) if v is not None]
 
 
 def _environment(manifests: Mapping[str, Manifest | None]) -> dict[str, Any] | None:
@@ -719,7 +803,11 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
     """Warnings a reader must see before trusting the tables."""
     notes = [f"The {name} stage has no manifest in this run; its parts of the report show n/a."
              for name in missing]
-    notes += [f"The bench skipped {name}: {reason}." for name, reason in skipped.items()]
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():  # an absent GPU skips every model on it alike
+        by_reason.setdefault(reason, []).append(name)
+    notes += [f"The bench skipped {', '.join(names)}: {reason}."
+              for reason, names in by_reason.items()]
     for name, entry in _mapping(metrics["export"].get("models")).items():
         parity = _mapping(_mapping(entry).get("parity"))
         if parity.get("passed") is False:

@@ -202,7 +202,20 @@ def _latency(data: Mapping[str, Any]) -> list[str]:
                       fmt_num(stats.get("throughput_samples_per_s"), 1),
                       fmt_ratio(_get(row, "vs_reference", "speedup", bs))]
         rows.append(cells)
-    return [*lines, *_table(header, rows)]
+    return [*lines, *_table(header, rows), *_sweep(bench.get("sweep") or [])]
+
+
+def _sweep(points: list[Mapping[str, Any]]) -> list[str]:
+    """Every point of a thread-count / sequence-length sweep, one row each."""
+    if not points:
+        return []
+    header = ["Artifact", "threads", "sequence length", "batch", "p50 ms", "p95 ms", "samples/s"]
+    rows = [[escape_md(p["artifact"]), fmt_int(p.get("threads")),
+             fmt_int(p.get("sequence_length")), fmt_int(p.get("batch_size")),
+             fmt_num(p.get("p50_ms")), fmt_num(p.get("p95_ms")),
+             fmt_num(p.get("throughput_samples_per_s"), 1)] for p in points]
+    return ["", "### Sweep", "", "Every measured point of the grid; the table above is its first "
+            "thread count and sequence length.", "", *_table(header, rows)]
 
 
 def _per_class(data: Mapping[str, Any]) -> list[str]:
@@ -442,6 +455,7 @@ def _environment(data: Mapping[str, Any]) -> list[str]:
         ("bench threads (every model)", fmt_int(bench.get("threads"))),
         ("sequence length", fmt_int(bench.get("sequence_length"))),
         ("batch sizes", ", ".join(fmt_int(b) for b in bench.get("batch_sizes") or []) or NA),
+        ("targets", ", ".join(escape_md(t) for t in bench.get("targets") or []) or NA),
         ("benchmark protocol", protocol_text or NA),
     ])
     rows = [[escape_md(row["name"]), _settings(row.get("runtime_info")),
@@ -449,6 +463,17 @@ def _environment(data: Mapping[str, Any]) -> list[str]:
             for row in data.get("artifacts") or [] if row.get("benchmarked")]
     if rows:
         lines += ["", *_table(["Artifact", "Runtime settings", "Peak memory from"], rows)]
+    added = data.get("added_targets") or []
+    if added:
+        header = ["Target", "CPU", "ISA flags", "OS", "threads", "sequence lengths", "models"]
+        table = [[escape_md(t["target"]),
+                  f"{escape_md(t.get('cpu_model'))} ({escape_md(t.get('arch'))})",
+                  ", ".join(escape_md(k) for k in t.get("isa") or {}) or NA,
+                  escape_md(t.get("os")), _joined(t.get("threads")),
+                  _joined(t.get("sequence_lengths")), _joined(t.get("models"))]
+                 for t in added]
+        lines += ["", "Benchmarks added from other devices (`kdedge report --add-bench`); their "
+                  "rows are named MODEL@TARGET.", "", *_table(header, table)]
     return lines
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kdedge.artifacts import MANIFEST, Manifest, atomic_write_text
 from kdedge.report.compare import REPORT_INPUTS, build_report
 from kdedge.report.render import file_name, render
+from kdedge.report.targets import load_added
 
 if TYPE_CHECKING:
     from kdedge.pipeline import StageContext
@@ -28,7 +29,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for name in REPORT_INPUTS
     }
     data = build_report(manifests, min_retained_accuracy=ctx.cfg.report.min_retained_accuracy,
-                        seed=ctx.cfg.run.seed)
+                        seed=ctx.cfg.run.seed, added=load_added(ctx.run_dir))
     paths = write_reports(data, ctx.work, ctx.cfg.report.formats)
     log.info("  %s", data["recommendation"]["summary"])
     return summarize(data, [path.name for path in paths])

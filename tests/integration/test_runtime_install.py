@@ -69,12 +69,12 @@ def test_runtime_install_benches_and_predicts_without_torch(
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr
     results = json.loads(output.read_text())
-    assert results["target"] == "edge" and results["threads"] == 1
-    assert results["batch_sizes"] == [1, 4] and results["sequence_length"] == 32
+    assert results["target"] == "edge" and results["threads"] == [1]
+    assert results["batch_sizes"] == [1, 4] and results["sequence_lengths"] == [32]
     assert results["protocol"]["min_runs"] == 3  # the run's protocol, read from bundle.json
     row = results["models"][meta["artifact"]]
-    assert set(row["latency"]) == {"1", "4"}
-    assert all(stats["runs"] >= 3 and stats["p50_ms"] > 0 for stats in row["latency"].values())
+    assert sorted(point["batch_size"] for point in row["latency"]) == [1, 4]
+    assert all(point["runs"] >= 3 and point["p50_ms"] > 0 for point in row["latency"])
     assert row["model_sha256"] == meta["files"]["model.onnx"]["sha256"]
     assert row["parameters"] is None  # counting initializers needs the onnx package: not here
     assert results["environment"]["packages"]["torch"] is None

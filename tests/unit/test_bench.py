@@ -11,14 +11,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import toy_rows
+from conftest import VOCAB, toy_rows
 
 from kdedge.artifacts import read_json
 from kdedge.bench import stage as bench_stage
 from kdedge.bench.isolate import ChildFailed, Reporter, run_watched
 from kdedge.bench.measure import bench_model, encode_texts, make_batches
-from kdedge.bench.runners import guess_runtime, missing_files, onnx_parameters
-from kdedge.bench.stats import percentile, summarize, timed_runs, without_timings
+from kdedge.bench.runners import (
+    RUNTIMES,
+    bound_runner,
+    guess_runtime,
+    missing_files,
+    onnx_parameters,
+    runtime_for,
+)
+from kdedge.bench.stats import latency_at, percentile, summarize, timed_runs, without_timings
 from kdedge.config import KdedgeConfig
 from kdedge.errors import KdedgeError
 from kdedge.pipeline import StageContext, stage_dirname
@@ -28,6 +35,7 @@ TINY = {"warmup_runs": 1, "min_runs": 3, "min_duration_s": 0.0}
 STAT_KEYS = {"batch_size", "sequence_length", "runs", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
              "p99_ms", "stdev_ms", "min_ms", "max_ms", "throughput_samples_per_s", "timings_ms"}
 MEMORY_KEYS = {"baseline_rss_bytes", "load_peak_rss_bytes", "inference_peak_rss_bytes"}
+POINT_KEYS = STAT_KEYS | {"threads"}  # a bench grid point: the stats and where it was taken
 
 
 def folder_bytes(folder: Path) -> int:
@@ -162,8 +170,35 @@ def test_missing_files_and_runtime_guess(tiny_model_dir: Path, onnx_dir: Path,
     assert "does not exist" in missing_files("onnxruntime", tmp_path / "nowhere")
     assert "lacks model.onnx" in missing_files("onnxruntime", tiny_model_dir)
     assert (guess_runtime(onnx_dir), guess_runtime(tiny_model_dir)) == ("onnxruntime", "pytorch")
-    with pytest.raises(KdedgeError, match=r"known: onnxruntime, pytorch"):
+    with pytest.raises(KdedgeError, match=r"known: onnxruntime, onnxruntime-cuda, "
+                                          r"onnxruntime-tensorrt, pytorch, pytorch-cuda"):
         missing_files("tensorrt", onnx_dir)
+    assert (runtime_for("onnxruntime", "tensorrt"), runtime_for("pytorch", "tensorrt"),
+            runtime_for("pytorch", "cpu")) == ("onnxruntime-tensorrt", None, "pytorch")
+
+
+def test_io_binding_gives_the_plain_run_outputs(onnx_dir: Path, texts: list[str]) -> None:
+    """The GPU targets' IO-binding path, exercised on the CPU device, matches session.run."""
+    from kdedge.runtime import ort_feed, ort_session
+
+    session = ort_session(onnx_dir, 1)
+    batch = make_batches(encode_texts(onnx_dir, texts, SEQ), 4)[0]
+    prepare, run = bound_runner(session, "cpu")
+    bound = run(prepare(batch)).copy_outputs_to_cpu()[0]
+    plain = session.run(None, ort_feed(session, batch))[0]
+    assert bound.shape == (4, 2)
+    np.testing.assert_array_equal(bound, plain)
+
+
+def test_absent_gpu_targets_give_reasons_not_crashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    reason = RUNTIMES.get("onnxruntime-cuda").unavailable()
+    assert reason == ("this onnxruntime build has no CUDAExecutionProvider (it has "
+                      "CPUExecutionProvider; install onnxruntime-gpu on a machine with a GPU)")
+    assert "TensorrtExecutionProvider" in RUNTIMES.get("onnxruntime-tensorrt").unavailable()
+    assert RUNTIMES.get("onnxruntime").unavailable() is None
 
 
 def test_onnx_parameters_count_initializer_elements(onnx_dir: Path) -> None:
@@ -180,19 +215,24 @@ def test_onnx_parameters_count_initializer_elements(onnx_dir: Path) -> None:
 def test_bench_model_on_onnx_in_a_child(onnx_dir: Path, texts: list[str]) -> None:
     steps: list[tuple[str, int]] = []
     started = time.perf_counter()
-    result = bench_model("student-onnx", "onnxruntime", onnx_dir, texts, [1, 3], SEQ, threads=1,
-                         warmup_runs=1, min_runs=3, min_duration_s=0.2,
+    result = bench_model("student-onnx", "onnxruntime", onnx_dir, texts, [1, 3], [SEQ, 8],
+                         threads=[1, 2], warmup_runs=1, min_runs=3, min_duration_s=0.2,
                          on_step=lambda name, size: steps.append((name, size)))
     elapsed = time.perf_counter() - started
-    assert steps == [("student-onnx", 1), ("student-onnx", 3)]
+    # one process per thread count, each over lengths x batch sizes
+    assert steps == [("student-onnx", 1), ("student-onnx", 3)] * 4
+    grid = [(p["threads"], p["sequence_length"], p["batch_size"]) for p in result["latency"]]
+    assert grid == [(t, s, b) for t in (1, 2) for s in (SEQ, 8) for b in (1, 3)]
     assert result["runtime"] == "onnxruntime"
     assert result["size_bytes"] == folder_bytes(onnx_dir)
     assert result["parameters"] == onnx_parameters(onnx_dir / "model.onnx")
     assert result["runtime_info"]["intra_op_threads"] == 1  # the budget really reached the session
     assert result["runtime_info"]["providers"] == ["CPUExecutionProvider"]
+    assert result["memory"]["threads"] == 1 and result["memory"]["device_peak_bytes"] is None
+    assert set(latency_at(result, threads=2)) == {"1", "3"}
     for size in (1, 3):
-        row = result["latency"][str(size)]
-        assert set(row) == STAT_KEYS and row["batch_size"] == size and row["sequence_length"] == SEQ
+        row = latency_at(result)[str(size)]
+        assert set(row) == POINT_KEYS and row["batch_size"] == size and row["sequence_length"] == SEQ
         # a sub-ms model timed for 0.2 s runs far more than min_runs: the duration floor holds
         assert row["runs"] > 3 and len(row["timings_ms"]) == row["runs"]
         assert sum(row["timings_ms"]) / 1000 >= 0.1
@@ -203,9 +243,12 @@ def test_bench_model_on_onnx_in_a_child(onnx_dir: Path, texts: list[str]) -> Non
     assert memory["inference_peak_rss_bytes"] >= memory["baseline_rss_bytes"]
 
 
-def test_bench_model_refuses_a_missing_folder(tmp_path: Path, texts: list[str]) -> None:
+def test_bench_model_refuses_a_missing_folder(tmp_path: Path, onnx_dir: Path,
+                                              texts: list[str]) -> None:
     with pytest.raises(KdedgeError, match="does not exist"):
-        bench_model("x", "onnxruntime", tmp_path / "gone", texts, [1], SEQ, 1, **TINY)
+        bench_model("x", "onnxruntime", tmp_path / "gone", texts, [1], [SEQ], [1], **TINY)
+    with pytest.raises(KdedgeError, match=r"thread counts must be at least 1, got \[\]"):
+        bench_model("x", "onnxruntime", onnx_dir, texts, [1], [SEQ], [], **TINY)
 
 
 # Targets for the isolation tests: module-level so the spawned child can import them.
@@ -222,6 +265,34 @@ def _sleeps(payload: Any, reporter: Reporter) -> None:
 
 def _raises(payload: Any, reporter: Reporter) -> None:
     raise ValueError(f"broken {payload}\nsecond line is the reason")
+
+
+_HOARD: list[bytes] = []
+
+
+def _leaks(payload: Any, reporter: Reporter) -> int:
+    """A model that never frees what it allocates during inference."""
+    reporter.phase("load")
+    reporter.phase("inference")
+    _HOARD.append(b"x" * payload)  # written, so every page is resident
+    return len(_HOARD)
+
+
+def _frugal(payload: Any, reporter: Reporter) -> int:
+    reporter.phase("load")
+    reporter.phase("inference")
+    _HOARD.append(b"x" * payload)
+    return len(_HOARD)
+
+
+def test_a_leaking_model_does_not_raise_the_next_models_peak() -> None:
+    leak = 300 * 2**20
+    leaky = run_watched(f"{__name__}:_leaks", leak, timeout_s=120)
+    frugal = run_watched(f"{__name__}:_frugal", 2**20, timeout_s=120)
+    assert leaky.result == 1 and frugal.result == 1  # fresh processes: nothing carried over
+    assert leaky.peak_rss["inference"] - leaky.boundary_rss["inference"] >= 0.9 * leak
+    assert frugal.peak_rss["inference"] - frugal.boundary_rss["inference"] < 50 * 2**20
+    assert frugal.peak_rss["inference"] < leaky.peak_rss["inference"] - 0.9 * leak + 50 * 2**20
 
 
 def test_child_crash_timeout_and_error_become_reasons() -> None:
@@ -248,6 +319,10 @@ def _write_data_stage(folder: Path, texts: list[str]) -> None:
     write_json(folder / "labels.json", {"labels": ["neg", "pos"], "text_columns": ["text"]})
 
 
+GPU_ENTRIES = {"teacher-pytorch@cuda", "teacher-onnx@cuda", "student-onnx@cuda",
+               "student-fp16@cuda"}
+
+
 def _context(run_dir: Path, bench: dict[str, Any]) -> StageContext:
     cfg = KdedgeConfig.model_validate({"data": {"max_length": SEQ}, "bench": bench})
     work = run_dir / ".06_bench.partial"
@@ -266,7 +341,8 @@ def stage_run(tiny_model_dir: Path, onnx_dir: Path, texts: list[str],
     broken = run_dir / stage_dirname("quantize") / "student-int8"
     shutil.copytree(onnx_dir, broken)
     (broken / "model.onnx").write_bytes(b"not an onnx graph")
-    ctx = _context(run_dir, {"batch_sizes": [1, 2], "threads": 1, **TINY})
+    ctx = _context(run_dir, {"batch_sizes": [1, 2], "threads": 1, "targets": ["cpu", "cuda"],
+                             **TINY})
     return ctx, bench_stage.run(ctx)
 
 
@@ -275,13 +351,13 @@ def test_stage_measures_present_models_with_one_protocol(
     from transformers import AutoModelForSequenceClassification
 
     _, metrics = stage_run
-    assert metrics["threads"] == 1 and metrics["sequence_length"] == SEQ
-    assert metrics["batch_sizes"] == [1, 2]
+    assert metrics["threads"] == [1] and metrics["sequence_lengths"] == [SEQ]
+    assert metrics["batch_sizes"] == [1, 2] and metrics["targets"] == ["cpu", "cuda"]
     assert metrics["protocol"] | TINY == metrics["protocol"]
-    assert metrics["protocol"]["timer"] == "perf_counter"
-    assert metrics["protocol"]["process_isolation"] == "spawn"
+    assert metrics["protocol"]["timer"].startswith("perf_counter")
+    assert metrics["protocol"]["process_isolation"].startswith("spawn")
     assert metrics["protocol"]["ort_arena"] == "default"
-    assert set(metrics["models"]) == {"teacher-pytorch", "student-onnx"}
+    assert set(metrics["models"]) - GPU_ENTRIES == {"teacher-pytorch", "student-onnx"}
 
     teacher = metrics["models"]["teacher-pytorch"]
     assert teacher["runtime"] == "pytorch" and teacher["path"] == "02_teacher/model"
@@ -297,9 +373,10 @@ def test_stage_measures_present_models_with_one_protocol(
         assert row["memory"]["baseline_rss_bytes"] > 0
         assert row["memory"]["load_peak_rss_bytes"] >= row["memory"]["baseline_rss_bytes"]
         assert row["memory"]["inference_peak_rss_bytes"] > 0
-        assert set(row["latency"]) == {"1", "2"}
-        for size, stats in row["latency"].items():
-            assert set(stats) == STAT_KEYS - {"timings_ms"}  # raw timings stay in results.json
+        assert row["target"] == "cpu"
+        assert [(p["threads"], p["batch_size"]) for p in row["latency"]] == [(1, 1), (1, 2)]
+        for size, stats in latency_at(row).items():
+            assert set(stats) == POINT_KEYS - {"timings_ms"}  # raw timings stay in results.json
             assert stats["batch_size"] == int(size) and stats["runs"] >= 3
             assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
             assert stats["p99_ms"] <= stats["max_ms"]
@@ -309,10 +386,20 @@ def test_stage_measures_present_models_with_one_protocol(
 
 def test_stage_skips_missing_and_broken_models_with_reasons(
         stage_run: tuple[StageContext, dict[str, Any]]) -> None:
+    import onnxruntime
+    import torch
+
     _, metrics = stage_run
-    assert set(metrics["skipped"]) == {"teacher-onnx", "student-int8"}
+    assert set(metrics["skipped"]) - GPU_ENTRIES == {"teacher-onnx", "student-int8"}
     assert "04_export/teacher does not exist" in metrics["skipped"]["teacher-onnx"]
     assert "onnxruntime cannot load" in metrics["skipped"]["student-int8"]
+    # every model worth timing on a GPU is planned for cuda: int8 is not, fp16 is
+    assert set(metrics["skipped"]) | set(metrics["models"]) >= GPU_ENTRIES
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        for entry in GPU_ENTRIES - {"teacher-pytorch@cuda"}:
+            assert "has no CUDAExecutionProvider" in metrics["skipped"][entry]
+    if not torch.cuda.is_available():
+        assert metrics["skipped"]["teacher-pytorch@cuda"].endswith("sees no CUDA device")
 
 
 def test_stage_results_file_holds_raw_timings(
@@ -321,15 +408,39 @@ def test_stage_results_file_holds_raw_timings(
     results = read_json(ctx.work / bench_stage.RESULTS_FILE)
     assert without_timings(results) == metrics
     for row in results["models"].values():
-        for stats in row["latency"].values():
+        for stats in row["latency"]:
             assert len(stats["timings_ms"]) == stats["runs"]
             assert min(stats["timings_ms"]) == stats["min_ms"]
 
 
 def test_unknown_model_name_lists_known_ones(tmp_path: Path) -> None:
-    ctx = _context(tmp_path, {"models": ["teacher-onnx", "student-fp16"]})
-    with pytest.raises(KdedgeError, match="student-fp16") as err:
+    ctx = _context(tmp_path, {"models": ["teacher-onnx", "student-bf16"]})
+    with pytest.raises(KdedgeError, match="student-bf16") as err:
         bench_stage.run(ctx)
-    for known in ("student-int8", "student-onnx", "student-pytorch", "teacher-onnx",
-                  "teacher-pytorch"):
+    for known in ("student-fp16", "student-int8", "student-onnx", "student-pytorch",
+                  "teacher-onnx", "teacher-pytorch"):
         assert known in str(err.value)
+
+
+def test_a_generation_model_reports_tokens_per_second_and_first_token_time(
+        tiny_model_dir: Path, texts: list[str], tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kdedge.bench.runners import NEW_TOKENS
+
+    folder = tmp_path / "tiny-gpt2"
+    config = GPT2Config(vocab_size=len(VOCAB), n_positions=SEQ + NEW_TOKENS, n_embd=16,
+                        n_layer=1, n_head=2, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    shutil.copy(tiny_model_dir / "tokenizer.json", folder / "tokenizer.json")
+    result = bench_model("tiny-gpt2", "pytorch-generate", folder, texts, [2], [SEQ], [1],
+                         warmup_runs=1, min_runs=3, min_duration_s=0)
+    (point,) = result["latency"]
+    assert point["new_tokens"] == NEW_TOKENS and point["runs"] == 3
+    assert point["tokens_per_s"] == pytest.approx(2 * NEW_TOKENS * 1000 / point["mean_ms"],
+                                                  rel=1e-3)
+    first = point["time_to_first_token"]
+    assert first["runs"] == 3 and len(first["timings_ms"]) == 3
+    assert 0 < first["p50_ms"] < point["p50_ms"]  # one token is quicker than 32
+    assert result["runtime_info"]["generation"] == f"greedy, {NEW_TOKENS} new tokens per row"
+    assert result["runtime_info"]["encoder_decoder"] is False

@@ -29,8 +29,8 @@ from kdedge_cli.main import main
 
 SHIPPED = {"README.md", "bundle.json", "labels.json", "predict.py", "sample_texts.txt",
            "config.resolved.yaml", "model.onnx", "tokenizer.json"}
-RESULT_KEYS = {"threads", "sequence_length", "batch_sizes", "texts", "protocol", "models",
-               "skipped", "target", "environment", "source", "texts_file"}
+RESULT_KEYS = {"threads", "sequence_lengths", "batch_sizes", "texts", "protocol", "models",
+               "skipped", "targets", "target", "environment", "source", "texts_file"}
 
 
 def sha256(path: Path) -> str:
@@ -113,7 +113,7 @@ def test_bundle_ships_the_recommended_artifact_with_hashes(
     assert meta["tokenizer"] | {"pad_token": "[PAD]", "pad_id": 0, "padding_side": "right"} \
         == meta["tokenizer"]
     bench = Manifest.load(run_dir / pipeline.stage_dirname("bench")).metrics
-    assert meta["bench"] == {k: bench[k] for k in ("threads", "sequence_length", "batch_sizes",
+    assert meta["bench"] == {k: bench[k] for k in ("threads", "sequence_lengths", "batch_sizes",
                                                   "protocol")}
     fps = pipeline.fingerprints(cfg)
     assert meta["run"]["fingerprints"] == fps and list(meta["run"]["fingerprints"]) == \
@@ -309,9 +309,10 @@ def test_bench_on_a_bundle_writes_results_like_the_stage(
     assert code == 0 and str(output) in out
     results = json.loads(output.read_text())
     assert set(results) == RESULT_KEYS
-    assert results["target"] == "edge-1" and results["threads"] == 1
+    assert results["target"] == "edge-1" and results["threads"] == [1]
+    assert results["targets"] == ["cpu"]
     assert results["batch_sizes"] == meta["bench"]["batch_sizes"] == [1, 4]  # the run's, by default
-    assert results["sequence_length"] == meta["bench"]["sequence_length"] == 32
+    assert results["sequence_lengths"] == meta["bench"]["sequence_lengths"] == [32]
     assert results["texts"] == 12 and results["skipped"] == {}
     assert results["protocol"] | {"warmup_runs": 0, "min_runs": 2, "min_duration_s": 0.0} \
         == results["protocol"]
@@ -321,12 +322,15 @@ def test_bench_on_a_bundle_writes_results_like_the_stage(
     row = results["models"][meta["artifact"]]
     assert row["runtime"] == "onnxruntime" and row["model_sha256"] == sha256(bundle / "model.onnx")
     assert row["runtime_info"]["intra_op_threads"] == 1
-    assert set(row["latency"]) == {"1", "4"}
-    for size, stats in row["latency"].items():
-        assert stats["batch_size"] == int(size) and stats["sequence_length"] == 32
+    assert row["target"] == "cpu"
+    points = row["latency"]
+    assert sorted((p["threads"], p["sequence_length"], p["batch_size"]) for p in points) == \
+        [(1, 32, 1), (1, 32, 4)]
+    for stats in points:
         assert stats["runs"] == len(stats["timings_ms"]) >= 2
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["max_ms"]
-        assert f"batch {size}: p50 {stats['p50_ms']:.2f} ms" in out
+        assert (f"threads 1, length 32, batch {stats['batch_size']}: p50 "
+                f"{stats['p50_ms']:.2f} ms") in out
     assert row["memory"]["inference_peak_rss_bytes"] > 0
     # the artifact's own files are measured, not the card or predict.py: the run's size exactly
     run_bench = Manifest.load(bundle.parent.parent / pipeline.stage_dirname("bench")).metrics
@@ -348,13 +352,15 @@ def test_bench_on_a_renamed_onnx_file_needs_a_length_and_texts(
                            capsys, monkeypatch)
     assert code == 2 and "pass real texts with --texts FILE" in err
     output = tmp_path / "bare.json"
-    code, _, _ = run_cli(["bench", str(bare / "tiny.onnx"), "--sequence-length", "16",
+    code, _, _ = run_cli(["bench", str(bare / "tiny.onnx"), "--sequence-lengths", "16,8",
                           "--texts", str(texts), "--batch-sizes", "2", "-o", str(output), *QUICK],
                          capsys, monkeypatch)
     assert code == 0
     results = json.loads(output.read_text())
     assert list(results["models"]) == ["tiny"] and results["texts"] == 2
-    assert results["sequence_length"] == 16 and results["batch_sizes"] == [2]
+    assert results["sequence_lengths"] == [16, 8] and results["batch_sizes"] == [2]
+    points = results["models"]["tiny"]["latency"]
+    assert [(p["sequence_length"], p["batch_size"]) for p in points] == [(16, 2), (8, 2)]
     assert results["target"].startswith("cpu-") and results["source"] == {}
     assert results["models"]["tiny"]["model_sha256"] == sha256(bare / "tiny.onnx")
     code, _, err = run_cli(["bench", str(bare / "tiny.onnx"), "--sequence-length", "16",

@@ -46,8 +46,10 @@ def test_bad_value_names_the_key_and_value() -> None:
 
 
 def test_conflicting_sequence_lengths_are_refused() -> None:
-    with pytest.raises(KdedgeError, match=r"bench\.sequence_length 256 exceeds data\.max_length 64"):
-        build_config(overrides={"bench.sequence_length": 256})
+    with pytest.raises(KdedgeError, match=r"bench\.sequence_lengths 256 exceeds data\.max_length 64"):
+        build_config(overrides={"bench.sequence_lengths": [32, 256]})
+    cfg = build_config(overrides={"bench.sequence_lengths": 32, "bench.threads": 2})
+    assert (cfg.bench.sequence_lengths, cfg.bench.threads) == ((32,), (2,))  # a scalar is a list
 
 
 def test_three_text_columns_are_refused() -> None:

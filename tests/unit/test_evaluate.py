@@ -43,3 +43,19 @@ def test_task_metrics_picks_the_task() -> None:
     assert got["accuracy"] == 0.5 and got["confusion"] == [[1, 1], [0, 0]]
     assert (scores.num_labels, classes.num_labels) == (1, 2)
     assert (primary_metric("classification"), primary_metric("regression")) == ("accuracy", "pearson")
+
+
+def test_generation_metrics_on_known_pairs() -> None:
+    from kdedge.evaluate import generation_metrics
+
+    same = generation_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert same == {"bleu": pytest.approx(100.0), "rouge1": 100.0, "rouge2": 100.0,
+                    "rougeL": 100.0, "examples": 1}
+    close = generation_metrics(["the cat sat on a mat", "hello there"],
+                               ["the cat sat on the mat", "hello there friend"])
+    assert close["bleu"] == pytest.approx(49.2782, abs=1e-3)
+    # ROUGE-1 F1: 5/6 for the first pair, 2 * (1 * 2/3) / (1 + 2/3) = 0.8 for the second
+    assert close["rouge1"] == pytest.approx(100 * (5 / 6 + 0.8) / 2, abs=1e-3)
+    assert generation_metrics(["x"], ["completely different"])["rougeL"] == 0.0
+    with pytest.raises(ValueError, match="2 predictions for 1 references"):
+        generation_metrics(["a", "b"], ["a"])

@@ -12,6 +12,7 @@ from conftest import VOCAB, write_tiny_model
 
 from kdedge import pipeline
 from kdedge.artifacts import Manifest
+from kdedge.bench.stats import latency_at
 from kdedge.config import KdedgeConfig, build_config
 from kdedge.errors import KdedgeError
 
@@ -94,10 +95,12 @@ def test_bench_and_report_cover_every_model(tiny_run: tuple[KdedgeConfig, Path])
     _, run_dir = tiny_run
     bench = manifest(run_dir, "bench").metrics
     assert set(bench["models"]) == {"teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8"}
-    assert bench["skipped"] == {} and bench["threads"] == 1 and bench["sequence_length"] == 32
+    # no GPU here: the default targets cuda and tensorrt are skipped, each entry with a reason
+    assert all("@" in entry and reason for entry, reason in bench["skipped"].items())
+    assert bench["threads"] == [1] and bench["sequence_lengths"] == [32]
     for result in bench["models"].values():
-        assert set(result["latency"]) == {"1", "4"}
-        row = result["latency"]["1"]
+        assert set(latency_at(result)) == {"1", "4"}
+        row = latency_at(result)["1"]
         assert row["runs"] >= 3 and 0 < row["p50_ms"] <= row["p99_ms"]
         assert result["size_bytes"] > 0 and result["memory"]["inference_peak_rss_bytes"] > 0
     report_dir = run_dir / pipeline.stage_dirname("report")
@@ -191,6 +194,32 @@ def rerun_copy(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path, overrides: d
     pipeline.run(changed, run_dir, only=stages)
     return run_dir
 
+
+
+def test_report_adds_a_device_bench_from_the_command_line(
+        tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from kdedge_cli import main as cli_main
+
+    _, run_dir = copy_run(tiny_run, tmp_path)
+    # a device's results: this run's own int8 bench entry, as if measured on a phone
+    own = json.loads((run_dir / pipeline.stage_dirname("bench") / "results.json").read_text())
+    device = {"target": "phone", "threads": [4], "sequence_lengths": own["sequence_lengths"],
+              "batch_sizes": own["batch_sizes"], "models": {
+                  "student-int8": own["models"]["student-int8"]}, "skipped": {}}
+    path = tmp_path / "phone.json"
+    path.write_text(json.dumps(device))
+    monkeypatch.setattr(sys, "argv", ["kdedge", "report", str(run_dir), "--add-bench", str(path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    assert exit_info.value.code in (0, None)
+    assert f"added target phone from {path}" in capsys.readouterr().out
+    report = json.loads((run_dir / pipeline.stage_dirname("report") / "report.json").read_text())
+    rows = {row["name"]: row for row in report["artifacts"]}
+    assert rows["student-int8@phone"]["target"] == "phone"
+    assert rows["student-int8@phone"]["latency"] == rows["student-int8"]["latency"]
 
 
 def test_multi_teacher_recipe_with_another_tokenizer(tiny_run: tuple[KdedgeConfig, Path],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from pathlib import Path
 
@@ -55,16 +56,36 @@ def self_labelled_task(onnx_dir: Path, tokenizer) -> TaskData:
                                      "validation": split, "test": split})
 
 
-def test_dynamic_int8_quantizes_every_matmul_and_the_embeddings(onnx_dir: Path, tmp_path: Path,
-                                                                ) -> None:
+def test_dynamic_int8_quantizes_every_matmul_and_the_embeddings(
+        onnx_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "int8.onnx"
-    quantize_model(onnx_dir / ONNX_FILE, out, QuantSpec(mode="dynamic"))
+    with caplog.at_level(logging.WARNING):
+        quantize_model(onnx_dir / ONNX_FILE, out, QuantSpec(mode="dynamic"))
+    # onnxruntime's root-logger hint about pre-processing is dropped (the manifest says it)
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
     facts = graph.graph_facts(onnx_dir / ONNX_FILE, out)
     # 2 layers x (Q, K, V, out, QK^T, attn.V, 2 FFN) + pooler + classifier = 18 MatMuls
     assert facts["matmul_total"] == 18
     assert facts["matmul_int8"] == 18 and facts["matmul_fp32_left"] == 0
     assert facts["quantized"]["gather"] >= 1  # the word-embedding table is int8
     assert facts["bytes_after"] < facts["bytes_before"] and facts["opset"] == 18
+
+
+def test_an_optimized_graph_is_fused_and_counted_as_quantized(onnx_dir: Path, tmp_path: Path,
+                                                             ) -> None:
+    from kdedge.quantize.stage import prepare_graph
+
+    prepared = prepare_graph(onnx_dir, tmp_path / "scratch", "O2", preprocess=False)
+    fused = graph.op_counts(graph._load(prepared))
+    assert fused.get("SkipLayerNormalization", 0) > 0  # O2's transformer fusions happened
+    out = tmp_path / "int8.onnx"
+    quantize_model(prepared, out, QuantSpec(mode="dynamic"))
+    facts = graph.graph_facts(onnx_dir / ONNX_FILE, out, optimization="O2", prepared=prepared)
+    # totals are counted on the fused graph that was quantized, not the 18 MatMuls before fusion
+    assert facts["matmul_total"] == (fused.get("MatMul", 0) + fused.get("Gemm", 0)
+                                     + fused.get("Attention", 0)) < 18
+    assert facts["matmul_int8"] == facts["matmul_total"] and facts["optimization"] == "O2"
+    assert facts["bytes_before"] == (onnx_dir / ONNX_FILE).stat().st_size
 
 
 def test_static_qdq_quantizes_the_weight_matmuls(onnx_dir: Path, tokenizer, tmp_path: Path,

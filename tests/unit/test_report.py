@@ -14,7 +14,7 @@ from kdedge.config import build_config, dump_config
 from kdedge.errors import KdedgeError
 from kdedge.pipeline import RESOLVED_CONFIG, StageContext, stage_dirname
 from kdedge.report import stage
-from kdedge.report.compare import ARTIFACTS, build_report_from_run
+from kdedge.report.compare import ARTIFACTS, OPTIONAL, build_report_from_run
 from kdedge.report.render import escape_md, render, render_json, render_markdown
 
 LABELS = ["neg", "pos"]
@@ -40,8 +40,9 @@ def quality(accuracy: float, labels: list[str] = LABELS) -> dict[str, Any]:
             "confusion": [[0] * n for _ in range(n)]}
 
 
-def latency(p50: float, batch: int) -> dict[str, Any]:
-    return {"batch_size": batch, "sequence_length": 64, "runs": 50, "mean_ms": p50 * 1.1,
+def latency(p50: float, batch: int, seq: int = 64, threads: int = 4) -> dict[str, Any]:
+    return {"batch_size": batch, "sequence_length": seq, "threads": threads, "runs": 50,
+            "mean_ms": p50 * 1.1,
             "p50_ms": p50, "p90_ms": p50 * 1.2, "p95_ms": p50 * 1.3, "p99_ms": p50 * 1.5,
             "stdev_ms": 0.1, "min_ms": p50 * 0.9, "max_ms": p50 * 2,
             "throughput_samples_per_s": 1000 * batch / (p50 * batch)}
@@ -58,7 +59,7 @@ def fake_metrics(accuracy: dict[str, float], p50: dict[str, float],
                "memory": {"baseline_rss_bytes": 100, "load_peak_rss_bytes": 2000,
                           "inference_peak_rss_bytes": SIZE[name] * 2, "peak_source": "sampled"},
                "runtime_info": {"providers": ["CPUExecutionProvider"], "intra_op_threads": 4},
-               "latency": {"1": latency(ms, 1), "32": latency(ms * 10, 32)}}
+               "latency": [latency(ms, 1), latency(ms * 10, 32)]}
         for name, ms in p50.items()
     }
     return {
@@ -90,7 +91,8 @@ def fake_metrics(accuracy: dict[str, float], p50: dict[str, float],
             "fp32_bytes": 199_000, "graph": {"matmul_total": 20, "matmul_int8": 18},
             "validation": quality(accuracy["student-int8"], labels),
             "test": quality(accuracy["student-int8"], labels)}}},
-        "bench": {"threads": 4, "sequence_length": 64, "batch_sizes": [1, 32],
+        "bench": {"threads": [4], "sequence_lengths": [64], "batch_sizes": [1, 32],
+                  "targets": ["cpu"],
                   "protocol": {"warmup_runs": 10, "min_runs": 50, "min_duration_s": 5.0},
                   "models": bench_models, "skipped": {}},
     }
@@ -184,6 +186,44 @@ def test_speedup_and_size_ratios_against_teacher_onnx(tmp_path: Path) -> None:
     assert "5.00×" in md and "4.00×" in md
 
 
+def test_gpu_targets_and_the_sweep_are_reported_apart_from_the_cpu(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    bench = metrics["bench"]
+    bench.update(threads=[4, 1], sequence_lengths=[64, 128], targets=["cpu", "cuda"])
+    bench["models"]["student-int8"]["latency"] += [latency(6.0, 1, threads=1),
+                                                   latency(5.0, 1, seq=128)]
+    for name, ms in (("teacher-onnx@cuda", 2.0), ("student-onnx@cuda", 0.5)):
+        entry = copy.deepcopy(bench["models"][name.partition("@")[0]])
+        entry.update(target="cuda", latency=[latency(ms, 1), latency(ms * 2, 32)])
+        bench["models"][name] = entry
+    no_torch_gpu = "torch 2.13.0+cpu sees no CUDA device"
+    bench["skipped"] = {"teacher-pytorch@cuda": no_torch_gpu,
+                        "student-pytorch@cuda": no_torch_gpu}
+    report = build_report_from_run(write_run(tmp_path / "run", metrics))
+
+    rows = {row["name"]: row for row in report["artifacts"]}
+    gpu = rows["student-onnx@cuda"]
+    assert gpu["target"] == "cuda" and rows["student-onnx"]["target"] == "cpu"
+    assert gpu["test"] == rows["student-onnx"]["test"]  # the same ONNX file, scored once
+    # timed against the teacher on the same GPU (2.0 / 0.5), never against the CPU's 10 ms
+    assert gpu["vs_reference"]["speedup"] == {"1": pytest.approx(4.0), "32": pytest.approx(4.0)}
+    assert rows["teacher-pytorch@cuda"]["bench_skipped"] == no_torch_gpu
+    # the headline is the first thread count and length; the recommendation stays on the CPU
+    assert rows["student-int8"]["latency"]["1"]["p50_ms"] == pytest.approx(2.0)
+    assert report["recommendation"]["artifact"] == "student-int8"
+    assert report["benchmark"]["threads"] == 4 and report["benchmark"]["sequence_length"] == 64
+    assert report["benchmark"]["threads_swept"] == [4, 1]
+    sweep = [(p["artifact"], p["threads"], p["sequence_length"], p["batch_size"], p["p50_ms"])
+             for p in report["benchmark"]["sweep"] if p["artifact"] == "student-int8"]
+    assert sweep == [("student-int8", 4, 64, 1, 2.0), ("student-int8", 4, 64, 32, 20.0),
+                     ("student-int8", 1, 64, 1, 6.0), ("student-int8", 4, 128, 1, 5.0)]
+    assert (f"The bench skipped teacher-pytorch@cuda, student-pytorch@cuda: {no_torch_gpu}."
+            in report["notes"])
+    md = render_markdown(report)
+    assert "### Sweep" in md and "| student-int8 | 1 | 64 | 1 | 6.00 |" in md
+    assert "| student-onnx@cuda |" in md
+
+
 def test_markdown_escapes_user_strings(tmp_path: Path) -> None:
     label = "a|b <b>bold</b> *x*"
     metrics = fake_metrics(ACCURACY, P50, labels=["ok_label", label])
@@ -225,7 +265,7 @@ def test_stage_writes_reports_that_round_trip(tmp_path: Path) -> None:
     md = (work / "report.md").read_text(encoding="utf-8")
     assert md.index("## Verdict") < md.index("## Artifacts")
     for name in ARTIFACTS:
-        assert f"| {name}" in md
+        assert (f"| {name}" in md) == (name not in OPTIONAL)
     for text in ("Test CPU 9000", "avx512\\_vnni yes", "fp00000000000005", "config.resolved.yaml",
                  "18 of 20", "2.00e-06", "pass", "- files.all.path: toy.csv",
                  "| teacher-pytorch | 12.00 | 14.40 | 18.00 | 83.3 | 0.83× |",
@@ -261,7 +301,7 @@ def test_empty_run_does_not_crash(tmp_path: Path) -> None:
     assert "**No recommendation**" in md
     assert "None" not in md
     for name in ARTIFACTS:
-        assert f"| {name} |" in md
+        assert (f"| {name} |" in md) == (name not in OPTIONAL)
 
 
 def test_nan_in_a_manifest_becomes_null(tmp_path: Path) -> None:
@@ -426,3 +466,69 @@ def test_an_int8_student_that_failed_the_gate_is_not_recommended(tmp_path: Path)
     md = render_markdown(report)
     assert "validation gate: FAILED: no quantized model kept validation accuracy" in md
     assert "| dynamic | dynamic u8/s8 | 0.8700 |" in md
+
+
+def device_results(target: str = "pi5", p50: float = 8.0) -> dict[str, Any]:
+    """What `kdedge bench BUNDLE --target pi5` writes on a device."""
+    entry = {"runtime": "onnxruntime", "path": "bundle", "size_bytes": 120_000,
+             "parameters": None, "memory": {"baseline_rss_bytes": 50, "load_peak_rss_bytes": 90,
+                                            "inference_peak_rss_bytes": 100},
+             "latency": [latency(p50, 1), latency(p50 * 8, 32)]}
+    return {"target": target, "threads": [4], "sequence_lengths": [64], "batch_sizes": [1, 32],
+            "environment": {"cpu": {"model": "Cortex-A76", "arch": "aarch64",
+                                    "isa": {"asimddp": True, "avx2": False}},
+                            "os": "Linux 6.6", "packages": {"onnxruntime": "1.31.1"}},
+            "models": {"student-int8": entry}, "skipped": {"teacher-onnx": "not in the bundle"}}
+
+
+def test_a_device_bench_joins_the_report_as_its_own_target(tmp_path: Path) -> None:
+    from kdedge.report.targets import add_bench
+
+    run = write_run(tmp_path / "run", fake_metrics(ACCURACY, P50))
+    path = tmp_path / "pi5.json"
+    path.write_text(json.dumps(device_results()))
+    assert add_bench(run, path) == "pi5"
+    report = build_report_from_run(run)
+
+    rows = {row["name"]: row for row in report["artifacts"]}
+    device = rows["student-int8@pi5"]
+    assert device["target"] == "pi5" and device["test"] == rows["student-int8"]["test"]
+    assert device["latency"]["1"]["p50_ms"] == 8.0 and device["latency"]["32"]["p50_ms"] == 64.0
+    assert device["vs_reference"]["speedup"] == {"1": None, "32": None}  # no teacher on the pi5
+    assert rows["teacher-onnx@pi5"]["bench_skipped"] == "not in the bundle"
+    assert report["recommendation"]["artifact"] == "student-int8"  # ranked on this machine
+    added = report["added_targets"]
+    assert added == [{"target": "pi5", "cpu_model": "Cortex-A76", "arch": "aarch64",
+                      "isa": {"asimddp": True}, "os": "Linux 6.6",
+                      "packages": {"onnxruntime": "1.31.1"}, "threads": [4],
+                      "sequence_lengths": [64], "batch_sizes": [1, 32],
+                      "models": ["student-int8"]}]
+    md = render_markdown(report)
+    assert "| pi5 | Cortex-A76 (aarch64) | asimddp | Linux 6.6 | 4 | 64 | student-int8 |" in md
+    assert "| student-int8@pi5 |" in md
+
+    # a second file for the same target replaces the first
+    path.write_text(json.dumps(device_results(p50=5.0)))
+    add_bench(run, path)
+    rows = {row["name"]: row for row in build_report_from_run(run)["artifacts"]}
+    assert rows["student-int8@pi5"]["latency"]["1"]["p50_ms"] == 5.0
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, r"nowhere\.json does not exist; pass the JSON that `kdedge bench` wrote"),
+    ("{not json", r"is not valid JSON .*pass the file `kdedge bench` wrote, unedited"),
+    (json.dumps(device_results(target="cpu")), r"names target 'cpu', which this run's own bench"),
+    (json.dumps(device_results(target="../x")), r"names target '\.\./x', which is not a short"),
+    (json.dumps({**device_results(), "models": {"m": {"latency": {"1": {}}}}}),
+     r"has no per-model latency lists under 'models'"),
+])
+def test_a_bad_device_bench_file_is_refused_and_changes_nothing(
+        tmp_path: Path, content: str | None, message: str) -> None:
+    from kdedge.report.targets import ADDED_DIR, add_bench
+
+    path = tmp_path / "nowhere.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(KdedgeError, match=message):
+        add_bench(tmp_path / "run", path)
+    assert not (tmp_path / "run" / ADDED_DIR).exists()
