@@ -30,6 +30,8 @@ STAGE_HELP = {
     "quantize": "Quantize the student ONNX model of an existing run (int8, gated on accuracy).",
     "bench": "Benchmark the models of an existing run, each in its own process.",
     "report": "Write report.json and report.md for an existing run.",
+    "bundle": "Write the deployment bundle (model, tokenizer, labels, predict.py, model card) of "
+              "an existing run.",
 }
 
 
@@ -86,10 +88,13 @@ def compress(
     force: Annotated[bool, typer.Option("--force", help="Delete an existing run in the run "
                                         "directory and start over.")] = False,
 ) -> None:
-    """Run the whole chain: data, teacher, distill, export, quantize, bench, report."""
+    """Run the whole chain: data, teacher, distill, export, quantize, bench, report, bundle."""
     from kdedge import pipeline
     from kdedge.config import load_config
     from kdedge.errors import KdedgeError
+    from kdedge.extras import require_compress
+
+    require_compress("compress")
 
     if resume and force:
         raise KdedgeError("--resume keeps the finished stages and --force deletes them; pass only "
@@ -113,6 +118,7 @@ def compress(
         return
     pipeline.run(cfg, run_dir, resume=resume)
     _print_outcome(run_dir)
+    _print_bundle(run_dir)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -143,23 +149,105 @@ def _scalar(value: str) -> Any:
         return value
 
 
+def _run_stage(name: str, run_dir: Path) -> None:
+    from kdedge import pipeline
+    from kdedge.extras import require_compress
+
+    require_compress(name)
+    cfg = pipeline.load_run(run_dir)
+    pipeline.run(cfg, run_dir, only=(name,))
+    if name == "report":
+        _print_outcome(run_dir)
+    elif name == "bundle":
+        _print_bundle(run_dir)
+
+
 def _stage_command(name: str) -> None:
     def command(run_dir: Annotated[Path, typer.Argument(help="A directory written by "
                                                         "kdedge compress.")]) -> None:
-        from kdedge import pipeline
-
-        cfg = pipeline.load_run(run_dir)
-        pipeline.run(cfg, run_dir, only=(name,))
-        if name == "report":
-            _print_outcome(run_dir)
+        _run_stage(name, run_dir)
 
     command.__doc__ = STAGE_HELP[name]
     app.command(name)(command)
 
 
 for _name in STAGE_HELP:
-    if _name != "report":
+    if _name not in ("bench", "report"):  # both take more than a run directory: below
         _stage_command(_name)
+
+
+@app.command()
+def bench(
+    path: Annotated[Path, typer.Argument(help="A run directory (benchmarks its models as the "
+                                         "bench stage), or a bundle folder, a folder with "
+                                         "model.onnx, or a .onnx file (benchmarks that model "
+                                         "here).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Results JSON to write (default: bench-results.json).")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="This machine's name in the results (default: cpu-HOSTNAME).")] = None,
+    batch_sizes: Annotated[str | None, typer.Option(
+        help="Comma-separated batch sizes, e.g. 1,32 (default: the bundle's run, else 1,32).")] = None,
+    sequence_lengths: Annotated[str | None, typer.Option(
+        "--sequence-lengths", "--sequence-length",
+        help="Tokens per input, comma-separated; the first is the headline (default: the "
+             "bundle's run; required for a bare model).")] = None,
+    threads: Annotated[str | None, typer.Option(
+        help="onnxruntime intra-op thread counts, comma-separated (default: this machine's "
+             "physical cores).")] = None,
+    texts: Annotated[Path | None, typer.Option(
+        help="Real texts to time, one per line (default: the bundle's sample_texts.txt).")] = None,
+    warmup_runs: Annotated[int | None, typer.Option(
+        help="Untimed runs first (default: the bundle's run, else 10).")] = None,
+    min_runs: Annotated[int | None, typer.Option(
+        help="Timed runs at least (default: the bundle's run, else 50).")] = None,
+    min_duration: Annotated[float | None, typer.Option(
+        help="Seconds each batch size is timed at least (default: the bundle's run, else 5).")] = None,
+) -> None:
+    """Benchmark the models of a run, or one ONNX model on this machine (a target device needs
+    only kdedge's runtime extra, no torch), and write a results JSON."""
+    from kdedge.errors import KdedgeError
+    from kdedge.pipeline import RUN_MANIFEST
+
+    standalone = {"--output": output, "--target": target, "--batch-sizes": batch_sizes,
+                  "--sequence-lengths": sequence_lengths, "--threads": threads, "--texts": texts,
+                  "--warmup-runs": warmup_runs, "--min-runs": min_runs,
+                  "--min-duration": min_duration}
+    if (path / RUN_MANIFEST).is_file():
+        given = [name for name, value in standalone.items() if value is not None]
+        if given:
+            raise KdedgeError(f"{given[0]} applies to a bundle or ONNX model; a run's bench "
+                              "settings are its config's bench section (kdedge compress --set "
+                              "bench.KEY=VALUE --resume).")
+        _run_stage("bench", path)
+        return
+    from kdedge.bench.standalone import DEFAULT_OUTPUT, bench_path
+
+    output = output or DEFAULT_OUTPUT
+    results = bench_path(path, output=output, target=target,
+                         batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+                         sequence_lengths=_int_list(sequence_lengths, "--sequence-lengths"),
+                         threads=_int_list(threads, "--threads"), texts_file=texts,
+                         warmup_runs=warmup_runs, min_runs=min_runs, min_duration_s=min_duration)
+    for name, row in results["models"].items():
+        for point in row["latency"]:
+            typer.echo(f"{name} on {results['target']}: threads {point['threads']}, length "
+                       f"{point['sequence_length']}, batch {point['batch_size']}: p50 "
+                       f"{point['p50_ms']:.2f} ms, {point['throughput_samples_per_s']} samples/s")
+    typer.echo(output.resolve())
+
+
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    """"1,32" -> [1, 32]; the values' bounds are checked with the config's rules."""
+    from kdedge.errors import KdedgeError
+
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise KdedgeError(f"{option} {text!r} is not a comma-separated list of integers; write "
+                          "e.g. 1,32.") from None
 
 
 @app.command("report")
@@ -171,8 +259,10 @@ def report(
 ) -> None:
     """Write report.json and report.md for an existing run, with any device's bench added."""
     from kdedge import pipeline
+    from kdedge.extras import require_compress
     from kdedge.report.targets import add_bench as add
 
+    require_compress("report")
     cfg = pipeline.load_run(run_dir)
     for path in add_bench or []:  # each file is checked before the report changes
         typer.echo(f"added target {add(run_dir, path)} from {path}")
@@ -190,6 +280,16 @@ def _print_outcome(run_dir: Path) -> None:
         typer.echo(f"Recommended: {metrics['recommended']}")
     for name in sorted(p.name for p in report.glob("report.*")):
         typer.echo(report / name)
+
+
+def _print_bundle(run_dir: Path) -> None:
+    from kdedge.artifacts import Manifest
+    from kdedge.pipeline import stage_dirname
+
+    folder = run_dir.resolve() / stage_dirname("bundle")
+    metrics = Manifest.load(folder).metrics
+    typer.echo(f"Bundled: {metrics['artifact']}")
+    typer.echo(folder / metrics["path"])
 
 
 def _setup_logging(level: int) -> None:
@@ -222,12 +322,18 @@ def main() -> None:
             _interrupted()
         raise
     except Exception as err:  # an unexpected failure still gets one line unless --debug
+        from kdedge.extras import compress_hint, is_compress_module
+
         if _state["debug"]:
             raise
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             typer.secho(f"error: No space left on the device writing {err.filename or 'a file'}; "
                         "free some space, then continue with `kdedge compress --resume --out "
                         "RUN_DIR`.", fg="red", err=True)
+            sys.exit(2)
+        if isinstance(err, ModuleNotFoundError) and is_compress_module(err):
+            command = next((a for a in sys.argv[1:] if not a.startswith("-")), "compress")
+            typer.secho(f"error: {compress_hint(command, [str(err.name)])}", fg="red", err=True)
             sys.exit(2)
         typer.secho(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the "
                     "traceback, and please report it).", fg="red", err=True)

@@ -325,6 +325,14 @@ class ReportConfig(_Section):
     min_retained_accuracy: float = Field(0.95, gt=0, le=1.0)  # vs the teacher, to be recommended
 
 
+class BundleConfig(_Section):
+    """The deployment bundle: which artifact it ships, and texts for benchmarking on a device."""
+
+    artifact: Literal["auto", "student-int8", "student-onnx", "teacher-onnx"] = "auto"  # auto:
+    # the report's recommendation, or the fp32 student when it recommends nothing
+    sample_texts: int = Field(32, ge=1)  # test texts copied to sample_texts.txt
+
+
 class KdedgeConfig(_Section):
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -334,6 +342,7 @@ class KdedgeConfig(_Section):
     quantize: QuantizeConfig = QuantizeConfig()
     bench: BenchConfig = BenchConfig()
     report: ReportConfig = ReportConfig()
+    bundle: BundleConfig = BundleConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> KdedgeConfig:

@@ -62,6 +62,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("bench", ("data", "teacher", "export", "quantize"), "kdedge.bench.stage:run"),
     Stage("report", ("data", "teacher", "distill", "export", "quantize", "bench"),
           "kdedge.report.stage:run"),
+    Stage("bundle", ("data", "export", "quantize", "bench", "report"), "kdedge.bundle.stage:run"),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 

@@ -88,3 +88,31 @@ def test_bench_and_report_speak_pearson(regression_run: Path) -> None:
     md = (folder / "report.md").read_text()
     assert "| Test Pearson | Spearman | MSE |" in md and "test Pearson" in md
     assert "accuracy" not in md.lower()
+
+
+def test_the_bundle_predicts_the_evaluated_scores(regression_run: Path) -> None:
+    import importlib.util
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from kdedge.data.dataset import load_task
+    from kdedge.evaluate import onnx_logits
+
+    bundle = regression_run / pipeline.stage_dirname("bundle") / "bundle"
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["task"] == "regression"
+    spec = importlib.util.spec_from_file_location("regression_predict", bundle / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    texts = load_task(regression_run / pipeline.stage_dirname("data")).splits["test"].texts
+    results = module.predict(texts, folder=bundle)
+    expected = onnx_logits(bundle, AutoTokenizer.from_pretrained(bundle), texts, 32)[:, 0]
+    assert all(set(r) == {"score"} for r in results)
+    assert np.allclose([r["score"] for r in results], expected, atol=1e-5)
+    card = (bundle / "README.md").read_text()
+    row = next(r for r in json.loads((regression_run / pipeline.stage_dirname("report")
+                                      / "report.json").read_text())["artifacts"]
+               if r["name"] == meta["artifact"])
+    assert f"| Test Pearson | {row['test']['pearson']:.4f} |" in card
+    assert "## Quality" in card and "accuracy" not in card.lower()

@@ -1,0 +1,232 @@
+"""The bundle's model card (README.md): what the model is, how it was made, how good and how
+fast it measured, how to run it, and where it stops working.
+
+Every number is read from the report's data (report.json) or the bundle's own metadata and
+printed with the report's formatting helpers, so the card and the report show the same values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kdedge.report.formatting import (
+    NA,
+    fmt_bool,
+    fmt_bytes,
+    fmt_int,
+    fmt_metric,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    fmt_ratio,
+    metric_name,
+)
+
+
+def render_card(report: Mapping[str, Any], meta: Mapping[str, Any],
+                labels: Mapping[str, Any]) -> str:
+    """The whole card as Markdown."""
+    rows = {row["name"]: row for row in report.get("artifacts", [])}
+    name, reference = meta["artifact"], report.get("reference")
+    row, ref = rows.get(name, {}), rows.get(reference, {})
+    sections = [
+        _title(name, meta, labels),
+        _what(row, meta, labels, _get(report, "training")),
+        _how_made(report, meta),
+        _accuracy(report, row, ref, name),
+        _speed(report, row, name),
+        _how_to_run(meta, labels),
+        _limits(report, meta, labels),
+    ]
+    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _cell(value: Any) -> str:
+    """User text in a table cell: pipes escaped, newlines flattened."""
+    return NA if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def source_name(source: Any) -> str:
+    """The data source in a few words: the demo's or hub dataset's name, or the local files
+    with the start of their sha256."""
+    if not isinstance(source, Mapping):
+        return NA if source is None else str(source)
+    if source.get("name"):
+        config = f" ({source['config']})" if source.get("config") else ""
+        return f"{source['name']}{config}"
+    files = source.get("files") or {}
+    named = [f"{Path(str(f.get('path'))).name} (sha256 {str(f.get('sha256'))[:12]})"
+             for f in files.values() if isinstance(f, Mapping)]
+    return ", ".join(dict.fromkeys(named)) or str(dict(source))
+
+
+def _title(name: str, meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
+    task = meta.get("task") or "classification"
+    what = (f"a {len(labels.get('labels', []))}-class text classifier" if task == "classification"
+            else "a text regression model (one score per input)")
+    pairs = " over sentence pairs" if len(labels.get("text_columns", [])) == 2 else ""
+    return (f"# {name}: {what}{pairs}\n\n"
+            f"A deployment bundle written by kdedge {meta.get('kdedge_version')}: an ONNX model "
+            f"({meta.get('precision')}), its tokenizer, its label map, a `predict.py` that needs "
+            "only onnxruntime, numpy and tokenizers, and this card. The numbers below were "
+            "measured by the kdedge run that made it (see its report).")
+
+
+def _what(row: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, Any],
+          training: Any) -> str:
+    teacher, distill = _get(training, "teacher") or {}, _get(training, "distill") or {}
+    student = _get(distill, "student") or {}
+    lines = ["## What it is", "", "| | |", "|---|---|",
+             f"| Artifact | {_cell(meta['artifact'])} ({_cell(meta.get('precision'))} ONNX, "
+             "onnxruntime CPU) |"]
+    if row.get("family") == "teacher":
+        lines.append(f"| Model | the teacher itself, {_cell(teacher.get('model'))} |")
+    else:
+        lines += [
+            f"| Architecture | {fmt_int(student.get('num_layers'))} layers, hidden size "
+            f"{fmt_int(student.get('hidden_size'))} (student: {_cell(student.get('source'))}) |",
+            f"| Distilled from | {_cell(teacher.get('model'))} "
+            f"({fmt_int(teacher.get('parameters'))} parameters; fine-tuned on this task: "
+            f"{fmt_bool(teacher.get('fine_tuned'))}) |",
+            f"| Recipe | {_cell(distill.get('recipe'))}, temperature "
+            f"{fmt_num(distill.get('temperature'), 1)}, alpha {fmt_num(distill.get('alpha'), 2)} |",
+        ]
+    ratio = distill.get("parameter_ratio") if row.get("family") == "student" else None
+    fewer = f" (the teacher has {fmt_ratio(ratio)} as many)" if ratio is not None else ""
+    lines += [
+        f"| Parameters | {fmt_int(row.get('parameters'))}{fewer} |",
+        f"| Task | {_cell(meta.get('task'))} |",
+        f"| Labels | {_cell(', '.join(map(str, labels.get('labels', []))))} |",
+        f"| Inputs | {_cell(', '.join(meta.get('inputs', [])))}; at most "
+        f"{fmt_int(meta.get('max_length'))} tokens per input |",
+        f"| Output | `{_cell(meta.get('output'))}` |",
+    ]
+    return "\n".join(lines)
+
+
+def _how_made(report: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    data, repro = _get(report, "data") or {}, _get(report, "reproducibility") or {}
+    splits = data.get("splits") or {}
+    split_text = ", ".join(f"{k} {fmt_int(v)}" for k, v in splits.items()) or NA
+    lines = [
+        "## How it was made", "",
+        f"- Data: {_cell(source_name(data.get('source')))} (examples per split: {split_text}).",
+        f"- Command: `kdedge compress --config {meta.get('config')}` "
+        "with the resolved config in this folder repeats the run.",
+        f"- Seed {fmt_int(_get(meta, 'run', 'seed'))}; kdedge {_cell(meta.get('kdedge_version'))}"
+        f"; source commit {_cell(repro.get('kdedge_git_sha'))}.",
+        "", "| Stage | Fingerprint |", "|---|---|",
+    ]
+    fingerprints = _get(meta, "run", "fingerprints") or {}
+    lines += [f"| {_cell(stage)} | `{_cell(fp)}` |" for stage, fp in fingerprints.items()]
+    return "\n".join(lines)
+
+
+def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[str, Any],
+              name: str) -> str:
+    metric = report.get("primary_metric") or "accuracy"
+    reference = report.get("reference")
+    title = "Accuracy" if report.get("task", "classification") == "classification" else "Quality"
+    lines = [f"## {title}", "",
+             "Measured through onnxruntime on the run's held-out splits (the test split was "
+             "never used for training or model selection).", "",
+             f"| Metric | {name} | {reference} (teacher) |", "|---|---|---|"]
+    for split in ("test", "validation"):
+        for m in report.get("quality_metrics") or [metric]:
+            lines.append(f"| {split.capitalize()} {metric_name(m)} | "
+                         f"{fmt_metric(_get(row, split, m), m)} | "
+                         f"{fmt_metric(_get(ref, split, m), m)} |")
+    lines.append(f"| Test examples | {fmt_int(_get(row, 'test', 'examples'))} | "
+                 f"{fmt_int(_get(ref, 'test', 'examples'))} |")
+    lines += ["", f"It keeps {fmt_pct(row.get(f'retained_{metric}'))} of the teacher's test "
+                  f"{metric_name(metric)}."]
+    gate = row.get("quantization_gate")
+    if gate:
+        lines[-1] += (f" Quantization gate: {'passed' if gate.get('passed') else 'failed'}"
+                      f" ({_cell(gate.get('reason'))}).")
+    return "\n".join(lines)
+
+
+def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
+    bench, env = _get(report, "benchmark") or {}, _get(report, "environment") or {}
+    cpu = env.get("cpu") or {}
+    lines = ["## Speed", "",
+             f"Measured by the run's bench stage on {_cell(cpu.get('model'))} "
+             f"(threads: {fmt_int(bench.get('threads'))}, sequence length "
+             f"{fmt_int(bench.get('sequence_length'))}, each model in its own process). "
+             "Your machine will differ: measure it with `kdedge bench` (below).", "",
+             "| Batch | p50 | p90 | p99 | Throughput (samples/s) | Speed-up vs teacher |",
+             "|---|---|---|---|---|---|"]
+    speedup = _get(row, "vs_reference", "speedup") or {}
+    for batch, stats in (row.get("latency") or {}).items():
+        lines.append(f"| {batch} | {fmt_ms(stats.get('p50_ms'))} | {fmt_ms(stats.get('p90_ms'))} "
+                     f"| {fmt_ms(stats.get('p99_ms'))} | "
+                     f"{fmt_num(stats.get('throughput_samples_per_s'), 1)} | "
+                     f"{fmt_ratio(speedup.get(batch))} |")
+    if not row.get("latency"):
+        lines.append(f"| {NA} | {NA} | {NA} | {NA} | {NA} | {NA} |")
+    memory = row.get("memory") or {}
+    lines += ["",
+              f"- Size on disk (model and tokenizer): {fmt_bytes(row.get('size_bytes'))}; the "
+              f"teacher's is {fmt_ratio(_get(row, 'vs_reference', 'size_ratio'))} that.",
+              f"- Peak memory while predicting (resident set): "
+              f"{fmt_bytes(memory.get('inference_peak_rss_bytes'))}.",
+              f"- The report's verdict: {_cell(_get(report, 'recommendation', 'summary'))}"]
+    return "\n".join(lines)
+
+
+def _how_to_run(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
+    pair = len(labels.get("text_columns", [])) == 2
+    example = '"first sentence\tsecond sentence"' if pair else '"some text"'
+    return "\n".join([
+        "## How to run", "",
+        "```bash",
+        "pip install onnxruntime numpy tokenizers",
+        f"python predict.py {example}",
+        f"python predict.py - < {meta.get('sample_texts')}   # one text per line",
+        "```", "",
+        "Each input gives one JSON line: " + (
+            "`label`, its probability `score`, and `probabilities` of every label."
+            if meta.get("task") == "classification" else "the predicted `score`.")
+        + " In Python: `from predict import predict; predict([\"some text\"])`."
+        + (" A sentence pair is one input written as `text<TAB>pair`." if pair else ""),
+        "",
+        "To measure speed on the device that will run it (needs no torch):",
+        "",
+        "```bash",
+        'pip install "kdedge[runtime]"',
+        "kdedge bench . --output bench-results.json",
+        "```",
+    ])
+
+
+def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
+    data = _get(report, "data") or {}
+    names = ", ".join(map(str, labels.get("labels", [])))
+    lines = [
+        "## Limits", "",
+        f"- Inputs longer than {fmt_int(meta.get('max_length'))} tokens are cut there; the "
+        "model never sees the rest.",
+        (f"- It only knows these labels: {names}; any input gets one of them."
+         if meta.get("task") == "classification"
+         else "- Scores outside the training range are extrapolations."),
+        f"- {metric_name(report.get('primary_metric') or 'accuracy').capitalize()} was measured on "
+        f"held-out data from {_cell(source_name(data.get('source')))}"
+        " only; "
+        "on other text it is unknown.",
+        "- Speed depends on the CPU: int8 models are fast only with integer dot-product "
+        "instructions (VNNI on x86, dot-product on ARM).",
+    ]
+    lines += [f"- {_cell(note)}" for note in report.get("notes") or []]
+    lines += ["", "bundle.json lists the sha256 of every file in this folder."]
+    return "\n".join(lines)
