@@ -68,23 +68,62 @@ def _fmt_tick(value: float) -> str:
     return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.0e}"
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2 and 5 times powers of ten, from the last at or below lo to the first at or above hi
+    (lo > 0)."""
+    exponent = math.floor(math.log10(lo))
+    candidates = [round(m * 10.0 ** e, 12) for e in range(exponent, math.ceil(math.log10(hi)) + 1)
+                  for m in (1, 2, 5)]
+    first = max(t for t in candidates if t <= lo)
+    last = min(t for t in candidates if t >= hi)
+    return [t for t in candidates if first <= t <= last]
+
+
+def wants_log(lo: float, hi: float) -> bool:
+    """A latency axis goes logarithmic when its values span more than 20x: a slow PyTorch
+    teacher must not squash the ONNX artifacts into one corner."""
+    return lo > 0 and hi / lo > 20
+
+
 class _Frame:
-    """A plot area with linear x and y scales and the SVG around it."""
+    """A plot area with linear (or logarithmic x) scales and the SVG around it.
+
+    integer_x: the x values are counts (epochs), so ticks fall on whole numbers and the ends
+    are padded by half a step to keep end points off the axes.
+    """
 
     def __init__(self, name: str, title: str, x_label: str, y_label: str,
                  x_range: tuple[float, float], y_range: tuple[float, float],
                  height: int = HEIGHT, left: int = _MARGIN["left"], y_scale: bool = True,
-                 ) -> None:
-        self.name, self.height, self.y_scale = name, height, y_scale
-        self.x_ticks, self.y_ticks = nice_ticks(*x_range), nice_ticks(*y_range)
-        self.x0, self.x1 = self.x_ticks[0], self.x_ticks[-1]
+                 x_log: bool = False, integer_x: bool = False) -> None:
+        self.name, self.height, self.y_scale, self.x_log = name, height, y_scale, x_log
+        if x_log:
+            self.x_ticks = log_ticks(*x_range)
+        elif integer_x:
+            lo, hi = math.floor(x_range[0]), math.ceil(x_range[1])
+            step = max(1, math.ceil((hi - lo) / 10))
+            self.x_ticks = [float(v) for v in range(lo, hi + 1, step)]
+        else:
+            self.x_ticks = nice_ticks(*x_range)
+        self.y_ticks = nice_ticks(*y_range)
+        pad = 0.5 * ((self.x_ticks[1] - self.x_ticks[0]) if len(self.x_ticks) > 1 else 1) \
+            if integer_x else 0.0
+        self.x0, self.x1 = self._fx(self.x_ticks[0]) - pad, self._fx(self.x_ticks[-1]) + pad
+        if x_log:  # the axis spans the data; ticks beyond it are dropped, not room made for them
+            self.x0, self.x1 = math.log10(x_range[0]), math.log10(x_range[1])
+            self.x_ticks = [t for t in self.x_ticks if x_range[0] <= t <= x_range[1]]
         self.y0, self.y1 = self.y_ticks[0], self.y_ticks[-1]
         self.left, self.right = left, WIDTH - _MARGIN["right"]
         self.top, self.bottom = _MARGIN["top"], height - _MARGIN["bottom"]
-        self.parts = [_title(title), *self._axes(x_label, y_label)]
+        self.parts = [_title(title), *self._axes(x_label + (", log scale" if x_log else ""),
+                                                 y_label)]
+
+    def _fx(self, value: float) -> float:
+        return math.log10(value) if self.x_log else value
 
     def x(self, value: float) -> float:
-        return self.left + (value - self.x0) / ((self.x1 - self.x0) or 1) * (self.right - self.left)
+        return self.left + (self._fx(value) - self.x0) / ((self.x1 - self.x0) or 1) * (
+            self.right - self.left)
 
     def y(self, value: float) -> float:
         return self.bottom - (value - self.y0) / ((self.y1 - self.y0) or 1) * (self.bottom - self.top)
@@ -142,8 +181,10 @@ def scatter(name: str, points: Sequence[Point], *, title: str, x_label: str, y_l
     if not points:
         return empty(name, title, "No artifact has both a latency and a test score.")
     xs, ys = [p.x for p in points], [p.y for p in points]
-    frame = _Frame(name, title, x_label, y_label, (0.0, max(xs) * 1.1),
-                   _pad(min(ys), max(ys)))
+    log = wants_log(min(xs), max(xs))
+    frame = _Frame(name, title, x_label, y_label,
+                   (min(xs) / 1.3, max(xs) * 1.3) if log else (0.0, max(xs) * 1.1),
+                   _pad(min(ys), max(ys)), x_log=log)
     front = sorted((p for p in points if p.highlight), key=lambda p: p.x)
     if len(front) > 1:
         path = " ".join(f"{frame.x(p.x):.1f},{frame.y(p.y):.1f}" for p in front)
@@ -185,8 +226,10 @@ def spreads(name: str, rows: Sequence[Spread], *, title: str, x_label: str) -> s
         return empty(name, title, "No latency was measured in this run.")
     row_h, height = 34, _MARGIN["top"] + _MARGIN["bottom"] + 34 * len(rows) + 10
     left = 170  # no y scale: the rows are artifacts, named left of the plot
-    frame = _Frame(name, title, x_label, "", (0.0, max(r.max for r in rows) * 1.02), (0, 1),
-                   height, left=left, y_scale=False)
+    lo, hi = min(r.min for r in rows), max(r.max for r in rows)
+    log = wants_log(lo, hi)
+    frame = _Frame(name, title, x_label, "", (lo / 1.1, hi * 1.1) if log else (0.0, hi * 1.02),
+                   (0, 1), height, left=left, y_scale=False, x_log=log)
     for i, r in enumerate(rows):
         y = frame.top + 10 + i * row_h + row_h / 2
         x = frame.x
@@ -231,14 +274,15 @@ def bars(name: str, items: Sequence[tuple[str, float, str]], *, title: str,
 
 
 def lines(name: str, series: Sequence[Series], *, title: str, x_label: str, y_label: str,
-          ) -> str:
-    """One polyline with markers per series, and a legend naming them."""
+          integer_x: bool = False) -> str:
+    """One polyline with markers per series, and a legend naming them; integer_x for counts."""
     series = [s for s in series if s.points]
     if not series:
         return empty(name, title, "No per-epoch history in this run.")
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points]
-    frame = _Frame(name, title, x_label, y_label, (min(xs), max(xs)), _pad(min(ys), max(ys)))
+    frame = _Frame(name, title, x_label, y_label, (min(xs), max(xs)), _pad(min(ys), max(ys)),
+                   integer_x=integer_x)
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         path = " ".join(f"{frame.x(x):.1f},{frame.y(y):.1f}" for x, y in s.points)

@@ -31,8 +31,8 @@ from kdedge.report.formatting import (
 )
 from kdedge.report.render import COMPARISON_FORMATS, FORMATS
 
-CHARTS = ("quality-vs-latency", "latency-distribution", "size", "training-loss",
-          "training-validation")
+CHARTS = ("quality-vs-latency", "latency-distribution", "training-loss", "training-validation",
+          "size")
 
 STYLE = """
 :root { --fg: #1f2937; --muted: #6b7280; --line: #e5e7eb; --accent: #2563eb; --bad: #b91c1c;
@@ -45,7 +45,9 @@ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 36px 0 10
 h3 { font-size: 15px; margin: 20px 0 8px; }
 .sub { color: var(--muted); margin: 0 0 18px; }
 .verdict { border: 1px solid var(--line); border-left: 6px solid var(--good);
-           background: var(--panel); padding: 14px 18px; border-radius: 6px; }
+           background: var(--panel); padding: 14px 18px; border-radius: 6px; display: grid;
+           grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 8px 32px; }
+.verdict h3 { margin-top: 12px; }
 .verdict.fallback { border-left-color: #d97706; } .verdict.none { border-left-color: var(--bad); }
 .verdict .ship { font-size: 20px; font-weight: 650; margin: 0 0 6px; }
 .verdict ul { margin: 8px 0 0 18px; padding: 0; }
@@ -171,14 +173,15 @@ def _verdict(data: Mapping[str, Any]) -> str:
             (fmt_ratio(headline.get("size_ratio")), "smaller on disk")]
     trade_offs = [t.get("sentence") for t in rec.get("trade_offs") or []]
     reasons = [r for r in rec.get("reasons") or [] if r not in trade_offs]
-    return (f'<div class="verdict {kind}"><p class="ship">{ship}</p><p>{_e(rec.get("summary"))}</p>'
+    return (f'<div class="verdict {kind}"><div><p class="ship">{ship}</p>'
+            f'<p>{_e(rec.get("summary"))}</p>'
             + ('<div class="kpis">' + "".join(f"<div class=\"kpi\"><b>{_e(v)}</b><span>{_e(k)}"
                                               "</span></div>" for v, k in kpis) + "</div>"
                if name else "")
             + ("<h3>Trade-off</h3><ul>" + "".join(f"<li>{_e(t)}</li>" for t in trade_offs)
                + "</ul>" if trade_offs else "")
-            + "<h3>Why</h3><ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>"
-            + f'<p class="sub">Rule: {_e(rec.get("rule"))}</p></div>')
+            + "</div><div><h3>Why</h3><ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons)
+            + f'</ul><p class="sub">Rule: {_e(rec.get("rule"))}</p></div></div>')
 
 
 def _warnings(data: Mapping[str, Any]) -> str:
@@ -201,7 +204,6 @@ def _charts(data: Mapping[str, Any]) -> str:
          "front (no other artifact is both faster and better)."),
         (_latency_chart(data),
          "Whisker: min to max; box: p50 to p95; thick bar: p50; thin ticks: p90 and p99."),
-        (_size_chart(data), "Bytes needed to run each artifact (bench), else its model file."),
         (_training_chart(data, "train_loss", "Training loss per epoch", "training loss"),
          "Teacher fine-tuning and distillation, each phase its own line."),
         (_training_chart(data, f"validation_{metric}",
@@ -209,6 +211,7 @@ def _charts(data: Mapping[str, Any]) -> str:
                          f"validation {metric_name(metric)}"
                          + (" (fraction)" if metric in ("accuracy", "macro_f1") else "")),
          "The best epoch of the last phase is the checkpoint that was kept."),
+        (_size_chart(data), "Bytes needed to run each artifact (bench), else its model file."),
     ]
     return _section("Charts", '<div class="grid">' + "".join(
         f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
@@ -259,7 +262,7 @@ def _training_chart(data: Mapping[str, Any], key: str, title: str, y_label: str)
         series += [charts.Series(f"{label} {phase}".strip(), points)
                    for phase, points in phases.items()]
     return charts.lines(f"training-{'loss' if key == 'train_loss' else 'validation'}", series,
-                        title=title, x_label="epoch", y_label=y_label)
+                        title=title, x_label="epoch", y_label=y_label, integer_x=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,14 +309,21 @@ def _latency(data: Mapping[str, Any]) -> str:
               "samples/s", f"Speed-up vs {_e(data.get('reference'))}", "Runs"]
     rows = []
     for row in data.get("artifacts") or []:
+        if not row.get("latency"):  # not benchmarked: said once below, not as rows of n/a
+            continue
         for bs in sizes:
             s = _get(row, "latency", bs) or {}
             rows.append([_e(row["name"]), bs, *[fmt_num(s.get(k)) for k in (
                 "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms")],
                 fmt_num(s.get("throughput_samples_per_s"), 1),
                 fmt_ratio(_get(row, "vs_reference", "speedup", bs)), fmt_int(s.get("runs"))])
+    unmeasured = [f"{_e(row['name'])}" + (f" ({_e(row['bench_skipped'])})"
+                                           if row.get("bench_skipped") else "")
+                  for row in data.get("artifacts") or [] if not row.get("latency")]
     body = (f"<p>Milliseconds per batch at sequence length {fmt_int(bench.get('sequence_length'))}"
-            f" with {fmt_int(bench.get('threads'))} threads.</p>" + _table(header, rows))
+            f" with {fmt_int(bench.get('threads'))} threads.</p>" + _table(header, rows)
+            + (f"<p class=\"sub\">Not benchmarked: {'; '.join(unmeasured)}.</p>"
+               if unmeasured else ""))
     sweep = bench.get("sweep") or []
     if sweep:
         body += "<h3>Sweep</h3>" + _table(
@@ -331,13 +341,19 @@ def _per_class(data: Mapping[str, Any]) -> str:
     labels = per_class.get("labels") or []
     header = ["Artifact", "Label", "Support", "Precision", "Recall", "F1"]
     rows = []
-    for row in data.get("artifacts") or []:
+    for row in _quality_rows(data):
         pc = _get(row, "test", "per_class") or {}
         for i, label in enumerate(labels):
             rows.append([_e(row["name"]), _e(label), fmt_int(_at(pc.get("support"), i)),
                          *[fmt_num(_at(pc.get(k), i), 4) for k in ("precision", "recall", "f1")]])
     return _section("Per-class precision, recall and F1 (test)",
                     _table(header, rows, text_cols=2), "per-class")
+
+
+def _quality_rows(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Artifacts with their own test scores: a MODEL@TARGET row scores as MODEL's file does."""
+    return [row for row in data.get("artifacts") or [] if "@" not in str(row["name"])
+            and row.get("test")]
 
 
 def _at(values: Any, i: int) -> Any:
@@ -347,7 +363,7 @@ def _at(values: Any, i: int) -> Any:
 def _confusion(data: Mapping[str, Any]) -> str:
     labels = _get(data, "per_class", "labels") or []
     blocks = []
-    for row in data.get("artifacts") or []:
+    for row in _quality_rows(data):
         matrix = _get(row, "test", "confusion")
         if not isinstance(matrix, list) or not matrix:
             continue

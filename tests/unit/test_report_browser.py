@@ -3,7 +3,7 @@ no request beyond the page itself, and every chart drawn.
 
 Skipped only when chromium is absent (`.ci/run` installs it). KDEDGE_REPORT_HTML=PATH also
 checks an existing report (a demo run's); KDEDGE_SAVE_SCREENSHOT=1 copies the screenshot of the
-first screen to docs/report-screenshot.png.
+verdict and the first charts to docs/report-screenshot.png.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from kdedge.report.render import render, render_comparison
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: "
                                 "apt-get install chromium; .ci/run installs it)")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "report-screenshot.png"
+OVERVIEW = 1500  # CSS pixels from the top: the verdict and the first charts
 
 
 def check_in_browser(page: Path, workdir: Path, charts: tuple[str, ...]) -> PageVisit:
     """Assert what a reader's browser must see; return the visit for further checks."""
-    seen = visit(page, workdir, CHART_PROBE, {"first-screen.png": False, "full-page.png": True})
+    seen = visit(page, workdir, CHART_PROBE, {"overview.png": (0, OVERVIEW), "full-page.png": True})
     assert seen.errors == []
     assert seen.requests == [seen.url]  # the page itself, nothing fetched
     found = {c["name"]: c for c in json.loads(seen.evaluated)}
