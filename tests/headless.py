@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,3 +172,23 @@ CHART_PROBE = """JSON.stringify(Array.from(document.querySelectorAll('svg[data-c
           marks: marks.length, areas: marks.filter(r => r.width > 0 && r.height > 0).length,
           texts: Array.from(svg.querySelectorAll('text')).map(t => t.textContent)};
 }))"""
+
+
+OVERVIEW = 1500  # CSS pixels from the top of a report: the verdict and the first charts
+
+
+def check_in_browser(page: Path, workdir: Path, charts: Sequence[str]) -> PageVisit:
+    """Assert what a reader's browser must see; return the visit for further checks."""
+    seen = visit(page, workdir, CHART_PROBE, {"overview.png": (0, OVERVIEW), "full-page.png": True})
+    assert seen.errors == []
+    assert seen.requests == [seen.url]  # the page itself, nothing fetched
+    found = {c["name"]: c for c in json.loads(seen.evaluated)}
+    assert set(found) == set(charts)
+    for name in charts:
+        chart = found[name]
+        assert chart["width"] > 300 and chart["height"] > 150, name
+        assert chart["areas"] >= 2, f"{name} draws nothing: {chart}"
+        assert chart["texts"][0], f"{name} has no title"
+    for shot in seen.screenshots:
+        assert shot.stat().st_size > 20_000  # a blank page compresses to a few kB
+    return seen

@@ -263,7 +263,9 @@ def _confusion(data: Mapping[str, Any]) -> list[str]:
     labels = _get(data, "per_class", "labels") or []
     lines: list[str] = []
     rows = []
-    for row in data.get("artifacts") or []:
+    own = [row for row in data.get("artifacts") or []  # MODEL@TARGET scores as MODEL does
+           if "@" not in str(row["name"])]
+    for row in own:
         pc = _get(row, "test", "per_class") or {}
         rows += [[escape_md(row["name"]), escape_md(label),
                   *[fmt_num(_at(pc.get(k), i), 4) for k in ("precision", "recall", "f1")]]
@@ -271,7 +273,7 @@ def _confusion(data: Mapping[str, Any]) -> list[str]:
     if rows:
         lines += ["## Per-class precision and recall (test)", "",
                   *_table(["Artifact", "Label", "Precision", "Recall", "F1"], rows), ""]
-    matrices = [(row["name"], _get(row, "test", "confusion")) for row in data.get("artifacts") or []]
+    matrices = [(row["name"], _get(row, "test", "confusion")) for row in own]
     matrices = [(n, m) for n, m in matrices if isinstance(m, list) and m]
     if matrices:
         lines += ["## Confusion matrices (test)", "", "Rows are gold labels, columns predictions.",

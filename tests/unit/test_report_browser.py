@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from headless import CHART_PROBE, CHROMIUM, PageVisit, visit
+from headless import CHROMIUM, check_in_browser
 from test_report import ACCURACY, P50, fake_metrics, write_run
 
 from kdedge.report.compare import build_comparison, build_report_from_run
@@ -24,24 +24,6 @@ from kdedge.report.render import render, render_comparison
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: "
                                 "apt-get install chromium; .ci/run installs it)")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "report-screenshot.png"
-OVERVIEW = 1500  # CSS pixels from the top: the verdict and the first charts
-
-
-def check_in_browser(page: Path, workdir: Path, charts: tuple[str, ...]) -> PageVisit:
-    """Assert what a reader's browser must see; return the visit for further checks."""
-    seen = visit(page, workdir, CHART_PROBE, {"overview.png": (0, OVERVIEW), "full-page.png": True})
-    assert seen.errors == []
-    assert seen.requests == [seen.url]  # the page itself, nothing fetched
-    found = {c["name"]: c for c in json.loads(seen.evaluated)}
-    assert set(found) == set(charts)
-    for name in charts:
-        chart = found[name]
-        assert chart["width"] > 300 and chart["height"] > 150, name
-        assert chart["areas"] >= 2, f"{name} draws nothing: {chart}"
-        assert chart["texts"][0], f"{name} has no title"
-    for shot in seen.screenshots:
-        assert shot.stat().st_size > 20_000  # a blank page compresses to a few kB
-    return seen
 
 
 def test_report_html_opens_in_chromium(tmp_path: Path) -> None:
