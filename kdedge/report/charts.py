@@ -208,10 +208,12 @@ def _legend(entries: Sequence[tuple[str, str, str]]) -> str:
     """A row of (label, mark class, colour) under the title, left to right, clear of the plot."""
     parts, x, y = [], float(_MARGIN["left"]), 40.0
     for label, cls, color in entries:
-        if cls == "series" or cls == "front":
+        if cls in ("series", "front"):
             stroke = f' stroke="{color}"' if color else ""
             parts.append(f'<line class="{cls}"{stroke} x1="{x:.1f}" x2="{x + 18:.1f}" y1="{y}" '
                          f'y2="{y}"/>')
+            if cls == "front":  # a front of one point has no line: show its marker too
+                parts.append(f'<circle class="on-front" cx="{x + 9:.1f}" cy="{y}" r="4"/>')
         else:
             parts.append(f'<circle class="{cls}" cx="{x + 9:.1f}" cy="{y}" r="5"/>')
         parts.append(f'<text class="legend" x="{x + 24:.1f}" y="{y + 4}">{escape(label)}</text>')

@@ -63,11 +63,13 @@ h3 { font-size: 15px; margin: 20px 0 8px; }
 figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 6px;
          padding: 8px; }
 figure svg { width: 100%; height: auto; display: block; }
+figure.single { max-width: 760px; }
 figcaption { color: var(--muted); font-size: 12px; padding: 4px 6px 0; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: right; white-space: nowrap; }
 th { background: var(--panel); font-weight: 600; }
+th[colspan] { text-align: center; }
 td.text, th.text { text-align: left; }
 td.wrap { white-space: normal; min-width: 320px; max-width: 640px; }
 tr.recommended td { background: #ecfdf5; font-weight: 600; }
@@ -630,9 +632,9 @@ def render_comparison_html(data: Mapping[str, Any]) -> str:
                            title=f"Test {metric_name(metric)} vs p50 latency, every run",
                            x_label="p50 latency at each run's ranking batch (ms)",
                            y_label=f"test {metric_name(metric)}", front_label="recommended")
-    body += _section("Chart", f"<figure>{chart}<figcaption>Each run's CPU artifacts; the "
-                     "recommended ones are blue, joined by the dashed line.</figcaption></figure>",
-                     "chart")
+    body += _section("Chart", f'<figure class="single">{chart}<figcaption>Each run\'s CPU '
+                     "artifacts; the recommended ones are blue, joined by the dashed line."
+                     "</figcaption></figure>", "chart")
     names = list(dict.fromkeys(a["name"] for r in runs for a in r.get("artifacts") or []))
     top = "<tr><th></th>" + "".join(f'<th colspan="5">{_e(r["name"])}</th>' for r in runs) + "</tr>"
     sub = "<tr><th class=\"text\">Artifact</th>" + "".join(
