@@ -590,8 +590,9 @@ def _reproducibility(data: Mapping[str, Any]) -> str:
                    ("config", f"<code>{_e(repro.get('config_path'))}</code>"),
                    ("kdedge git sha", _e(repro.get("kdedge_git_sha"))),
                    ("report written by kdedge", _e(repro.get("report_kdedge_version"))),
-                   ("reproduce", "<code>kdedge compress --config "
-                                 f"{_e(repro.get('config_path'))}</code>")])
+                   ("reproduce", "<code>kdedge compress --config RUN_DIR/"
+                                 f"{_e(repro.get('config_path'))}</code> from where the run was "
+                                 "started")])
     rows = [[_e(name), f"<code>{_e((s or {}).get('fingerprint'))}</code>",
              _e((s or {}).get("status")), fmt_num((s or {}).get("duration_s"), 1),
              _e((s or {}).get("started_at"))]

@@ -580,6 +580,8 @@ def _reproducibility(data: Mapping[str, Any]) -> list[str]:
         ("config", escape_md(repro.get("config_path"))),
         ("kdedge git sha", escape_md(repro.get("kdedge_git_sha"))),
         ("report written by kdedge", escape_md(repro.get("report_kdedge_version"))),
+        ("reproduce", f"kdedge compress --config RUN\\_DIR/{escape_md(repro.get('config_path'))} "
+                      "from where the run was started"),
     ]), "", *_table(["Stage", "Fingerprint", "Status", "Seconds", "Started"], rows)]
 
 
