@@ -17,6 +17,7 @@ from test_report import (
     LABELS,
     P50,
     PEARSON,
+    device_results,
     fake_metrics,
     latency,
     regression_metrics,
@@ -29,6 +30,7 @@ from kdedge.report import charts
 from kdedge.report.compare import build_comparison, build_report_from_run
 from kdedge.report.html import CHARTS
 from kdedge.report.render import render, render_comparison
+from kdedge.report.targets import add_bench
 from kdedge_cli import main as cli_main
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "kdedge" / "report" /
@@ -80,6 +82,18 @@ def test_report_json_validates_against_its_schema(tmp_path: Path) -> None:
     validate(json.loads(render("json", full)))
     validate(build_report_from_run(write_run(tmp_path / "regression", regression_metrics(PEARSON))))
     validate(build_report_from_run(write_run(tmp_path / "empty", {})))  # every stage missing
+
+    swept = fake_metrics(ACCURACY, P50)  # a thread sweep, and a device added with --add-bench
+    swept["bench"]["threads"] = [2, 4]
+    for name, entry in swept["bench"]["models"].items():
+        entry["latency"].append(latency(P50[name] * 1.5, 1, threads=2))
+    run = write_run(tmp_path / "swept", swept)
+    device = tmp_path / "pi5.json"
+    device.write_text(json.dumps(device_results()))
+    add_bench(run, device)
+    data = build_report_from_run(run)
+    assert len(data["benchmark"]["sweep"]) == 12 and data["added_targets"][0]["target"] == "pi5"
+    validate(data)
 
     broken = json.loads(json.dumps(full))
     broken["artifacts"][0]["latency"]["1"]["p50_ms"] = "fast"
