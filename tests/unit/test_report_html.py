@@ -219,3 +219,20 @@ def _cli(argv: list[str]) -> int:
     finally:
         sys.argv = old
     return 0
+
+
+def test_a_regression_report_renders_its_own_metric_and_score_gaps(tmp_path: Path) -> None:
+    metrics = regression_metrics(PEARSON)
+    metrics["export"]["disagreements"] = {
+        "split": "test", "examples_total": 100, "count": None,
+        "examples": [{"index": 3, "text": "a", "text_pair": "b", "gold": 4.5, "teacher": 4.25,
+                      "student": 2.0, "gap": 2.25}]}
+    data = build_report_from_run(write_run(tmp_path, metrics))
+    validate(data)
+    assert data["disagreements"]["rate"] is None
+    assert {p["artifact"]: p["on_front"] for p in data["pareto"]["points"]}["student-int8"]
+    html, md = render("html", data), render("md", data)
+    assert "Test Pearson vs latency (batch 1)" in html and "test Pearson</text>" in html
+    assert "<td>4.2500</td><td>2.0000</td><td>2.2500</td>" in html
+    assert "| a / b | 4.5 | 4.2500 | 2.0000 | 2.2500 |" in md
+    assert "Confusion" not in html and "Confusion" not in md
