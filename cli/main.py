@@ -252,17 +252,32 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
 
 @app.command("report")
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A directory written by kdedge compress.")],
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="A directory written by kdedge compress; several put their runs side by side.")],
     add_bench: Annotated[list[Path] | None, typer.Option(
         "--add-bench", help="A results JSON written by `kdedge bench` on a target device; "
                             "its models join the report as MODEL@TARGET rows (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(
+        help="Where a comparison of several runs is written.")] = Path("kdedge-comparison"),
 ) -> None:
-    """Write report.json and report.md for an existing run, with any device's bench added."""
+    """Write report.json, report.md and report.html for an existing run, with any device's
+    bench added; given several runs, write a comparison of them into --out instead."""
     from kdedge import pipeline
+    from kdedge.errors import KdedgeError
     from kdedge.extras import require_compress
     from kdedge.report.targets import add_bench as add
 
     require_compress("report")
+    if len(run_dirs) > 1:
+        if add_bench:
+            raise KdedgeError("--add-bench adds a device to one run; give it with a single "
+                              "RUN_DIR, then compare the runs.")
+        from kdedge.report.stage import write_comparison
+
+        for path in write_comparison(run_dirs, out):
+            typer.echo(path)
+        return
+    run_dir = run_dirs[0]
     cfg = pipeline.load_run(run_dir)
     for path in add_bench or []:  # each file is checked before the report changes
         typer.echo(f"added target {add(run_dir, path)} from {path}")

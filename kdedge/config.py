@@ -321,7 +321,7 @@ class BenchConfig(_Section):
 
 
 class ReportConfig(_Section):
-    formats: tuple[Literal["json", "md"], ...] = ("json", "md")
+    formats: tuple[Literal["json", "md", "html"], ...] = ("json", "md", "html")
     min_retained_accuracy: float = Field(0.95, gt=0, le=1.0)  # vs the teacher, to be recommended
 
 

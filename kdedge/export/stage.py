@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdedge.data.dataset import TaskData, load_task
 from kdedge.distill.stage import STUDENT_DIR
 from kdedge.errors import KdedgeError
@@ -20,6 +22,8 @@ from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
 from kdedge.teacher.stage import MODEL_DIR
 
 log = logging.getLogger("kdedge")
+DISAGREEMENTS = 8  # test examples where teacher and student disagree, kept for the report
+_TEXT_CHARS = 400  # a kept text is cut here: the report shows examples, not documents
 
 
 def run(ctx) -> dict[str, Any]:
@@ -27,7 +31,7 @@ def run(ctx) -> dict[str, Any]:
     task = load_task(ctx.input("data"))
     sources = {"teacher": ctx.input("teacher") / MODEL_DIR,
                "student": ctx.input("distill") / STUDENT_DIR}
-    models = {}
+    models, test_outputs = {}, {}
     for name, source in sources.items():
         out = ctx.work / name
         exporter = "torch.onnx" if needs_torch_export(source) else "optimum"
@@ -40,10 +44,11 @@ def run(ctx) -> dict[str, Any]:
             raise KdedgeError(f"The {name} ONNX model differs from PyTorch by "
                               f"{parity['max_abs_diff']:.2e}, above export.atol {cfg.atol:.0e}; "
                               "raise export.atol only if that difference is acceptable.")
+        scores, test_outputs[name] = onnx_scores(out, task, max_length, ctx.cfg.run.threads)
         models[name] = {"path": name, "exporter": exporter, "bytes": (out / ONNX_FILE).stat().st_size,
-                        "opset": cfg.opset, "parity": parity,
-                        **onnx_metrics(out, task, max_length, ctx.cfg.run.threads)}
-    return {"models": models}
+                        "opset": cfg.opset, "parity": parity, **scores}
+    return {"models": models, "disagreements": disagreements(
+        task, test_outputs["teacher"], test_outputs["student"])}
 
 
 def export_onnx(source: Path, out: Path, opset: int) -> None:
@@ -83,9 +88,57 @@ def check_parity(source: Path, onnx_dir: Path, texts: list[Any], max_length: int
 def onnx_metrics(folder: Path, task: TaskData, max_length: int, threads: int | None,
                  ) -> dict[str, Any]:
     """Validation and test metrics measured through onnxruntime, the runtime that ships."""
+    return onnx_scores(folder, task, max_length, threads)[0]
+
+
+def onnx_scores(folder: Path, task: TaskData, max_length: int, threads: int | None,
+                ) -> tuple[dict[str, Any], np.ndarray]:
+    """onnx_metrics, and the test split's outputs for comparing two models example by example."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return {name: task_metrics(onnx_logits(folder, tokenizer, task.splits[name].texts, max_length,
-                                           threads=threads), task.splits[name].labels, task)
-            for name in ("validation", "test")}
+    outputs = {name: onnx_logits(folder, tokenizer, task.splits[name].texts, max_length,
+                                 threads=threads) for name in ("validation", "test")}
+    metrics = {name: task_metrics(out, task.splits[name].labels, task)
+               for name, out in outputs.items()}
+    return metrics, outputs["test"]
+
+
+def disagreements(task: TaskData, teacher: np.ndarray, student: np.ndarray,
+                  keep: int = DISAGREEMENTS) -> dict[str, Any]:
+    """Test examples where the student's answer differs from the teacher's, for a reader to see
+    what distillation lost: the teacher's most confident disagreements for classification, the
+    largest score gaps for regression. `count` (classification) is over the whole test split."""
+    split = task.splits["test"]
+    if task.is_regression:
+        t, s = teacher.reshape(-1), student.reshape(-1)
+        gap = np.abs(t - s)
+        order = [int(i) for i in np.argsort(-gap, kind="stable")[:keep]]
+        count = None  # every score differs a little: the kept ones are the largest gaps
+        rows = [{"teacher": float(t[i]), "student": float(s[i]), "gap": float(gap[i])}
+                for i in order]
+    else:
+        t_prob, s_prob = _softmax(teacher), _softmax(student)
+        t_pred, s_pred = t_prob.argmax(-1), s_prob.argmax(-1)
+        differ = np.flatnonzero(t_pred != s_pred)
+        order = [int(i) for i in differ[np.argsort(-t_prob[differ].max(-1), kind="stable")][:keep]]
+        count = len(differ)
+        rows = [{"teacher": task.labels[t_pred[i]], "teacher_confidence": float(t_prob[i].max()),
+                 "student": task.labels[s_pred[i]], "student_confidence": float(s_prob[i].max())}
+                for i in order]
+    examples = []
+    for i, row in zip(order, rows, strict=True):
+        text = split.texts[i]
+        first, pair = (text[0], text[1]) if isinstance(text, tuple | list) else (text, None)
+        gold = split.labels[i]
+        examples.append({"index": i, "text": str(first)[:_TEXT_CHARS],
+                         "text_pair": None if pair is None else str(pair)[:_TEXT_CHARS],
+                         "gold": float(gold) if task.is_regression else task.labels[int(gold)],
+                         **row})
+    return {"split": "test", "examples_total": len(split.labels), "count": count,
+            "examples": examples}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)

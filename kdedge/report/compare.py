@@ -174,6 +174,8 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "notes": _notes(metrics, environment, by_name, missing, skipped),
         "artifacts": rows,
         "per_class": _per_class(metrics, rows) if task == CLASSIFICATION else None,
+        "pareto": _pareto(rows, ranking_batch, metric),
+        "disagreements": _disagreements(metrics["export"]),
         "export": _export(metrics, metric),
         "quantization": _quantization(metrics, quality_metrics),
         "training": _training(metrics, manifests, metric),
@@ -536,6 +538,61 @@ def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, An
                 for row in sorted(rows, key=lambda r: r["name"] != REFERENCE))  # reference first
     support = next((s for s in supports if isinstance(s, list)), None)
     return {"labels": [str(label) for label in labels], "support": support, "f1": f1}
+
+
+def _pareto(rows: list[dict[str, Any]], batch_size: int | None, metric: str,
+            ) -> dict[str, Any] | None:
+    """Test score against p50 latency at the ranking batch size, per target, with the front
+    marked: an artifact is on it when no other on its target is at least as fast and at least
+    as good, and strictly better in one of the two."""
+    if batch_size is None:
+        return None
+    key = str(batch_size)
+    points = [{"artifact": row["name"], "target": row["target"],
+               "p50_ms": _dig(row.get("latency"), key, "p50_ms"), metric: _test_score(row, metric)}
+              for row in rows]
+    points = [p for p in points if p["p50_ms"] is not None and p[metric] is not None]
+    if not points:
+        return None
+    higher_better = metric != "mse"
+    for p in points:
+        score = p[metric] if higher_better else -p[metric]
+        p["on_front"] = not any(
+            q is not p and q["target"] == p["target"]
+            and q["p50_ms"] <= p["p50_ms"] and _oriented(q[metric], higher_better) >= score
+            and (q["p50_ms"] < p["p50_ms"] or _oriented(q[metric], higher_better) > score)
+            for q in points)
+    return {"batch_size": batch_size, "metric": metric, "points": points}
+
+
+def _oriented(value: float, higher_better: bool) -> float:
+    return value if higher_better else -value
+
+
+def _disagreements(export: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Test examples where the teacher's and the student's ONNX answers differ (export stage)."""
+    found = _mapping(export.get("disagreements"))
+    if not found:
+        return None
+    examples = []
+    for e in map(_mapping, found.get("examples") or []):
+        gold = e.get("gold")
+        examples.append({
+            "index": _int(e.get("index")), "text": str(e.get("text") or ""),
+            "text_pair": None if e.get("text_pair") is None else str(e.get("text_pair")),
+            "gold": gold if isinstance(gold, (int, float)) and not isinstance(gold, bool)
+            else str(gold),
+            "teacher": e.get("teacher") if isinstance(e.get("teacher"), (int, float))
+            else str(e.get("teacher")),
+            "student": e.get("student") if isinstance(e.get("student"), (int, float))
+            else str(e.get("student")),
+            "teacher_confidence": _num(e.get("teacher_confidence")),
+            "student_confidence": _num(e.get("student_confidence")),
+            "gap": _num(e.get("gap")),
+        })
+    total, count = _int(found.get("examples_total")), _int(found.get("count"))
+    return {"split": str(found.get("split") or "test"), "examples_total": total, "count": count,
+            "rate": _ratio(count, total), "examples": examples}
 
 
 def _export(metrics: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, Any] | None:
@@ -911,3 +968,68 @@ def _clean(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# several runs side by side (`kdedge report RUN_A RUN_B ...`)
+
+COMPARISON_SCHEMA_VERSION = 1
+
+
+def build_comparison(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Several runs' report data side by side: each run's verdict and, per artifact, the test
+    score (the run's primary metric, `test_score`), p50 at the run's ranking batch, size and
+    the ratios to that run's reference.
+
+    `runs` pairs a run's name (its directory) with its report data. The first run is the
+    baseline: each run's recommended artifact is also timed and scored against the first
+    run's recommended artifact (`vs_baseline`), the question "is recipe B's pick better than
+    recipe A's?" asks.
+    """
+    metrics = {str(data.get("primary_metric")) for _, data in runs}
+    metric = metrics.pop() if len(metrics) == 1 else None
+    columns = []
+    for name, data in runs:
+        rec = _mapping(data.get("recommendation"))
+        key = None if rec.get("batch_size") is None else str(rec.get("batch_size"))
+        primary = str(data.get("primary_metric"))
+        artifacts = [{
+            "name": row["name"], "target": row.get("target"), "produced": row.get("produced"),
+            "test_score": _test_score(row, primary),
+            "retained": row.get(f"retained_{primary}"),
+            "p50_ms": _dig(row.get("latency"), key, "p50_ms") if key else None,
+            "speedup": _dig(row.get("vs_reference"), "speedup", key) if key else None,
+            "size_bytes": row.get("size_bytes"),
+            "size_ratio": _dig(row.get("vs_reference"), "size_ratio"),
+            "recommended": row["name"] == rec.get("artifact"),
+        } for row in map(_mapping, data.get("artifacts") or [])]
+        best = next((a for a in artifacts if a["recommended"]), None)
+        columns.append({
+            "name": name, "task": data.get("task"), "primary_metric": primary,
+            "recipe": _dig(data, "training", "distill", "recipe"),
+            "student": _dig(data, "training", "distill", "student", "source"),
+            "targets": _dig(data, "benchmark", "targets"),
+            "cpu_model": _dig(data, "environment", "cpu", "model"),
+            "seed": _dig(data, "reproducibility", "seed"),
+            "recommended": rec.get("artifact"), "fallback": rec.get("fallback"),
+            "summary": rec.get("summary"), "batch_size": rec.get("batch_size"),
+            "headline": dict(_mapping(rec.get("headline"))),
+            "recommended_p50_ms": best["p50_ms"] if best else None,
+            "recommended_test_score": best["test_score"] if best else None,
+            "recommended_size_bytes": best["size_bytes"] if best else None,
+            "artifacts": artifacts,
+        })
+    base = columns[0] if columns else None
+    for column in columns:
+        same = base is not None and metric is not None and column["batch_size"] == base["batch_size"]
+        column["vs_baseline"] = {
+            "speedup": _ratio(base["recommended_p50_ms"], column["recommended_p50_ms"])
+            if same else None,
+            "size_ratio": _ratio(base["recommended_size_bytes"], column["recommended_size_bytes"])
+            if base else None,
+            "score_delta": _diff(column["recommended_test_score"],
+                                 base["recommended_test_score"]) if same else None,
+        }
+    return _clean({"schema_version": COMPARISON_SCHEMA_VERSION, "kind": "comparison",
+                   "primary_metric": metric, "baseline": base["name"] if base else None,
+                   "runs": columns})

@@ -31,6 +31,7 @@ from kdedge.report.formatting import (
 Renderer = Callable[[Mapping[str, Any]], str]
 SCORE_STATS = ("mean", "std", "min", "max")  # the data stage's label_stats of a regression task
 FORMATS: Registry[Renderer] = Registry("report format")
+COMPARISON_FORMATS: Registry[Renderer] = Registry("comparison format")
 
 
 def render(fmt: str, data: Mapping[str, Any]) -> str:
@@ -42,6 +43,12 @@ def file_name(fmt: str) -> str:
     return f"report.{fmt}"
 
 
+def render_comparison(fmt: str, data: Mapping[str, Any]) -> str:
+    """The text of a several-run comparison file (compare.build_comparison's data)."""
+    return COMPARISON_FORMATS.get(fmt)(data)
+
+
+@COMPARISON_FORMATS.register("json")
 @FORMATS.register("json")
 def render_json(data: Mapping[str, Any]) -> str:
     """The report data as is: the machine-readable report is the data itself."""
@@ -117,8 +124,9 @@ def _metrics(data: Mapping[str, Any]) -> list[str]:
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The report for a person deciding what to ship: the verdict first, the evidence after."""
     lines = ["# kdedge deployment report", ""]
-    for section in (_verdict, _notes, _artifacts, _latency, _per_class, _parity, _quantization,
-                    _training, _data, _environment, _reproducibility):
+    for section in (_verdict, _notes, _artifacts, _pareto, _latency, _per_class, _confusion,
+                    _disagreements, _parity, _quantization, _training, _data, _environment,
+                    _reproducibility):
         part = section(data)
         if part:
             lines += [*part, ""]
@@ -233,6 +241,83 @@ def _per_class(data: Mapping[str, Any]) -> list[str]:
         rows.append(cells)
     return ["## Per-class F1 (test)", "",
             *_table(["Label", "Support", *[escape_md(n) for n in names]], rows)]
+
+
+def _pareto(data: Mapping[str, Any]) -> list[str]:
+    pareto = data.get("pareto")
+    if not pareto:
+        return []
+    metric = pareto["metric"]
+    rows = [[escape_md(p["artifact"]), escape_md(p["target"]), fmt_num(p["p50_ms"]),
+             fmt_metric(p[metric], metric), fmt_bool(p.get("on_front"))]
+            for p in pareto.get("points") or []]
+    return ["## Quality against latency", "",
+            f"Batch {fmt_int(pareto.get('batch_size'))}. On the Pareto front: no other artifact "
+            "on the same target is both faster and better.", "",
+            *_table(["Artifact", "Target", "p50 ms", f"Test {metric_name(metric)}",
+                     "Pareto front"], rows)]
+
+
+def _confusion(data: Mapping[str, Any]) -> list[str]:
+    """Per-class precision and recall, and each artifact's confusion matrix (rows: gold)."""
+    labels = _get(data, "per_class", "labels") or []
+    lines: list[str] = []
+    rows = []
+    own = [row for row in data.get("artifacts") or []  # MODEL@TARGET scores as MODEL does
+           if "@" not in str(row["name"])]
+    for row in own:
+        pc = _get(row, "test", "per_class") or {}
+        rows += [[escape_md(row["name"]), escape_md(label),
+                  *[fmt_num(_at(pc.get(k), i), 4) for k in ("precision", "recall", "f1")]]
+                 for i, label in enumerate(labels) if pc]
+    if rows:
+        lines += ["## Per-class precision and recall (test)", "",
+                  *_table(["Artifact", "Label", "Precision", "Recall", "F1"], rows), ""]
+    matrices = [(row["name"], _get(row, "test", "confusion")) for row in own]
+    matrices = [(n, m) for n, m in matrices if isinstance(m, list) and m]
+    if matrices:
+        lines += ["## Confusion matrices (test)", "", "Rows are gold labels, columns predictions.",
+                  ""]
+        for name, matrix in matrices:
+            names = labels if len(labels) == len(matrix) else [str(i) for i in range(len(matrix))]
+            lines += [f"### {escape_md(name)}", "",
+                      *_table(["gold \\ predicted", *[escape_md(n) for n in names]],
+                              [[escape_md(names[i]), *[fmt_int(v) for v in line]]
+                               for i, line in enumerate(matrix)]), ""]
+    return lines[:-1] if lines else []
+
+
+def _at(values: Any, i: int) -> Any:
+    return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def _disagreements(data: Mapping[str, Any]) -> list[str]:
+    found = data.get("disagreements")
+    if not found:
+        return []
+    examples = found.get("examples") or []
+    if any(e.get("gap") is not None for e in examples):
+        intro = ("The test examples with the largest gap between the teacher's and the "
+                 "student's ONNX scores.")
+        rows = [[_example_text(e), _cell(e.get("gold")), fmt_num(e.get("teacher"), 4),
+                 fmt_num(e.get("student"), 4), fmt_num(e.get("gap"), 4)] for e in examples]
+        header = ["Text", "Gold", "Teacher", "Student", "Gap"]
+    else:
+        intro = (f"The teacher's and the student's ONNX models disagree on "
+                 f"{fmt_int(found.get('count'))} of {fmt_int(found.get('examples_total'))} test "
+                 f"examples ({fmt_pct(found.get('rate'))}); below, those the teacher was most "
+                 "confident about.")
+        rows = [[_example_text(e), escape_md(e.get("gold")),
+                 f"{escape_md(e.get('teacher'))} ({fmt_pct(e.get('teacher_confidence'))})",
+                 f"{escape_md(e.get('student'))} ({fmt_pct(e.get('student_confidence'))})"]
+                for e in examples]
+        header = ["Text", "Gold", "Teacher (confidence)", "Student (confidence)"]
+    return ["## Where teacher and student disagree", "", intro, "", *_table(header, rows)]
+
+
+def _example_text(example: Mapping[str, Any]) -> str:
+    pair = example.get("text_pair")
+    return escape_md(example.get("text")) + ("" if pair is None else f" / {escape_md(pair)}")
 
 
 def _parity(data: Mapping[str, Any]) -> list[str]:
@@ -495,4 +580,53 @@ def _reproducibility(data: Mapping[str, Any]) -> list[str]:
         ("config", escape_md(repro.get("config_path"))),
         ("kdedge git sha", escape_md(repro.get("kdedge_git_sha"))),
         ("report written by kdedge", escape_md(repro.get("report_kdedge_version"))),
+        ("reproduce", f"kdedge compress --config RUN\\_DIR/{escape_md(repro.get('config_path'))} "
+                      "from where the run was started"),
     ]), "", *_table(["Stage", "Fingerprint", "Status", "Seconds", "Started"], rows)]
+
+
+@COMPARISON_FORMATS.register("md")
+def render_comparison_markdown(data: Mapping[str, Any]) -> str:
+    """Runs side by side: one verdict per run, then one column group per run per artifact."""
+    runs = data.get("runs") or []
+    metric = data.get("primary_metric")
+    lines = ["# kdedge run comparison", "",
+             f"Baseline: {escape_md(data.get('baseline'))} (the first run named). Ratios "
+             "against each run's own reference read reference / artifact; against the baseline, "
+             "baseline's pick / this run's pick, so above 1 is better.", "", "## Verdicts", ""]
+    header = ["Run", "Recipe", "Student", "Targets", "Recommended", "Retained", "Speed-up",
+              "Size ratio", "Speed vs baseline", "Size vs baseline", "Score change vs baseline"]
+    rows = [[escape_md(r["name"]), escape_md(r.get("recipe")), escape_md(r.get("student")),
+             _joined(r.get("targets")),
+             escape_md(r.get("recommended")) + (" (fallback)" if r.get("fallback") else ""),
+             fmt_pct(_get(r, "headline", f"retained_{r.get('primary_metric')}")),
+             fmt_ratio(_get(r, "headline", "speedup")), fmt_ratio(_get(r, "headline", "size_ratio")),
+             fmt_ratio(_get(r, "vs_baseline", "speedup")),
+             fmt_ratio(_get(r, "vs_baseline", "size_ratio")),
+             fmt_metric_delta(_get(r, "vs_baseline", "score_delta"), metric or "")]
+            for r in runs]
+    lines += [*_table(header, rows), ""]
+    lines += [f"- {escape_md(r['name'])}: {escape_md(r.get('summary'))}" for r in runs]
+    names = list(dict.fromkeys(a["name"] for r in runs for a in r.get("artifacts") or []))
+    header = ["Artifact"]
+    for r in runs:
+        run = escape_md(r["name"])
+        header += [f"{run}: test {escape_md(metric_name(r.get('primary_metric') or ''))}",
+                   f"{run}: p50 ms @{fmt_int(r.get('batch_size'))}", f"{run}: speed-up",
+                   f"{run}: size", f"{run}: size ratio"]
+    rows = []
+    for name in names:
+        cells = [escape_md(name)]
+        for r in runs:
+            a = next((a for a in r.get("artifacts") or [] if a["name"] == name), {})
+            mark = " ✔" if a.get("recommended") else ""
+            cells += [fmt_metric(a.get("test_score"), r.get("primary_metric") or "") + mark,
+                      fmt_num(a.get("p50_ms")), fmt_ratio(a.get("speedup")),
+                      fmt_bytes(a.get("size_bytes")), fmt_ratio(a.get("size_ratio"))]
+        rows.append(cells)
+    lines += ["", "## Artifacts per run", "",
+              "✔ marks each run's recommended artifact.", "", *_table(header, rows)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+from kdedge.report import html as _html  # noqa: E402,F401  (registers the "html" formats)

@@ -1,4 +1,4 @@
-"""Report stage: read the upstream manifests, write report.json / report.md, return the verdict.
+"""Report stage: read the upstream manifests, write report.json / .md / .html, return the verdict.
 
 It never measures: compare.py turns manifests into report data, render.py turns that data into
 text, and this module only wires the two to the run directory.
@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdedge.artifacts import MANIFEST, Manifest, atomic_write_text
-from kdedge.report.compare import REPORT_INPUTS, build_report
-from kdedge.report.render import file_name, render
+from kdedge.errors import KdedgeError
+from kdedge.pipeline import stage_dirname
+from kdedge.report.compare import REPORT_INPUTS, build_comparison, build_report, build_report_from_run
+from kdedge.report.render import COMPARISON_FORMATS, file_name, render, render_comparison
 from kdedge.report.targets import load_added
 
 if TYPE_CHECKING:
@@ -44,6 +46,35 @@ def write_reports(data: dict[str, Any], folder: Path, formats: Iterable[str]) ->
         atomic_write_text(path, text)
         paths.append(path)
     return paths
+
+
+def write_comparison(run_dirs: Iterable[Path], out: Path,
+                     formats: Iterable[str] | None = None) -> list[Path]:
+    """report.json / .md / .html comparing several runs, built from each run's manifests, in
+    `out`; every run is read before anything is written."""
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        if not any((run_dir / stage_dirname(name) / MANIFEST).is_file()
+                   for name in REPORT_INPUTS):
+            raise KdedgeError(f"{run_dir} holds no kdedge stage; pass directories written by "
+                              "kdedge compress.")
+        runs.append((_run_name(run_dir, [name for name, _ in runs]), build_report_from_run(run_dir)))
+    data = build_comparison(runs)
+    texts = {fmt: render_comparison(fmt, data)
+             for fmt in dict.fromkeys(formats or COMPARISON_FORMATS.names())}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt, text in texts.items():
+        atomic_write_text(out / file_name(fmt), text)
+        paths.append(out / file_name(fmt))
+    return paths
+
+
+def _run_name(run_dir: Path, taken: list[str]) -> str:
+    """A run's column name: its directory name, with its parent's when two runs share it."""
+    name = run_dir.resolve().name
+    return f"{run_dir.resolve().parent.name}/{name}" if name in taken else name
 
 
 def summarize(data: dict[str, Any], files: list[str]) -> dict[str, Any]:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
+from headless import CHROMIUM, check_in_browser
 
 from kdedge.artifacts import Manifest
 from kdedge.pipeline import STAGE_NAMES, stage_dirname
+from kdedge.report.html import CHARTS
 from kdedge_cli import main as cli_main
 
 pytestmark = pytest.mark.integration
@@ -52,3 +57,14 @@ def test_compress_on_a_slice_of_the_demo(demo_cache: Path, tmp_path: Path,
     report = json.loads((run_dir / stage_dirname("report") / "report.json").read_text())
     assert report["recommendation"]["artifact"] in {"teacher-onnx", "student-onnx", "student-int8"}
     assert (run_dir / stage_dirname("report") / "report.md").read_text().count("student-int8") >= 2
+    schema = Path(__file__).resolve().parents[2] / "kdedge" / "report" / "schema.json"
+    jsonschema.Draft202012Validator(json.loads(schema.read_text())).validate(report)
+    disagree = metrics["export"]["disagreements"]
+    assert 0 < disagree["count"] < 300 and len(disagree["examples"]) == min(8, disagree["count"])
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed, so report.html was not opened in a browser")
+    seen = check_in_browser(run_dir / stage_dirname("report") / "report.html",
+                            tmp_path / "browser", CHARTS)
+    if os.environ.get("KDEDGE_SAVE_SCREENSHOT"):
+        shutil.copyfile(seen.screenshots[0],
+                        Path(__file__).resolve().parents[2] / "docs" / "report-screenshot.png")

@@ -250,7 +250,7 @@ def test_stage_writes_reports_that_round_trip(tmp_path: Path) -> None:
     assert summary["recommended"] == "student-int8"
     assert summary["speedup"] == pytest.approx(5.0)
     assert summary["size_ratio"] == pytest.approx(4.0)
-    assert summary["files"] == ["report.json", "report.md"]
+    assert summary["files"] == ["report.json", "report.md", "report.html"]
     json.dumps(summary, allow_nan=False)  # it goes into the manifest
 
     data = json.loads((work / "report.json").read_text(encoding="utf-8"))
@@ -314,8 +314,8 @@ def test_nan_in_a_manifest_becomes_null(tmp_path: Path) -> None:
 
 
 def test_unknown_format_lists_the_known_ones() -> None:
-    with pytest.raises(KdedgeError, match="known: json, md"):
-        render("html", {})
+    with pytest.raises(KdedgeError, match="known: html, json, md"):
+        render("pdf", {})
 
 
 def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
