@@ -54,6 +54,7 @@ def runtime_venv(folder: Path) -> Path:
 def test_runtime_install_benches_and_predicts_without_torch(
         tiny_csv: Path, tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path / "cache"))  # the unit tests' cache stays cold
     bundle = make_bundle(tiny_csv, tiny_encoder_dir, tmp_path / "run", monkeypatch, capsys)
     meta = json.loads((bundle / "bundle.json").read_text())
     bin_dir = runtime_venv(tmp_path / "venv")

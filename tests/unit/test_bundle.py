@@ -43,8 +43,10 @@ def tiny_run(tiny_csv: Path, tiny_encoder_dir: Path, tmp_path_factory: pytest.Te
              ) -> tuple[KdedgeConfig, Path]:
     cfg = tiny_config(tiny_csv, tiny_encoder_dir, tmp_path_factory.mktemp("runs") / "tiny",
                       **{"bundle.sample_texts": 12})
-    pipeline.prepare_run(cfg, cfg.run.out, resume=False, force=True)
-    pipeline.run(cfg, cfg.run.out)
+    with pytest.MonkeyPatch.context() as patch:  # its own teacher cache: test_pipeline's first
+        patch.setenv("KDEDGE_CACHE", str(tmp_path_factory.mktemp("bundle-cache")))  # run is a miss
+        pipeline.prepare_run(cfg, cfg.run.out, resume=False, force=True)
+        pipeline.run(cfg, cfg.run.out)
     return cfg, cfg.run.out
 
 
