@@ -100,7 +100,7 @@ def test_runtime_install_benches_and_predicts_without_torch(
     from kdedge.evaluate import onnx_logits
 
     texts = (bundle / "sample_texts.txt").read_text().splitlines()
-    piped = subprocess.run([python, str(bundle / "predict.py"), "-", "--batch-size", "5"],
+    piped = subprocess.run([python, str(bundle / "predict.py"), "-", "--batch-size", "64"],
                            input="\n".join(texts), capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0, piped.stderr
     expected = onnx_logits(bundle, AutoTokenizer.from_pretrained(bundle), texts, 32).argmax(-1)
