@@ -156,9 +156,7 @@ def _run_stage(name: str, run_dir: Path) -> None:
     require_compress(name)
     cfg = pipeline.load_run(run_dir)
     pipeline.run(cfg, run_dir, only=(name,))
-    if name == "report":
-        _print_outcome(run_dir)
-    elif name == "bundle":
+    if name == "bundle":
         _print_bundle(run_dir)
 
 

@@ -54,6 +54,7 @@ def runtime_venv(folder: Path) -> Path:
 def test_runtime_install_benches_and_predicts_without_torch(
         tiny_csv: Path, tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path / "cache"))  # the unit tests' cache stays cold
     bundle = make_bundle(tiny_csv, tiny_encoder_dir, tmp_path / "run", monkeypatch, capsys)
     meta = json.loads((bundle / "bundle.json").read_text())
     bin_dir = runtime_venv(tmp_path / "venv")
@@ -99,7 +100,7 @@ def test_runtime_install_benches_and_predicts_without_torch(
     from kdedge.evaluate import onnx_logits
 
     texts = (bundle / "sample_texts.txt").read_text().splitlines()
-    piped = subprocess.run([python, str(bundle / "predict.py"), "-", "--batch-size", "5"],
+    piped = subprocess.run([python, str(bundle / "predict.py"), "-", "--batch-size", "64"],
                            input="\n".join(texts), capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0, piped.stderr
     expected = onnx_logits(bundle, AutoTokenizer.from_pretrained(bundle), texts, 32).argmax(-1)

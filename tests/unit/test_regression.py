@@ -106,7 +106,8 @@ def test_the_bundle_predicts_the_evaluated_scores(regression_run: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     texts = load_task(regression_run / pipeline.stage_dirname("data")).splits["test"].texts
-    results = module.predict(texts, folder=bundle)
+    results = module.predict(texts, batch_size=64, folder=bundle)  # the evaluation's batches:
+    # dynamic int8 scales activations per batch, so other batches move the score slightly
     expected = onnx_logits(bundle, AutoTokenizer.from_pretrained(bundle), texts, 32)[:, 0]
     assert all(set(r) == {"score"} for r in results)
     assert np.allclose([r["score"] for r in results], expected, atol=1e-5)
