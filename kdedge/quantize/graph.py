@@ -3,8 +3,11 @@ the facts the manifest records about a quantized graph (what became int8, sizes,
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +43,28 @@ def optimize(source_dir: Path, out_dir: Path, level: str) -> Path:
     return out_dir / ONNX_FILE
 
 
+@contextlib.contextmanager
+def working_dir(folder: Path) -> Iterator[None]:
+    """Run inside `folder`: onnxruntime's symbolic shape inference saves a partial graph
+    (sym_shape_infer_temp.onnx plus its weights) into the current directory when it cannot
+    type every tensor, and would leave it wherever the user ran kdedge."""
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def preprocess(source: Path, out: Path) -> Path:
     """onnxruntime's quantization pre-processing: symbolic shape inference, graph
     optimization and ONNX shape inference, so the quantizer sees every tensor's type."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(str(source), str(out), skip_symbolic_shape=False)
+        with working_dir(out.resolve().parent / ".shape-inference"):
+            quant_pre_process(str(source.resolve()), str(out.resolve()), skip_symbolic_shape=False)
     except Exception as err:  # shape inference raises its own untyped errors
         log.warning("  quantization pre-processing failed (%s); quantizing without it",
                     str(err).splitlines()[0][:120])

@@ -260,10 +260,14 @@ def typed_graph(source: Path, out: Path) -> Path:
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    from kdedge.quantize.graph import working_dir
+
     model = onnx.load(str(source))
     if not any(node.domain == "com.microsoft" for node in model.graph.node):
         return source
-    onnx.save(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(out))
+    with working_dir(out.resolve().parent / ".shape-inference"):
+        typed = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    onnx.save(typed, str(out))
     return out
 
 

@@ -28,8 +28,8 @@ from kdedge.errors import KdedgeError
 
 STAGES = pipeline.STAGE_NAMES
 MODEL_STAGES = ("data", "teacher", "distill", "export", "quantize")  # byte-identical outputs
-VOLATILE = {"latency", "memory", "recommendation", "duration_s", "started_at", "finished_at",
-            "seconds", "batch1_p50_ms"}  # timings, and the choice made from timings
+VOLATILE = {"latency", "memory", "recommendation", "pareto", "duration_s", "started_at",
+            "finished_at", "seconds", "batch1_p50_ms"}  # timings, and choices made from timings
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,20 @@ def test_an_optimized_graph_is_fused_and_counted_as_quantized(onnx_dir: Path, tm
     assert facts["bytes_before"] == (onnx_dir / ONNX_FILE).stat().st_size
 
 
+def test_shape_inference_leaves_nothing_in_the_working_directory(
+        onnx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdedge.quantize.modes import typed_graph
+    from kdedge.quantize.stage import prepare_graph
+
+    cwd = tmp_path / "where-the-user-ran-kdedge"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    prepared = prepare_graph(onnx_dir, tmp_path / "scratch", "O2", preprocess=True)
+    typed = typed_graph(prepared, tmp_path / "scratch" / "typed.onnx")
+    assert typed.is_file() and prepared.is_file()
+    assert list(cwd.iterdir()) == [] and Path.cwd() == cwd
+
+
 def test_static_qdq_quantizes_the_weight_matmuls(onnx_dir: Path, tokenizer, tmp_path: Path,
                                                  ) -> None:
     out = tmp_path / "qdq.onnx"
