@@ -13,6 +13,7 @@ from typing import Any
 
 from kdedge.report.formatting import (
     NA,
+    dig,
     fmt_bool,
     fmt_bytes,
     fmt_int,
@@ -33,7 +34,7 @@ def render_card(report: Mapping[str, Any], meta: Mapping[str, Any],
     row, ref = rows.get(name, {}), rows.get(reference, {})
     sections = [
         _title(name, meta, labels),
-        _what(row, meta, labels, _get(report, "training")),
+        _what(row, meta, labels, dig(report, "training")),
         _how_made(report, meta),
         _accuracy(report, row, ref, name),
         _speed(report, row, name),
@@ -42,13 +43,6 @@ def render_card(report: Mapping[str, Any], meta: Mapping[str, Any],
     ]
     return "\n\n".join(s.rstrip() for s in sections) + "\n"
 
-
-def _get(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _cell(value: Any) -> str:
@@ -84,8 +78,8 @@ def _title(name: str, meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str
 
 def _what(row: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, Any],
           training: Any) -> str:
-    teacher, distill = _get(training, "teacher") or {}, _get(training, "distill") or {}
-    student = _get(distill, "student") or {}
+    teacher, distill = dig(training, "teacher") or {}, dig(training, "distill") or {}
+    student = dig(distill, "student") or {}
     lines = ["## What it is", "", "| | |", "|---|---|",
              f"| Artifact | {_cell(meta['artifact'])} ({_cell(meta.get('precision'))} ONNX, "
              "onnxruntime CPU) |"]
@@ -115,7 +109,7 @@ def _what(row: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, 
 
 
 def _how_made(report: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    data, repro = _get(report, "data") or {}, _get(report, "reproducibility") or {}
+    data, repro = dig(report, "data") or {}, dig(report, "reproducibility") or {}
     splits = data.get("splits") or {}
     split_text = ", ".join(f"{k} {fmt_int(v)}" for k, v in splits.items()) or NA
     lines = [
@@ -123,11 +117,11 @@ def _how_made(report: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f"- Data: {_cell(source_name(data.get('source')))} (examples per split: {split_text}).",
         f"- Command: `kdedge compress --config {meta.get('config')}` "
         "with the resolved config in this folder repeats the run.",
-        f"- Seed {fmt_int(_get(meta, 'run', 'seed'))}; kdedge {_cell(meta.get('kdedge_version'))}"
+        f"- Seed {fmt_int(dig(meta, 'run', 'seed'))}; kdedge {_cell(meta.get('kdedge_version'))}"
         f"; source commit {_cell(repro.get('kdedge_git_sha'))}.",
         "", "| Stage | Fingerprint |", "|---|---|",
     ]
-    fingerprints = _get(meta, "run", "fingerprints") or {}
+    fingerprints = dig(meta, "run", "fingerprints") or {}
     lines += [f"| {_cell(stage)} | `{_cell(fp)}` |" for stage, fp in fingerprints.items()]
     return "\n".join(lines)
 
@@ -144,10 +138,10 @@ def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[st
     for split in ("test", "validation"):
         for m in report.get("quality_metrics") or [metric]:
             lines.append(f"| {split.capitalize()} {metric_name(m)} | "
-                         f"{fmt_metric(_get(row, split, m), m)} | "
-                         f"{fmt_metric(_get(ref, split, m), m)} |")
-    lines.append(f"| Test examples | {fmt_int(_get(row, 'test', 'examples'))} | "
-                 f"{fmt_int(_get(ref, 'test', 'examples'))} |")
+                         f"{fmt_metric(dig(row, split, m), m)} | "
+                         f"{fmt_metric(dig(ref, split, m), m)} |")
+    lines.append(f"| Test examples | {fmt_int(dig(row, 'test', 'examples'))} | "
+                 f"{fmt_int(dig(ref, 'test', 'examples'))} |")
     lines += ["", f"It keeps {fmt_pct(row.get(f'retained_{metric}'))} of the teacher's test "
                   f"{metric_name(metric)}."]
     gate = row.get("quantization_gate")
@@ -158,7 +152,7 @@ def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[st
 
 
 def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
-    bench, env = _get(report, "benchmark") or {}, _get(report, "environment") or {}
+    bench, env = dig(report, "benchmark") or {}, dig(report, "environment") or {}
     cpu = env.get("cpu") or {}
     lines = ["## Speed", "",
              f"Measured by the run's bench stage on {_cell(cpu.get('model'))} "
@@ -167,7 +161,7 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
              "Your machine will differ: measure it with `kdedge bench` (below).", "",
              "| Batch | p50 | p90 | p99 | Throughput (samples/s) | Speed-up vs teacher |",
              "|---|---|---|---|---|---|"]
-    speedup = _get(row, "vs_reference", "speedup") or {}
+    speedup = dig(row, "vs_reference", "speedup") or {}
     for batch, stats in (row.get("latency") or {}).items():
         lines.append(f"| {batch} | {fmt_ms(stats.get('p50_ms'))} | {fmt_ms(stats.get('p90_ms'))} "
                      f"| {fmt_ms(stats.get('p99_ms'))} | "
@@ -178,10 +172,10 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
     memory = row.get("memory") or {}
     lines += ["",
               f"- Size on disk (model and tokenizer): {fmt_bytes(row.get('size_bytes'))}; the "
-              f"teacher's is {fmt_ratio(_get(row, 'vs_reference', 'size_ratio'))} that.",
+              f"teacher's is {fmt_ratio(dig(row, 'vs_reference', 'size_ratio'))} that.",
               f"- Peak memory while predicting (resident set): "
               f"{fmt_bytes(memory.get('inference_peak_rss_bytes'))}.",
-              f"- The report's verdict: {_cell(_get(report, 'recommendation', 'summary'))}"]
+              f"- The report's verdict: {_cell(dig(report, 'recommendation', 'summary'))}"]
     return "\n".join(lines)
 
 
@@ -211,7 +205,7 @@ def _how_to_run(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
 
 
 def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
-    data = _get(report, "data") or {}
+    data = dig(report, "data") or {}
     names = ", ".join(map(str, labels.get("labels", [])))
     lines = [
         "## Limits", "",

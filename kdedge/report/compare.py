@@ -28,6 +28,7 @@ from kdedge.data.dataset import CLASSIFICATION
 from kdedge.evaluate import SUMMARY_METRICS, primary_metric
 from kdedge.pipeline import RESOLVED_CONFIG, stage_dirname
 from kdedge.report.formatting import (
+    dig,
     fmt_metric,
     fmt_metric_delta,
     fmt_ms,
@@ -279,8 +280,8 @@ def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, ke
     row, batch_size, name_ = row or {}, key or "n/a", metric_name(metric)
     accuracy = _test_score(row, metric)
     retained = row.get(f"retained_{metric}")
-    p50 = _dig(row.get("latency"), key, "p50_ms") if key else None
-    gate_failed = _dig(row, "quantization_gate", "passed") is False
+    p50 = dig(row.get("latency"), key, "p50_ms") if key else None
+    gate_failed = dig(row, "quantization_gate", "passed") is False
     qualifies = (accuracy is not None and floor is not None and accuracy >= floor - _EPS
                  and not gate_failed)
     ranked = qualifies and p50 is not None
@@ -288,7 +289,7 @@ def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, ke
         status = "not produced in this run"
     elif gate_failed:
         status = (f"failed the quantization gate, so the fp32 student ships instead "
-                  f"({_dig(row, 'quantization_gate', 'reason')})")
+                  f"({dig(row, 'quantization_gate', 'reason')})")
     elif accuracy is None:
         status = f"no test {name_} in its manifest, so it cannot be judged"
     elif floor is None:
@@ -384,7 +385,7 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
                   entry: Mapping[str, Any], skipped: str | None, task: str,
                   quality_metrics: tuple[str, ...]) -> dict[str, Any]:
     """One artifact: quality from its stage's manifest, speed/memory/size from the bench's."""
-    node = _mapping(_dig(metrics.get(spec.quality_at[0]), *spec.quality_at[1:])) \
+    node = _mapping(dig(metrics.get(spec.quality_at[0]), *spec.quality_at[1:])) \
         if spec.quality_at else {}
     test = _quality(node.get("test"), task, quality_metrics)
     validation = _quality(node.get("validation"), task, quality_metrics)
@@ -399,7 +400,7 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
     if parameters is None and spec.family == "teacher":
         parameters = _int(metrics["teacher"].get("parameters"))
     elif parameters is None and spec.family == "student":
-        parameters = _int(_dig(metrics["distill"], "student", "parameters"))
+        parameters = _int(dig(metrics["distill"], "student", "parameters"))
     path = entry.get("path") or node.get("path")
     produced = bool(test or validation or latency or size_bytes is not None or path)
     return {
@@ -456,13 +457,13 @@ def _add_reference_ratios(rows: list[dict[str, Any]], by_name: Mapping[str, Mapp
         acc = _test_score(row, metric)
         row[f"retained_{metric}"] = _ratio(acc, ref_acc)
         row[f"{metric}_delta"] = _diff(acc, ref_acc)
-        speedup = {str(bs): _ratio(_dig(ref.get("latency"), str(bs), "p50_ms"),
-                                   _dig(row["latency"], str(bs), "p50_ms")) for bs in batch_sizes}
+        speedup = {str(bs): _ratio(dig(ref.get("latency"), str(bs), "p50_ms"),
+                                   dig(row["latency"], str(bs), "p50_ms")) for bs in batch_sizes}
         row["vs_reference"] = {
             "speedup": speedup,
             "size_ratio": _size_ratio(ref, row),
-            "memory_ratio": _ratio(_dig(ref, "memory", "inference_peak_rss_bytes"),
-                                   _dig(row, "memory", "inference_peak_rss_bytes")),
+            "memory_ratio": _ratio(dig(ref, "memory", "inference_peak_rss_bytes"),
+                                   dig(row, "memory", "inference_peak_rss_bytes")),
         }
 
 
@@ -526,7 +527,7 @@ def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, An
                ) -> dict[str, Any] | None:
     """Test F1 per label for every artifact that has it: a fast model that drops a rare class
     shows here even when its overall accuracy passes the floor."""
-    f1 = {row["name"]: _dig(row, "test", "per_class", "f1") for row in rows}
+    f1 = {row["name"]: dig(row, "test", "per_class", "f1") for row in rows}
     f1 = {name: values for name, values in f1.items() if isinstance(values, list)}
     if not f1:
         return None
@@ -534,7 +535,7 @@ def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, An
     width = max(len(values) for values in f1.values())
     if not isinstance(labels, list) or len(labels) != width:
         labels = [str(i) for i in range(width)]
-    supports = (_dig(row, "test", "per_class", "support")
+    supports = (dig(row, "test", "per_class", "support")
                 for row in sorted(rows, key=lambda r: r["name"] != REFERENCE))  # reference first
     support = next((s for s in supports if isinstance(s, list)), None)
     return {"labels": [str(label) for label in labels], "support": support, "f1": f1}
@@ -549,7 +550,7 @@ def _pareto(rows: list[dict[str, Any]], batch_size: int | None, metric: str,
         return None
     key = str(batch_size)
     points = [{"artifact": row["name"], "target": row["target"],
-               "p50_ms": _dig(row.get("latency"), key, "p50_ms"), metric: _test_score(row, metric)}
+               "p50_ms": dig(row.get("latency"), key, "p50_ms"), metric: _test_score(row, metric)}
               for row in rows]
     points = [p for p in points if p["p50_ms"] is not None and p[metric] is not None]
     if not points:
@@ -599,13 +600,13 @@ def _export(metrics: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, 
     models = _mapping(metrics["export"].get("models"))
     if not models:
         return None
-    pytorch_acc = {"teacher": _num(_dig(metrics["teacher"], "test", metric)),
-                   "student": _num(_dig(metrics["distill"], "test", metric))}
+    pytorch_acc = {"teacher": _num(dig(metrics["teacher"], "test", metric)),
+                   "student": _num(dig(metrics["distill"], "test", metric))}
     out = {}
     for name, entry in models.items():
         entry = _mapping(entry)
         parity = _mapping(entry.get("parity"))
-        onnx_acc = _num(_dig(entry, "test", metric))
+        onnx_acc = _num(dig(entry, "test", metric))
         out[str(name)] = {
             "path": entry.get("path"),
             "bytes": _int(entry.get("bytes")),
@@ -634,7 +635,7 @@ def _quantization(metrics: Mapping[str, Mapping[str, Any]], quality_metrics: tup
         graph = _mapping(entry.get("graph"))
         changes: dict[str, float | None] = {}
         for k in quality_metrics:  # the int8 model against its fp32 source, metric by metric
-            fp32, int8 = _num(_dig(source, "test", k)), _num(_dig(entry, "test", k))
+            fp32, int8 = _num(dig(source, "test", k)), _num(dig(entry, "test", k))
             changes |= {f"fp32_test_{k}": fp32, f"test_{k}": int8, f"{k}_delta": _diff(int8, fp32)}
         out[str(name)] = {
             "path": entry.get("path"),
@@ -643,7 +644,7 @@ def _quantization(metrics: Mapping[str, Mapping[str, Any]], quality_metrics: tup
             "preset": entry.get("preset"),
             "per_channel": entry.get("per_channel"),
             "reduce_range": entry.get("reduce_range"),
-            "label": _dig(entry, "spec", "label"),
+            "label": dig(entry, "spec", "label"),
             "optimization": entry.get("optimization"),
             "preprocess": entry.get("preprocess"),
             "matmul_total": _int(graph.get("matmul_total")),
@@ -657,7 +658,7 @@ def _quantization(metrics: Mapping[str, Mapping[str, Any]], quality_metrics: tup
                           "drop": _num(a.get("drop")), "passed": a.get("passed"),
                           "bytes": _int(a.get("bytes")),
                           "batch1_p50_ms": _num(a.get("batch1_p50_ms"))}
-                         for a in map(_mapping, _dig(entry, "gate", "attempts") or [])],
+                         for a in map(_mapping, dig(entry, "gate", "attempts") or [])],
             "fp32_bytes": _int(entry.get("fp32_bytes")),
             "bytes": _int(entry.get("bytes")),
             "size_ratio": _ratio(_int(entry.get("fp32_bytes")), _int(entry.get("bytes"))),
@@ -676,14 +677,14 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             "fine_tuned": teacher.get("fine_tuned"),
             "cache_hit": teacher.get("cache_hit"),
             "parameters": _int(teacher.get("parameters")),
-            f"validation_{metric}": _num(_dig(teacher, "validation", metric)),
-            f"test_{metric}": _num(_dig(teacher, "test", metric)),
+            f"validation_{metric}": _num(dig(teacher, "validation", metric)),
+            f"test_{metric}": _num(dig(teacher, "test", metric)),
             "history": _history(teacher.get("history"), metric),
             "duration_s": _duration(manifests.get("teacher")),
         }
     if distill:
         manifest = manifests.get("distill")
-        section = _mapping(_dig(manifest.config if manifest else None, "distill"))
+        section = _mapping(dig(manifest.config if manifest else None, "distill"))
         student = _mapping(distill.get("student"))
         student_params = _int(student.get("parameters"))
         out["distill"] = {
@@ -699,19 +700,19 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             },
             "parameter_ratio": _ratio(_int(teacher.get("parameters")), student_params),
             "best_epoch": _int(distill.get("best_epoch")),
-            f"validation_{metric}": _num(_dig(distill, "validation", metric)),
-            f"test_{metric}": _num(_dig(distill, "test", metric)),
+            f"validation_{metric}": _num(dig(distill, "validation", metric)),
+            f"test_{metric}": _num(dig(distill, "test", metric)),
             "reload_max_abs_diff": _num(distill.get("reload_max_abs_diff")),
             "history": _history(distill.get("history"), metric),
             "duration_s": _duration(manifest),
             "extra_teachers": [{"model": t.get("model"), "fine_tuned": t.get("fine_tuned"),
-                                f"test_{metric}": _num(_dig(t, "test", metric))}
+                                f"test_{metric}": _num(dig(t, "test", metric))}
                                for t in map(_mapping, distill.get("extra_teachers") or [])],
             "other_tasks": {str(name): {
                 "labels": _mapping(t).get("labels"),
-                "test": _num(_dig(t, "test", _first_metric(_dig(t, "test")))),
-                "teacher_test": _num(_dig(t, "teacher_test", _first_metric(_dig(t, "test")))),
-                "metric": _first_metric(_dig(t, "test"))}
+                "test": _num(dig(t, "test", _first_metric(dig(t, "test")))),
+                "teacher_test": _num(dig(t, "teacher_test", _first_metric(dig(t, "test")))),
+                "metric": _first_metric(dig(t, "test"))}
                 for name, t in _mapping(distill.get("tasks")).items()},
         }
     return out
@@ -816,10 +817,10 @@ def _environment(manifests: Mapping[str, Manifest | None]) -> dict[str, Any] | N
         return None
     env = _mapping(manifests[source].environment)
     cpu = _mapping(env.get("cpu"))
-    others = [{"stage": name, "cpu_model": _dig(m.environment, "cpu", "model")}
+    others = [{"stage": name, "cpu_model": dig(m.environment, "cpu", "model")}
               for name, m in manifests.items()
               if m is not None and m.environment and name != source
-              and _dig(m.environment, "cpu", "model") != cpu.get("model")]
+              and dig(m.environment, "cpu", "model") != cpu.get("model")]
     return {
         "stage": source,
         "cpu": {
@@ -844,7 +845,7 @@ def _reproducibility(manifests: Mapping[str, Manifest | None], seed: int | None,
                                             "started_at": m.started_at,
                                             "duration_s": _num(m.duration_s)}
               for name, m in ((n, manifests.get(n)) for n in REPORT_INPUTS)}
-    shas = [_dig(m.environment, "kdedge_git_sha") for m in manifests.values() if m is not None]
+    shas = [dig(m.environment, "kdedge_git_sha") for m in manifests.values() if m is not None]
     return {
         "seed": seed,
         "config_path": RESOLVED_CONFIG,
@@ -881,7 +882,7 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
         if graph.get("matmul_int8") == 0:
             notes.append(f"{name}: no MatMul was quantized to int8, so it cannot be faster than "
                          "its fp32 source.")
-    isa = _dig(env, "cpu", "isa") if env else None
+    isa = dig(env, "cpu", "isa") if env else None
     if isinstance(isa, Mapping) and isa and rows["student-int8"].get("benchmarked"):
         if not (isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("asimddp")):
             notes.append("This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product "
@@ -909,13 +910,6 @@ def _load(stage_dir: Path) -> Manifest | None:
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
-
-def _dig(data: Any, *keys: str | None) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _num(value: Any) -> float | None:
@@ -950,7 +944,7 @@ def _inf_if_none(value: float | None) -> float:
 
 
 def _test_score(row: Mapping[str, Any] | None, metric: str) -> float | None:
-    return _num(_dig(row, "test", metric))
+    return _num(dig(row, "test", metric))
 
 
 def _duration(manifest: Manifest | None) -> float | None:
@@ -997,20 +991,20 @@ def build_comparison(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str,
             "name": row["name"], "target": row.get("target"), "produced": row.get("produced"),
             "test_score": _test_score(row, primary),
             "retained": row.get(f"retained_{primary}"),
-            "p50_ms": _dig(row.get("latency"), key, "p50_ms") if key else None,
-            "speedup": _dig(row.get("vs_reference"), "speedup", key) if key else None,
+            "p50_ms": dig(row.get("latency"), key, "p50_ms") if key else None,
+            "speedup": dig(row.get("vs_reference"), "speedup", key) if key else None,
             "size_bytes": row.get("size_bytes"),
-            "size_ratio": _dig(row.get("vs_reference"), "size_ratio"),
+            "size_ratio": dig(row.get("vs_reference"), "size_ratio"),
             "recommended": row["name"] == rec.get("artifact"),
         } for row in map(_mapping, data.get("artifacts") or [])]
         best = next((a for a in artifacts if a["recommended"]), None)
         columns.append({
             "name": name, "task": data.get("task"), "primary_metric": primary,
-            "recipe": _dig(data, "training", "distill", "recipe"),
-            "student": _dig(data, "training", "distill", "student", "source"),
-            "targets": _dig(data, "benchmark", "targets"),
-            "cpu_model": _dig(data, "environment", "cpu", "model"),
-            "seed": _dig(data, "reproducibility", "seed"),
+            "recipe": dig(data, "training", "distill", "recipe"),
+            "student": dig(data, "training", "distill", "student", "source"),
+            "targets": dig(data, "benchmark", "targets"),
+            "cpu_model": dig(data, "environment", "cpu", "model"),
+            "seed": dig(data, "reproducibility", "seed"),
             "recommended": rec.get("artifact"), "fallback": rec.get("fallback"),
             "summary": rec.get("summary"), "batch_size": rec.get("batch_size"),
             "headline": dict(_mapping(rec.get("headline"))),

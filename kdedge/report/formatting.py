@@ -7,6 +7,9 @@ run is shown, never crashed on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 NA = "n/a"
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -93,3 +96,13 @@ def fmt_metric_delta(value: float | None, metric: str) -> str:
     if metric in _PERCENT_DELTAS:
         return fmt_pp(value)
     return NA if value is None else f"{value:+.4f}"
+
+
+def dig(data: Any, *keys: str | None) -> Any:
+    """A nested value of report data (`dig(row, "latency", "1", "p50_ms")`), None where any
+    level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data

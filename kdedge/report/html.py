@@ -16,6 +16,7 @@ from typing import Any
 from kdedge.report import charts
 from kdedge.report.formatting import (
     NA,
+    dig,
     fmt_bool,
     fmt_bytes,
     fmt_int,
@@ -96,13 +97,6 @@ def _e(value: Any) -> str:
     """Any value from the data as inert HTML text; None as n/a."""
     return NA if value is None else escape(str(value))
 
-
-def _get(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _metrics(data: Mapping[str, Any]) -> list[str]:
@@ -233,10 +227,10 @@ def _quality_chart(data: Mapping[str, Any], metric: str) -> str:
 
 
 def _latency_chart(data: Mapping[str, Any]) -> str:
-    bs = str(_get(data, "recommendation", "batch_size"))
+    bs = str(dig(data, "recommendation", "batch_size"))
     rows = []
     for row in data.get("artifacts") or []:
-        s = _get(row, "latency", bs) or {}
+        s = dig(row, "latency", bs) or {}
         values = [s.get(k) for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")]
         if all(isinstance(v, (int, float)) for v in values):
             rows.append(charts.Spread(str(row["name"]), *values))
@@ -255,7 +249,7 @@ def _size_chart(data: Mapping[str, Any]) -> str:
 def _training_chart(data: Mapping[str, Any], key: str, title: str, y_label: str) -> str:
     series = []
     for stage in ("teacher", "distill"):
-        history = _get(data, "training", stage, "history") or []
+        history = dig(data, "training", stage, "history") or []
         phases: dict[str, list[tuple[float, float]]] = {}
         for h in history:
             if isinstance(h.get("epoch"), (int, float)) and isinstance(h.get(key), (int, float)):
@@ -276,7 +270,7 @@ def _value(value: float | None, metric: str, primary: str) -> str:
 
 
 def _artifacts(data: Mapping[str, Any]) -> str:
-    recommended = _get(data, "recommendation", "artifact")
+    recommended = dig(data, "recommendation", "artifact")
     ref = _e(data.get("reference"))
     metrics = _metrics(data)
     header = ["Artifact", "Target", "Runtime", "Precision",
@@ -290,7 +284,7 @@ def _artifacts(data: Mapping[str, Any]) -> str:
         memory = row.get("memory") or {}
         rows.append([_e(row["name"]), _e(row.get("target")), _e(row.get("runtime")),
                      _e(row.get("precision")),
-                     *[_value(_get(row, "test", m), m, metrics[0]) for m in metrics],
+                     *[_value(dig(row, "test", m), m, metrics[0]) for m in metrics],
                      fmt_pct(row.get(f"retained_{metrics[0]}")), fmt_bytes(row.get("size_bytes")),
                      fmt_ratio(ratios.get("size_ratio")), fmt_int(row.get("parameters")),
                      fmt_bytes(memory.get("load_peak_rss_bytes")),
@@ -314,11 +308,11 @@ def _latency(data: Mapping[str, Any]) -> str:
         if not row.get("latency"):  # not benchmarked: said once below, not as rows of n/a
             continue
         for bs in sizes:
-            s = _get(row, "latency", bs) or {}
+            s = dig(row, "latency", bs) or {}
             rows.append([_e(row["name"]), bs, *[fmt_num(s.get(k)) for k in (
                 "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms")],
                 fmt_num(s.get("throughput_samples_per_s"), 1),
-                fmt_ratio(_get(row, "vs_reference", "speedup", bs)), fmt_int(s.get("runs"))])
+                fmt_ratio(dig(row, "vs_reference", "speedup", bs)), fmt_int(s.get("runs"))])
     unmeasured = [f"{_e(row['name'])}" + (f" ({_e(row['bench_skipped'])})"
                                            if row.get("bench_skipped") else "")
                   for row in data.get("artifacts") or [] if not row.get("latency")]
@@ -344,7 +338,7 @@ def _per_class(data: Mapping[str, Any]) -> str:
     header = ["Artifact", "Label", "Support", "Precision", "Recall", "F1"]
     rows = []
     for row in _quality_rows(data):
-        pc = _get(row, "test", "per_class") or {}
+        pc = dig(row, "test", "per_class") or {}
         for i, label in enumerate(labels):
             rows.append([_e(row["name"]), _e(label), fmt_int(_at(pc.get("support"), i)),
                          *[fmt_num(_at(pc.get(k), i), 4) for k in ("precision", "recall", "f1")]])
@@ -363,10 +357,10 @@ def _at(values: Any, i: int) -> Any:
 
 
 def _confusion(data: Mapping[str, Any]) -> str:
-    labels = _get(data, "per_class", "labels") or []
+    labels = dig(data, "per_class", "labels") or []
     blocks = []
     for row in _quality_rows(data):
-        matrix = _get(row, "test", "confusion")
+        matrix = dig(row, "test", "confusion")
         if not isinstance(matrix, list) or not matrix:
             continue
         names = labels if len(labels) == len(matrix) else [str(i) for i in range(len(matrix))]
@@ -413,7 +407,7 @@ def _text(example: Mapping[str, Any]) -> str:
 
 
 def _parity(data: Mapping[str, Any]) -> str:
-    models = _get(data, "export", "models")
+    models = dig(data, "export", "models")
     if not models:
         return _section("Export parity", f"<p>No export in this run ({NA}).</p>", "parity")
     metric = _metrics(data)[0]
@@ -430,7 +424,7 @@ def _parity(data: Mapping[str, Any]) -> str:
 
 
 def _quantization(data: Mapping[str, Any]) -> str:
-    models = _get(data, "quantization", "models")
+    models = dig(data, "quantization", "models")
     if not models:
         return _section("Quantization", f"<p>No quantized model in this run ({NA}).</p>",
                         "quantization")
@@ -472,7 +466,7 @@ def _quantization(data: Mapping[str, Any]) -> str:
 
 def _training(data: Mapping[str, Any]) -> str:
     metric = _metrics(data)[0]
-    teacher, distill = _get(data, "training", "teacher"), _get(data, "training", "distill")
+    teacher, distill = dig(data, "training", "teacher"), dig(data, "training", "distill")
     body = "<h3>Teacher</h3>"
     if teacher:
         body += _facts([
@@ -543,12 +537,12 @@ def _data(data: Mapping[str, Any]) -> str:
     if isinstance(counts, Mapping) and counts:
         names = list(splits) or list(counts)
         body += _table(["Label", *[_e(n) for n in names]],
-                       [[_e(label), *[fmt_int(_get(counts, s, label)) for s in names]]
+                       [[_e(label), *[fmt_int(dig(counts, s, label)) for s in names]]
                         for label in info.get("labels") or []])
     stats = info.get("label_stats")
     if isinstance(stats, Mapping):
         body += _table(["Split", "Score mean", "Score std", "Score min", "Score max"],
-                       [[_e(split), *[fmt_num(_get(v, k), 4) for k in ("mean", "std", "min", "max")]]
+                       [[_e(split), *[fmt_num(dig(v, k), 4) for k in ("mean", "std", "min", "max")]]
                         for split, v in stats.items()])
     return _section("Data", body, "data")
 
@@ -616,11 +610,11 @@ def render_comparison_html(data: Mapping[str, Any]) -> str:
     rows = [[_e(r["name"]), _e(r.get("recipe")), _e(r.get("student")),
              _e(", ".join(r.get("targets") or []) or None),
              _e(r.get("recommended")) + (" (fallback)" if r.get("fallback") else ""),
-             fmt_pct(_get(r, "headline", f"retained_{r.get('primary_metric')}")),
-             fmt_ratio(_get(r, "headline", "speedup")), fmt_ratio(_get(r, "headline", "size_ratio")),
-             fmt_ratio(_get(r, "vs_baseline", "speedup")),
-             fmt_ratio(_get(r, "vs_baseline", "size_ratio")),
-             fmt_metric_delta(_get(r, "vs_baseline", "score_delta"), metric)] for r in runs]
+             fmt_pct(dig(r, "headline", f"retained_{r.get('primary_metric')}")),
+             fmt_ratio(dig(r, "headline", "speedup")), fmt_ratio(dig(r, "headline", "size_ratio")),
+             fmt_ratio(dig(r, "vs_baseline", "speedup")),
+             fmt_ratio(dig(r, "vs_baseline", "size_ratio")),
+             fmt_metric_delta(dig(r, "vs_baseline", "score_delta"), metric)] for r in runs]
     body = _section("Verdicts", _table(header, rows, text_cols=5) + "<ul>" + "".join(
         f"<li><b>{_e(r['name'])}</b>: {_e(r.get('summary'))}</li>" for r in runs) + "</ul>",
         "verdicts")

@@ -14,6 +14,7 @@ from typing import Any
 from kdedge.registry import Registry
 from kdedge.report.formatting import (
     NA,
+    dig,
     fmt_bool,
     fmt_bytes,
     fmt_int,
@@ -107,13 +108,6 @@ def _bullets(pairs: Iterable[tuple[str, str]]) -> list[str]:
     return [f"- {key}: {value}" for key, value in pairs]
 
 
-def _get(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
-
 
 def _metrics(data: Mapping[str, Any]) -> list[str]:
     """The task's quality metrics, primary first (reports written before regression: accuracy)."""
@@ -155,7 +149,7 @@ def _notes(data: Mapping[str, Any]) -> list[str]:
 
 
 def _artifacts(data: Mapping[str, Any]) -> list[str]:
-    recommended = _get(data, "recommendation", "artifact")
+    recommended = dig(data, "recommendation", "artifact")
     ref = escape_md(data.get("reference"))
     metrics = _metrics(data)
     header = ["Artifact", "Runtime", "Precision", f"Test {metric_name(metrics[0])}",
@@ -171,7 +165,7 @@ def _artifacts(data: Mapping[str, Any]) -> list[str]:
             escape_md(row["name"]) + mark,
             escape_md(row.get("runtime")),
             escape_md(row.get("precision")),
-            *[_value(_get(row, "test", m), m, metrics[0]) for m in metrics],
+            *[_value(dig(row, "test", m), m, metrics[0]) for m in metrics],
             fmt_pct(row.get(f"retained_{metrics[0]}")),
             fmt_bytes(row.get("size_bytes")),
             fmt_ratio(ratios.get("size_ratio")),
@@ -204,11 +198,11 @@ def _latency(data: Mapping[str, Any]) -> list[str]:
     for row in data.get("artifacts") or []:
         cells = [escape_md(row["name"])]
         for bs in sizes:
-            stats = _get(row, "latency", bs) or {}
+            stats = dig(row, "latency", bs) or {}
             cells += [fmt_num(stats.get("p50_ms")), fmt_num(stats.get("p90_ms")),
                       fmt_num(stats.get("p99_ms")),
                       fmt_num(stats.get("throughput_samples_per_s"), 1),
-                      fmt_ratio(_get(row, "vs_reference", "speedup", bs))]
+                      fmt_ratio(dig(row, "vs_reference", "speedup", bs))]
         rows.append(cells)
     return [*lines, *_table(header, rows), *_sweep(bench.get("sweep") or [])]
 
@@ -260,20 +254,20 @@ def _pareto(data: Mapping[str, Any]) -> list[str]:
 
 def _confusion(data: Mapping[str, Any]) -> list[str]:
     """Per-class precision and recall, and each artifact's confusion matrix (rows: gold)."""
-    labels = _get(data, "per_class", "labels") or []
+    labels = dig(data, "per_class", "labels") or []
     lines: list[str] = []
     rows = []
     own = [row for row in data.get("artifacts") or []  # MODEL@TARGET scores as MODEL does
            if "@" not in str(row["name"])]
     for row in own:
-        pc = _get(row, "test", "per_class") or {}
+        pc = dig(row, "test", "per_class") or {}
         rows += [[escape_md(row["name"]), escape_md(label),
                   *[fmt_num(_at(pc.get(k), i), 4) for k in ("precision", "recall", "f1")]]
                  for i, label in enumerate(labels) if pc]
     if rows:
         lines += ["## Per-class precision and recall (test)", "",
                   *_table(["Artifact", "Label", "Precision", "Recall", "F1"], rows), ""]
-    matrices = [(row["name"], _get(row, "test", "confusion")) for row in own]
+    matrices = [(row["name"], dig(row, "test", "confusion")) for row in own]
     matrices = [(n, m) for n, m in matrices if isinstance(m, list) and m]
     if matrices:
         lines += ["## Confusion matrices (test)", "", "Rows are gold labels, columns predictions.",
@@ -321,7 +315,7 @@ def _example_text(example: Mapping[str, Any]) -> str:
 
 
 def _parity(data: Mapping[str, Any]) -> list[str]:
-    models = _get(data, "export", "models")
+    models = dig(data, "export", "models")
     lines = ["## Export parity", ""]
     if not models:
         return [*lines, f"No export in this run ({NA})."]
@@ -352,7 +346,7 @@ def _joined(values: Any) -> str:
 
 
 def _quantization(data: Mapping[str, Any]) -> list[str]:
-    models = _get(data, "quantization", "models")
+    models = dig(data, "quantization", "models")
     lines = ["## Quantization", ""]
     if not models:
         return [*lines, f"No quantized model in this run ({NA})."]
@@ -423,8 +417,8 @@ def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None,
 
 
 def _training(data: Mapping[str, Any]) -> list[str]:
-    teacher = _get(data, "training", "teacher")
-    distill = _get(data, "training", "distill")
+    teacher = dig(data, "training", "teacher")
+    distill = dig(data, "training", "distill")
     metric = _metrics(data)[0]
     name = metric_name(metric)
     lines = ["## Training", "", "### Teacher", ""]
@@ -490,12 +484,12 @@ def _data(data: Mapping[str, Any]) -> list[str]:
                          ("labels", fmt_int(info.get("num_labels")))]), ""]
     stats = info.get("label_stats")
     if isinstance(stats, Mapping):  # regression: how the scores spread in each split
-        rows = [[escape_md(split), *[fmt_num(_get(values, key), 4) for key in SCORE_STATS]]
+        rows = [[escape_md(split), *[fmt_num(dig(values, key), 4) for key in SCORE_STATS]]
                 for split, values in stats.items()]
         return [*lines, *_table(["Split", *[f"Score {key}" for key in SCORE_STATS]], rows)]
     counts = info.get("label_counts") or {}
     names = list(splits) or list(counts)
-    rows = [[escape_md(label), *[_cell(_get(counts, split, label)) for split in names]]
+    rows = [[escape_md(label), *[_cell(dig(counts, split, label)) for split in names]]
             for label in info.get("labels") or []]
     return [*lines, *_table(["Label", *[escape_md(n) for n in names]], rows)]
 
@@ -544,7 +538,7 @@ def _environment(data: Mapping[str, Any]) -> list[str]:
         ("benchmark protocol", protocol_text or NA),
     ])
     rows = [[escape_md(row["name"]), _settings(row.get("runtime_info")),
-             escape_md(_get(row, "memory", "peak_source"))]
+             escape_md(dig(row, "memory", "peak_source"))]
             for row in data.get("artifacts") or [] if row.get("benchmarked")]
     if rows:
         lines += ["", *_table(["Artifact", "Runtime settings", "Peak memory from"], rows)]
@@ -599,11 +593,11 @@ def render_comparison_markdown(data: Mapping[str, Any]) -> str:
     rows = [[escape_md(r["name"]), escape_md(r.get("recipe")), escape_md(r.get("student")),
              _joined(r.get("targets")),
              escape_md(r.get("recommended")) + (" (fallback)" if r.get("fallback") else ""),
-             fmt_pct(_get(r, "headline", f"retained_{r.get('primary_metric')}")),
-             fmt_ratio(_get(r, "headline", "speedup")), fmt_ratio(_get(r, "headline", "size_ratio")),
-             fmt_ratio(_get(r, "vs_baseline", "speedup")),
-             fmt_ratio(_get(r, "vs_baseline", "size_ratio")),
-             fmt_metric_delta(_get(r, "vs_baseline", "score_delta"), metric or "")]
+             fmt_pct(dig(r, "headline", f"retained_{r.get('primary_metric')}")),
+             fmt_ratio(dig(r, "headline", "speedup")), fmt_ratio(dig(r, "headline", "size_ratio")),
+             fmt_ratio(dig(r, "vs_baseline", "speedup")),
+             fmt_ratio(dig(r, "vs_baseline", "size_ratio")),
+             fmt_metric_delta(dig(r, "vs_baseline", "score_delta"), metric or "")]
             for r in runs]
     lines += [*_table(header, rows), ""]
     lines += [f"- {escape_md(r['name'])}: {escape_md(r.get('summary'))}" for r in runs]
