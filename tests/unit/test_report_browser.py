@@ -1,16 +1,14 @@
 """report.html in a real browser: headless Chromium loads it from disk with no console error,
 no request beyond the page itself, and every chart drawn.
 
-Skipped only when chromium is absent (`.ci/run` installs it). KDEDGE_REPORT_HTML=PATH also
-checks an existing report (a demo run's); KDEDGE_SAVE_SCREENSHOT=1 copies the screenshot of the
-verdict and the first charts to docs/report-screenshot.png.
+Skipped only when chromium is absent (`.ci/run` installs it). The demo's own report.html is
+opened by tests/integration/test_demo.py, where KDEDGE_SAVE_SCREENSHOT=1 copies its screenshot
+to docs/report-screenshot.png.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,6 @@ from kdedge.report.render import render, render_comparison
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: "
                                 "apt-get install chromium; .ci/run installs it)")
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "report-screenshot.png"
 
 
 def test_report_html_opens_in_chromium(tmp_path: Path) -> None:
@@ -51,11 +48,3 @@ def test_comparison_html_opens_in_chromium(tmp_path: Path) -> None:
     page = tmp_path / "comparison.html"
     page.write_text(render_comparison("html", build_comparison(runs)), encoding="utf-8")
     check_in_browser(page, tmp_path / "browser", ("runs-quality-vs-latency",))
-
-
-@pytest.mark.skipif(not os.environ.get("KDEDGE_REPORT_HTML"),
-                    reason="set KDEDGE_REPORT_HTML to a report.html to check it")
-def test_an_existing_report_opens_in_chromium(tmp_path: Path) -> None:
-    seen = check_in_browser(Path(os.environ["KDEDGE_REPORT_HTML"]), tmp_path, CHARTS)
-    if os.environ.get("KDEDGE_SAVE_SCREENSHOT"):
-        shutil.copyfile(seen.screenshots[0], DOCS_SCREENSHOT)
