@@ -107,3 +107,29 @@ def demo_cache(monkeypatch: pytest.MonkeyPatch) -> Path:
     path = Path(USER_CACHE).expanduser() if USER_CACHE else Path.home() / ".cache" / "kdedge"
     monkeypatch.setenv("KDEDGE_CACHE", str(path))
     return path
+
+
+# --- the command line, run in-process -----------------------------------------------------
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+            ) -> tuple[int, str, str]:
+    """`kdedge ARGS` in this process: exit status, stdout, stderr (no --debug)."""
+    import sys
+
+    from kdedge_cli import main as cli_main
+
+    monkeypatch.setattr(sys, "argv", ["kdedge", *args])
+    monkeypatch.setitem(cli_main._state, "debug", False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def error_line(stderr: str) -> str:
+    """The one error line (progress lines may come before it), and no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert stderr.rstrip().endswith(errors[0]), stderr
+    return errors[0]

@@ -27,7 +27,7 @@ MAX_DISTINCT_BATCHES = 64  # batches cycled per batch size; bounds the prepared 
 PHASES = ("load", "inference", "teardown")  # announced by the child; "startup" comes first
 
 
-def _pad_token(folder: Path, tokenizer: Any) -> tuple[str, int]:
+def pad_token_of(folder: Path, tokenizer: Any) -> tuple[str, int]:
     """The pad token the model was trained with (tokenizer.json rarely stores padding)."""
     if tokenizer.padding:
         return tokenizer.padding["pad_token"], int(tokenizer.padding["pad_id"])
@@ -51,7 +51,7 @@ def encode_texts(folder: Path, texts: Sequence[Any], sequence_length: int) -> Ba
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-    pad_token, pad_id = _pad_token(folder, tokenizer)
+    pad_token, pad_id = pad_token_of(folder, tokenizer)
     tokenizer.enable_truncation(max_length=sequence_length)
     tokenizer.enable_padding(length=sequence_length, pad_id=pad_id, pad_token=pad_token)
     inputs = [tuple(t) if isinstance(t, tuple | list) else t for t in texts]

@@ -24,7 +24,7 @@ from typing import Any
 from kdedge.artifacts import read_json, sha256_file, write_json
 from kdedge.bench.measure import bench_model
 from kdedge.bench.runners import TOKENIZER_FILE
-from kdedge.bench.stage import results_header
+from kdedge.bench.stage import MAX_TEXTS, results_header
 from kdedge.bundle.stage import BUNDLE_EXTRAS, BUNDLE_FILE, LABELS_FILE, SAMPLE_TEXTS_FILE
 from kdedge.errors import KdedgeError
 from kdedge.runtime import ONNX_FILE
@@ -34,7 +34,6 @@ log = logging.getLogger("kdedge")
 DEFAULT_OUTPUT = Path("bench-results.json")
 RUNTIME = "onnxruntime"  # onnxruntime's CPU provider: what a runtime-only install runs
 EXECUTION_TARGET = "cpu"
-MAX_TEXTS = 2048  # as the stage: enough distinct real batches to cycle
 OPTIONS = {"min_duration_s": "--min-duration"}  # config fields whose CLI option is named otherwise
 
 

@@ -139,11 +139,11 @@ def tokenizer_spec(folder: Path) -> dict[str, Any]:
     """How predict.py must tokenize to match the evaluation's transformers tokenizer."""
     from tokenizers import Tokenizer
 
-    from kdedge.bench.measure import _pad_token
+    from kdedge.bench.measure import pad_token_of
     from kdedge.bench.runners import TOKENIZER_FILE
 
     tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-    pad_token, pad_id = _pad_token(folder, tokenizer)
+    pad_token, pad_id = pad_token_of(folder, tokenizer)
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     return {"file": TOKENIZER_FILE, "pad_token": pad_token, "pad_id": pad_id,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import toy_rows
-from test_cli import error_line, run_cli
+from conftest import error_line, run_cli, toy_rows
 
 TOY = ["--text-column", "sentence", "--label-column", "sentiment"]
 

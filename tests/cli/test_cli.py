@@ -8,27 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import error_line, run_cli
 
 from kdedge_cli import main as cli_main
 from kdedge_cli.main import main
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-            ) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["kdedge", *args])
-    monkeypatch.setitem(cli_main._state, "debug", False)
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
-
-def error_line(stderr: str) -> str:
-    """The one error line (progress lines may come before it), and no traceback."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in stderr, stderr
-    assert stderr.rstrip().endswith(errors[0]), stderr
-    return errors[0]
 
 
 def test_help_does_not_import_heavy_libraries() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from test_pipeline import copy_run, tiny_config
 
 from kdedge import pipeline
@@ -25,7 +26,6 @@ from kdedge.config import KdedgeConfig
 from kdedge.errors import KdedgeError
 from kdedge.report.formatting import fmt_bytes, fmt_int, fmt_metric, fmt_ms, fmt_pct, fmt_ratio
 from kdedge_cli import main as cli_main
-from kdedge_cli.main import main
 
 SHIPPED = {"README.md", "bundle.json", "labels.json", "predict.py", "sample_texts.txt",
            "config.resolved.yaml", "model.onnx", "tokenizer.json"}
@@ -291,16 +291,6 @@ def test_choose_artifact_follows_the_report_and_refuses_a_failed_gate() -> None:
 
 
 # --- kdedge bench on a bundle or a bare model -------------------------------------------------
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str],
-            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["kdedge", *args])
-    monkeypatch.setitem(cli_main._state, "debug", False)
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 QUICK = ["--warmup-runs", "0", "--min-runs", "2", "--min-duration", "0", "--threads", "1"]
