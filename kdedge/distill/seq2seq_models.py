@@ -48,6 +48,10 @@ def _keep(stack_owner: nn.Module, num_layers: int, keep: Sequence[int]) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = stack_owner.get_submodule(parent_name) if parent_name else stack_owner
     setattr(parent, attr, nn.ModuleList([stack[i] for i in keep]))
+    for position, layer in enumerate(getattr(parent, attr)):
+        for module in layer.modules():  # the key/value cache is indexed by position in the stack
+            if getattr(module, "layer_idx", None) is not None:
+                module.layer_idx = position
 
 
 def fewer_layers(teacher: Any, encoder_layers: int | Sequence[int],

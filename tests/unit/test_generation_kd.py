@@ -199,7 +199,9 @@ def test_onnx_generation_gives_the_pytorch_greedy_tokens(task: str, tmp_path: Pa
                                            n_head=2, bos_token_id=0, eos_token_id=2,
                                            pad_token_id=1)).eval()
     model.save_pretrained(tmp_path / "pt")
-    files = export_generator(tmp_path / "pt", tmp_path / "onnx", task)
+    exported = export_generator(tmp_path / "pt", tmp_path / "onnx", task)
+    files = exported["files"]
+    assert exported["key_value_cache"]
     assert ("encoder_model.onnx" in files) == (task == "seq2seq")
     assert any(name.startswith("decoder_model") for name in files) or "model.onnx" in files
     onnx_model = load_onnx_generator(tmp_path / "onnx", task)
@@ -242,3 +244,26 @@ def test_bert2bert_from_one_encoder_and_a_shallower_student(tiny_model_dir: Path
     assert math.isfinite(student(**enc, labels=labels).loss.item())
     with pytest.raises(KdedgeError, match=r"Layers \[5\] do not exist in a 2-layer stack"):
         fewer_layers(teacher, encoder_layers=[5], decoder_layers=1)
+    # a kept upper decoder layer is renumbered, so the key/value cache of generate() fits it
+    upper = fewer_layers(teacher, encoder_layers=1, decoder_layers=[1]).eval()
+    assert upper.generate(**enc, max_new_tokens=3, min_new_tokens=3).shape == (2, 4)
+
+
+def test_bert2bert_exports_without_a_cache_and_generates_the_same_tokens(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from kdedge.distill.seq2seq_models import bert2bert
+    from kdedge.export.generation import export_generator, generation_parity, load_onnx_generator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = bert2bert(tiny_model_dir, tokenizer).eval()
+    model.save_pretrained(tmp_path / "pt")
+    exported = export_generator(tmp_path / "pt", tmp_path / "onnx", "seq2seq")
+    # optimum's BERT decoder has no key/value cache configuration: plain decoder, recomputed
+    assert exported == {"files": ["decoder_model.onnx", "encoder_model.onnx"],
+                        "key_value_cache": False}
+    onnx_model = load_onnx_generator(tmp_path / "onnx", "seq2seq")
+    batch = dict(tokenizer(["good film", "bad plot twist here"], padding=True, return_tensors="pt"))
+    parity = generation_parity(model, onnx_model, batch, new_tokens=6)
+    assert parity["passed"] and parity["rows"] == 2
