@@ -118,8 +118,9 @@ class GruSeq2SeqModel(PreTrainedModel, GenerationMixin):
         self.encoder = AutoModel.from_config(config.encoder)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_dim)
         self.bridge = nn.Linear(enc, config.num_layers * width)
+        between = config.dropout if config.num_layers > 1 else 0.0
         self.gru = nn.GRU(config.embedding_dim, width, num_layers=config.num_layers,
-                          batch_first=True, dropout=config.dropout if config.num_layers > 1 else 0.0)
+                          batch_first=True, dropout=between)
         # Plain dot product when the widths agree, else a learned key map ("general" score).
         self.attention_keys = nn.Identity() if width == enc else nn.Linear(enc, width, bias=False)
         self.combine = nn.Linear(width + enc, config.embedding_dim)
@@ -185,7 +186,8 @@ class GruSeq2SeqModel(PreTrainedModel, GenerationMixin):
         cannot change the logits of the positions before it.
         """
         mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
-        pooled = (encoder_hidden_states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        pooled = ((encoder_hidden_states * mask[..., None]).sum(1)
+                  / mask.sum(1, keepdim=True).clamp(min=1.0))
         batch = decoder_input_ids.shape[0]
         # [batch, layers * hidden] -> [layers, batch, hidden]
         initial = torch.tanh(self.bridge(pooled)).view(batch, self.config.num_layers, -1)
@@ -235,10 +237,10 @@ class GruSeq2SeqModel(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE)
-        return Seq2SeqLMOutput(loss=loss, logits=logits,
-                               encoder_last_hidden_state=states,
-                               encoder_hidden_states=getattr(encoder_outputs, "hidden_states", None),
-                               encoder_attentions=getattr(encoder_outputs, "attentions", None))
+        return Seq2SeqLMOutput(
+            loss=loss, logits=logits, encoder_last_hidden_state=states,
+            encoder_hidden_states=getattr(encoder_outputs, "hidden_states", None),
+            encoder_attentions=getattr(encoder_outputs, "attentions", None))
 
 
 AutoConfig.register(MODEL_TYPE, GruSeq2SeqConfig, exist_ok=True)
@@ -258,7 +260,8 @@ def gru_student(teacher: Any, encoder_layers: int | Sequence[int], hidden: int |
     """
     encoder = copy.deepcopy(teacher.get_encoder())
     total = encoder.config.num_hidden_layers
-    keep = evenly_spaced(total, encoder_layers) if isinstance(encoder_layers, int) else tuple(encoder_layers)
+    keep = (evenly_spaced(total, encoder_layers) if isinstance(encoder_layers, int)
+            else tuple(encoder_layers))
     _keep(encoder, total, keep)
     encoder.config.num_hidden_layers = len(keep)
     encoder.config.architectures = [type(encoder).__name__]
@@ -271,7 +274,8 @@ def gru_student(teacher: Any, encoder_layers: int | Sequence[int], hidden: int |
         raise KdedgeError("The teacher's config has no decoder_start_token_id / pad_token_id; "
                           "build it with kdedge.distill.seq2seq_models.bert2bert.")
     config = GruSeq2SeqConfig(
-        encoder=copy.deepcopy(encoder.config), vocab_size=table.shape[0], embedding_dim=table.shape[1],
+        encoder=copy.deepcopy(encoder.config), vocab_size=table.shape[0],
+        embedding_dim=table.shape[1],
         hidden_size=hidden or teacher.get_decoder().config.hidden_size, num_layers=layers,
         dropout=dropout, tie_word_embeddings=not fits, **ids)
     student = GruSeq2SeqModel(config)

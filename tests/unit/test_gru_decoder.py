@@ -90,7 +90,8 @@ def test_shapes_loss_kept_teacher_weights_and_gradients(teacher: Any, tokenizer:
     params, theirs = dict(student.named_parameters()), teacher.state_dict()
     copied = {"encoder.encoder.layer.0.attention.self.query.weight":
               "encoder.encoder.layer.1.attention.self.query.weight",
-              "encoder.embeddings.word_embeddings.weight": "encoder.embeddings.word_embeddings.weight",
+              "encoder.embeddings.word_embeddings.weight":
+              "encoder.embeddings.word_embeddings.weight",
               "embed_tokens.weight": "decoder.bert.embeddings.word_embeddings.weight",
               "lm_head.weight": "decoder.cls.predictions.decoder.weight",
               "lm_head.bias": "decoder.cls.predictions.decoder.bias"}
@@ -98,7 +99,8 @@ def test_shapes_loss_kept_teacher_weights_and_gradients(teacher: Any, tokenizer:
         assert torch.equal(params[mine], theirs[source]), mine
     assert params["embed_tokens.weight"].data_ptr() != theirs[
         "decoder.bert.embeddings.word_embeddings.weight"].data_ptr()  # a copy, not shared
-    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+    size = sum(p.numel() for p in student.parameters())
+    assert size < sum(p.numel() for p in teacher.parameters())
 
     batch = _batch(tokenizer)
     out = student(**batch)
@@ -209,13 +211,14 @@ def test_onnx_graphs_decode_as_pytorch_does(teacher: Any, tokenizer: Any, tmp_pa
     # two inputs of other batch sizes and lengths than the export's dummy (2 x 7)
     for sources in (SOURCES, ["it was a weak story and the movie is messy", "fun", "superb cast"]):
         enc = tokenizer(sources, padding=True, return_tensors="pt")
-        expected = student.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                    max_new_tokens=6)
+        expected = student.generate(input_ids=enc["input_ids"],
+                                    attention_mask=enc["attention_mask"], max_new_tokens=6)
         tokens = greedy_onnx(tmp_path / "onnx", enc["input_ids"].numpy(),
                              enc["attention_mask"].numpy(), 6, *ids)
         assert tokens.tolist() == expected.tolist()
         mask = enc["attention_mask"].numpy()
-        states = encoder.run(None, {"input_ids": enc["input_ids"].numpy(), "attention_mask": mask})[0]
+        feed = {"input_ids": enc["input_ids"].numpy(), "attention_mask": mask}
+        states = encoder.run(None, feed)[0]
         logits = decoder.run(None, {"decoder_input_ids": expected.numpy(),
                                     "encoder_hidden_states": states,
                                     "encoder_attention_mask": mask})[0]
