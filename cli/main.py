@@ -52,7 +52,11 @@ def compress(
                                              "datasets name, or 'demo'. [data.source]")] = None,
     text_column: Annotated[list[str] | None, typer.Option(
         help="Text column; give it twice for sentence pairs. [data.text_columns]")] = None,
-    label_column: Annotated[str | None, typer.Option(help="[data.label_column]")] = None,
+    label_column: Annotated[str | None, typer.Option(help="[data.label_column]; for seq2seq "
+                                                     "the target text.")] = None,
+    task: Annotated[str | None, typer.Option(help="classification, regression, seq2seq (with "
+                                             "'demo' data: BBC article -> headline). "
+                                             "[data.task]")] = None,
     teacher: Annotated[str | None, typer.Option(help="Directory, hub id or 'demo'. "
                                                 "[teacher.model]")] = None,
     extra_teacher: Annotated[list[str] | None, typer.Option(
@@ -61,7 +65,8 @@ def compress(
     student: Annotated[str | None, typer.Option(help="Layer count (3), teacher layers (1,3,5), "
                                                 "a directory or a hub id. [distill.student]")] = None,
     method: Annotated[str | None, typer.Option(help="Distillation recipe: kd, annealing, two-stage, "
-                                               "multi-teacher, multi-task. "
+                                               "multi-teacher, multi-task, gold; for seq2seq "
+                                               "word-kd, seq-kd, imitkd, gold. "
                                                "[distill.recipe]")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data name>). "
                                              "[run.out]")] = None,
@@ -101,6 +106,7 @@ def compress(
                           "one of the two.")
     options: dict[str, Any] = {
         "data.source": data, "data.text_columns": text_column, "data.label_column": label_column,
+        "data.task": task,
         "teacher.model": teacher, "distill.student": student, "distill.recipe": method,
         "run.out": out, "run.seed": seed,
         "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,

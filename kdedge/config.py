@@ -44,13 +44,17 @@ class DataConfig(_Section):
     dataset_config: str | None = None  # datasets config name, e.g. "sst2" for "glue"
     text_columns: tuple[str, ...] = ("text",)  # one column, or two for sentence pairs
     label_column: str = "label"
-    task: Literal["auto", "classification", "regression"] = "auto"  # auto: regression when the
-    # labels are numbers with fractions (3.8), classification otherwise (names, integers, bools)
+    task: Literal["auto", "classification", "regression", "seq2seq", "causal-lm"] = "auto"
+    # auto: regression when the labels are numbers with fractions (3.8), classification otherwise
+    # (names, integers, bools). seq2seq / causal-lm: text_columns[0] is the source (the prompt)
+    # and label_column the target text (the continuation); never inferred, always given
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)  # used when the data has no such split
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_train_samples: int | None = Field(None, ge=1)  # a seeded, stratified subset
     max_eval_samples: int | None = Field(None, ge=1)  # caps validation and test alike
     max_length: int = Field(128, ge=8, le=4096)  # tokens; longer texts are truncated and counted
+    max_target_length: int = Field(32, ge=2, le=1024)  # generation: target tokens kept, and the
+    # most tokens generated per source when evaluating
 
     @field_validator("text_columns", mode="before")
     @classmethod
@@ -197,9 +201,31 @@ class MultiTaskConfig(_Section):
         return value
 
 
+class GenerationDistillConfig(_Section):
+    """Settings of the generation recipes (methods-from-papers.md, ImitKD and L2KD).
+
+    word-kd: alpha x soft cross-entropy to the teacher's per-token distribution + (1 - alpha) x
+    gold cross-entropy. seq-kd: the teacher's beam outputs are the targets. imitkd: with
+    probability beta a sequence keeps its data context, else the student's own rollout.
+    """
+
+    decoder_layers: int | None = Field(None, ge=1)  # the student's decoder; default: as the encoder
+    top_k: int | None = Field(None, ge=1)  # word-kd: the teacher's top k tokens only, renormalised
+    beams: int = Field(4, ge=1)  # seq-kd: the teacher's beam width
+    seq_kd_word_weight: float = Field(0.0, ge=0, le=1)  # seq-kd: weight of word-level KD beside it
+    schedule: Literal["exponential", "linear", "reverse-sigmoid", "constant"] = "exponential"
+    schedule_base: float = Field(200.0, gt=1)  # exponential: beta = base ** -(step / steps)
+    beta: float = Field(1.0, ge=0, le=1)  # constant schedule's value
+    imitation_target: Literal["oracle", "full"] = "oracle"  # the teacher's argmax (ImitKD) or its
+    # whole distribution (ImitKD+Full) on the mixed contexts
+    rollout: Literal["greedy", "sample"] = "greedy"  # how the student rolls out its contexts
+    rollout_top_k: int = Field(5, ge=1)  # sampled rollouts draw from the student's top k
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
-    recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task
+    recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task | gold; for
+    # generation: gold | word-kd | seq-kd | imitkd
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KD term; 1 - alpha weighs gold-label CE
     logit_loss: Literal["kl", "mse", "l1"] = "kl"  # KL on softened logits, or MSE / L1 on raw ones
@@ -208,6 +234,7 @@ class DistillConfig(_Section):
     augment: AugmentConfig = AugmentConfig()  # composable with every recipe
     multi_teacher: MultiTeacherConfig = MultiTeacherConfig()
     multi_task: MultiTaskConfig = MultiTaskConfig()
+    generation: GenerationDistillConfig = GenerationDistillConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 
@@ -346,6 +373,16 @@ class KdedgeConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> KdedgeConfig:
+        from kdedge.distill.recipes import GENERATION_RECIPES, GENERATION_TASKS
+
+        generation = self.data.task in GENERATION_TASKS
+        if generation != (self.distill.recipe in GENERATION_RECIPES) and self.distill.recipe != "gold":
+            kind = "generation" if generation else "classification or regression"
+            fitting = (["gold", *sorted(GENERATION_RECIPES)] if generation
+                       else ["kd", "annealing", "two-stage", "multi-teacher", "multi-task", "gold"])
+            raise ValueError(f"distill.recipe {self.distill.recipe} does not fit a {kind} task "
+                             f"(data.task {self.data.task}); use one of {', '.join(fitting)}, or "
+                             "set data.task")
         longest = max(self.bench.sequence_lengths or (0,))
         if longest > self.data.max_length:
             raise ValueError(
@@ -359,6 +396,15 @@ class KdedgeConfig(_Section):
 DEMO_PRESET: dict[str, Any] = {
     "data": {"max_train_samples": 4000, "max_eval_samples": 1000, "max_length": 64},
     "distill": {"training": {"epochs": 2}},  # the student's validation accuracy levels off here
+}
+# The seq2seq demo: BBC article -> headline with a bert2bert teacher built from the demo encoder
+# (DEMO_ASSETS.md). The article's first 64 tokens, headlines up to 24; sized for a 2-core CPU.
+SEQ2SEQ_DEMO_PRESET: dict[str, Any] = {
+    "data": {"max_eval_samples": 200, "max_length": 64, "max_target_length": 24},
+    "teacher": {"training": {"epochs": 6, "batch_size": 16, "learning_rate": 1e-4}},
+    "distill": {"student": "2", "recipe": "imitkd",
+                "training": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-4}},
+    "bench": {"batch_sizes": [1, 8], "min_runs": 10, "min_duration_s": 2.0, "warmup_runs": 2},
 }
 
 
@@ -416,8 +462,9 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
     merged = deep_merge(file_data or {}, dotted_to_nested(overrides or {}))
     data = merged.get("data")
     source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
+    task = data.get("task") if isinstance(data, dict) else None
     if source == "demo":
-        merged = deep_merge(DEMO_PRESET, merged)
+        merged = deep_merge(SEQ2SEQ_DEMO_PRESET if task == "seq2seq" else DEMO_PRESET, merged)
     return validate_config(merged)
 
 

@@ -12,17 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from kdedge.data.dataset import CLASSIFICATION, REGRESSION, TaskData
+from kdedge.data.dataset import CLASSIFICATION, GENERATION, REGRESSION, TaskData
 from kdedge.runtime import ort_feed, ort_session
 
 # The headline metrics of each task, as the report shows them. The first is the primary one:
 # the best epoch, retention against the teacher and the recommendation are judged by it.
 SUMMARY_METRICS = {CLASSIFICATION: ("accuracy", "macro_f1"),
-                   REGRESSION: ("pearson", "spearman", "mse")}
+                   REGRESSION: ("pearson", "spearman", "mse"),
+                   **dict.fromkeys(GENERATION, ("rougeL", "bleu", "rouge1", "rouge2"))}
 
 
 def primary_metric(task: str) -> str:
-    """"accuracy" for classification, "pearson" for regression."""
+    """"accuracy" for classification, "pearson" for regression, "rougeL" for generation."""
     return SUMMARY_METRICS[task][0]
 
 
@@ -139,6 +140,26 @@ def torch_logits(model: Any, tokenizer: Any, texts: Sequence[Any], max_length: i
             enc = encode(tokenizer, chunk, max_length, "pt")
             out.append(model(**enc).logits.float().numpy())
     return np.concatenate(out)
+
+
+def generate_texts(model: Any, tokenizer: Any, sources: Sequence[str], max_length: int,
+                   max_new_tokens: int, batch_size: int = 32, num_beams: int = 1) -> list[str]:
+    """Decoded generations for each source, from a PyTorch model or optimum's onnxruntime
+    generator alike (greedy unless num_beams > 1), special tokens dropped."""
+    import torch
+
+    if hasattr(model, "eval"):
+        model.eval()
+    texts: list[str] = []
+    with torch.inference_mode():
+        for chunk in batches(list(sources), batch_size):
+            enc = tokenizer(list(chunk), truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")
+            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                 do_sample=False)
+            texts += [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return texts
 
 
 def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: int,

@@ -106,6 +106,8 @@ def default_run_dir(cfg: KdedgeConfig) -> Path:
         return cfg.run.out
     source = cfg.data.source
     name = Path(source).stem if Path(source).suffix else source.replace("/", "-")
+    if source == "demo" and cfg.data.task != "auto":  # the demo of another task: its own run
+        name = f"demo-{cfg.data.task}"
     return Path("runs") / (name.strip(".") or "data")  # never "runs/.." or "runs/"
 
 

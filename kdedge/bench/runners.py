@@ -91,9 +91,11 @@ def guess_runtime(folder: Path) -> str:
 TARGETS = ("cpu", "cuda", "tensorrt")
 
 
-def runtime_for(framework: str, target: str) -> str | None:
-    """The registered runtime that runs `framework` models on `target`, or None when none does."""
-    name = framework if target == "cpu" else f"{framework}-{target}"
+def runtime_for(framework: str, target: str, generation: bool = False) -> str | None:
+    """The registered runtime that runs `framework` models on `target` (generating text when
+    `generation`), or None when none does."""
+    name = f"{framework}-generate" if generation else framework
+    name = name if target == "cpu" else f"{name}-{target}"
     return name if name in RUNTIMES else None
 
 
@@ -215,6 +217,36 @@ def _torch_generate_loader(device: str) -> Callable[[Path, int], Loaded]:
     return load
 
 
+def _ort_generate_loader(folder: Path, threads: int) -> Loaded:
+    """optimum's onnxruntime generator (encoder, decoder graphs) on the CPU provider."""
+    import onnxruntime as ort
+
+    from kdedge.export.generation import load_onnx_generator
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    model = load_onnx_generator(folder, "seq2seq" if (folder / "encoder_model.onnx").is_file()
+                                else "causal-lm", session_options=options)
+
+    def prepare(batch: Batch) -> dict[str, Any]:
+        import torch
+
+        return {k: torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask")}
+
+    def generate(feed: dict[str, Any], tokens: int) -> object:
+        return model.generate(**feed, max_new_tokens=tokens, min_new_tokens=tokens,
+                              do_sample=False, num_beams=1)
+
+    graphs = sorted(folder.glob("*.onnx"))
+    info = {"providers": ["CPUExecutionProvider"], "intra_op_threads": threads,
+            "generation": f"greedy, {NEW_TOKENS} new tokens per row",
+            "graphs": [p.name for p in graphs]}
+    return Loaded(run=lambda feed: generate(feed, NEW_TOKENS), prepare=prepare,
+                  count_parameters=lambda: sum(onnx_parameters(p) or 0 for p in graphs) or None,
+                  info=info, first_token=lambda feed: generate(feed, 1), new_tokens=NEW_TOKENS)
+
+
 _TORCH_FILES = ("config.json", TOKENIZER_FILE)
 RUNTIMES.register("pytorch")(Runtime(setup=_torch_setup, load=_torch_loader("cpu"),
                                      required_files=_TORCH_FILES))
@@ -306,6 +338,8 @@ def _ort_loader(provider: str, device: str) -> Callable[[Path, int], Loaded]:
 
 
 _ORT_FILES = (ONNX_FILE, TOKENIZER_FILE)
+RUNTIMES.register("onnxruntime-generate")(Runtime(setup=_torch_setup, load=_ort_generate_loader,
+                                                  required_files=_TORCH_FILES))
 RUNTIMES.register("onnxruntime")(Runtime(setup=_ort_setup,
                                          load=_ort_loader("CPUExecutionProvider", "cpu"),
                                          required_files=_ORT_FILES))

@@ -72,13 +72,15 @@ def entry_name(model: str, target: str) -> str:
     return model if target == "cpu" else f"{model}@{target}"
 
 
-def plan(models: Sequence[str], targets: Sequence[str]) -> list[tuple[str, ModelSource, str]]:
-    """(entry, source, runtime) for every model on every target it is worth timing on."""
+def plan(models: Sequence[str], targets: Sequence[str], generation: bool = False,
+         ) -> list[tuple[str, ModelSource, str]]:
+    """(entry, source, runtime) for every model on every target it is worth timing on; for a
+    generation task, the runtimes that generate (a model with none there is left out)."""
     sources = {name: MODELS.get(name) for name in models}  # unknown names fail before work
     entries = []
     for target in targets:
         for name, source in sources.items():
-            runtime = runtime_for(source.framework, target)
+            runtime = runtime_for(source.framework, target, generation)
             if runtime is not None and target in source.targets:
                 entries.append((entry_name(name, target), source, runtime))
     return entries
@@ -97,10 +99,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from kdedge.environment import physical_cores
 
     cfg = ctx.cfg.bench
-    entries = plan(cfg.models, cfg.targets)
+    data = load_task(ctx.input("data"))
+    entries = plan(cfg.models, cfg.targets, data.is_generation)
+    if data.is_generation:  # no fp16 generator is written yet
+        entries = [e for e in entries if not e[0].startswith("student-fp16")]
     threads = list(cfg.threads or (physical_cores(),))
     sequence_lengths = list(cfg.sequence_lengths or (ctx.cfg.data.max_length,))
-    texts = list(load_task(ctx.input("data")).splits["test"].texts[:MAX_TEXTS])
+    texts = list(data.splits["test"].texts[:MAX_TEXTS])
     if not texts:
         raise KdedgeError("The test split is empty, so there are no real texts to bench with; "
                           "raise data.test_fraction or data.max_eval_samples.")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdedge import __version__
 from kdedge.artifacts import atomic_write_text, dir_bytes, list_outputs, read_json, write_json
-from kdedge.data.dataset import LABELS_FILE
+from kdedge.data.dataset import GENERATION, LABELS_FILE
 from kdedge.errors import KdedgeError
 from kdedge.runtime import ONNX_FILE
 
@@ -47,6 +47,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from kdedge.pipeline import RESOLVED_CONFIG
 
     cfg = ctx.cfg.bundle
+    if ctx.cfg.data.task in GENERATION:
+        log.warning("  no bundle for a %s model yet: ship the ONNX folder the report "
+                    "recommends (tokenizer and configs included) with optimum's onnxruntime "
+                    "generator", ctx.cfg.data.task)
+        return {"skipped": f"bundles hold classifiers and regressors; a {ctx.cfg.data.task} "
+                           "generator ships as its ONNX folder"}
     report = report_data(ctx.input("report"), ctx.run_dir)
     name = choose_artifact(cfg.artifact, report)
     row = artifact_row(report, name)

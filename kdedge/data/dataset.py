@@ -18,6 +18,7 @@ SPLITS = ("train", "validation", "test")
 LABELS_FILE = "labels.json"
 UNUSED_FILE = "unused.parquet"  # train rows cut by max_train_samples, labels dropped
 CLASSIFICATION, REGRESSION = "classification", "regression"
+GENERATION = ("seq2seq", "causal-lm")  # labels are target texts (continuations of a prompt)
 SCORE_LABELS = ["score"]  # the label names of a regression task: one output, the score
 
 
@@ -28,7 +29,8 @@ def split_file(stage_dir: Path, split: str) -> Path:
 @dataclass(frozen=True)
 class TaskSplit:
     texts: list[Any]  # str, or (text, text_pair) tuples for sentence-pair tasks
-    labels: np.ndarray  # int64 label ids, or float32 scores for regression
+    labels: np.ndarray  # int64 label ids, float32 scores for regression, target texts (object)
+    # for generation
     task_ids: np.ndarray | None = None  # multi-task training: the task of every row
 
     def __len__(self) -> int:
@@ -39,11 +41,15 @@ class TaskSplit:
 class TaskData:
     labels: list[str]  # label names, index = label id; ["score"] for regression
     splits: dict[str, TaskSplit]
-    kind: str = CLASSIFICATION  # "classification" | "regression"
+    kind: str = CLASSIFICATION  # "classification" | "regression" | "seq2seq" | "causal-lm"
 
     @property
     def is_regression(self) -> bool:
         return self.kind == REGRESSION
+
+    @property
+    def is_generation(self) -> bool:
+        return self.kind in GENERATION
 
     @property
     def num_labels(self) -> int:
@@ -60,7 +66,7 @@ def load_task(stage_dir: Path) -> TaskData:
 
     meta = read_json(stage_dir / LABELS_FILE)
     kind = meta.get("task", CLASSIFICATION)
-    dtype = np.float32 if kind == REGRESSION else np.int64
+    dtype = {REGRESSION: np.float32, CLASSIFICATION: np.int64}.get(kind, object)
     splits = {}
     for name in SPLITS:
         table = pd.read_parquet(split_file(stage_dir, name))

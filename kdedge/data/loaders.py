@@ -21,6 +21,8 @@ SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev
 
 def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Tables by split name (only the splits the source has) and the source's identity."""
+    if cfg.source == "demo-headlines" or (cfg.source == "demo" and cfg.task == "seq2seq"):
+        return _demo_headlines()
     if cfg.source == "demo":
         return _demo()
     if cfg.source == "demo-news":
@@ -65,6 +67,22 @@ def _demo_news() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     return {"all": pd.DataFrame(rows)}, {
         "kind": "demo", "name": "BBC News topics (headline and first paragraph)",
         "package": wheel.spec, "sha256": wheel.sha256}
+
+
+def _demo_headlines() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """BBC News (Greene & Cunningham 2006) for seq2seq: the article -> its headline (the
+    file's first line), in the default text / label columns."""
+    from kdedge import demo
+
+    rows = []
+    for path in sorted(demo.news_dir().glob("*/*.txt")):
+        lines = [p.strip() for p in path.read_bytes().decode("utf-8", "replace").split("\n")
+                 if p.strip()]
+        rows.append({"text": " ".join(lines[1:]), "label": lines[0]})
+    wheel = demo.NEWS_WHEEL
+    return {"all": pd.DataFrame(rows)}, {
+        "kind": "demo", "name": "BBC News articles -> headlines", "package": wheel.spec,
+        "sha256": wheel.sha256}
 
 
 def read_file(path: Path) -> pd.DataFrame:

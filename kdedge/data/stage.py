@@ -17,6 +17,7 @@ from kdedge.artifacts import write_json
 from kdedge.config import DataConfig
 from kdedge.data.dataset import (
     CLASSIFICATION,
+    GENERATION,
     LABELS_FILE,
     REGRESSION,
     SCORE_LABELS,
@@ -57,7 +58,11 @@ def prepare(cfg: DataConfig, seed: int, out: Path) -> dict[str, Any]:
             del tables[name]  # e.g. GLUE's STS-B test split, whose scores are hidden as -1
     splits, unused = make_splits(tables, cfg, seed, task)
     unused.to_parquet(out / UNUSED_FILE, index=False)
-    if task == REGRESSION:
+    if task in GENERATION:  # the label column holds the target text
+        labels, summary = [], {"target_words": {
+            name: round(float(t["label"].str.split().str.len().mean()), 2)
+            for name, t in splits.items()}}
+    elif task == REGRESSION:
         labels, summary = SCORE_LABELS, {"label_stats": score_stats(splits, cfg.label_column)}
     else:
         labels = label_names(splits["train"], cfg.label_column)
@@ -189,6 +194,8 @@ def strata(table: pd.DataFrame, fraction: float, task: str) -> pd.Series:
     """What a split keeps the proportions of: the label, or for regression the score's quantile
     bin. Bins are equal-sized by rank, at most SCORE_BINS of them and about one taken row per bin,
     so a small held-out split still spans low, middle and high scores without overshooting."""
+    if task in GENERATION:  # every target text is its own: one stratum, a plain shuffle
+        return pd.Series(0, index=table.index)
     if task != REGRESSION:
         return table["label"].astype(str)
     bins = max(1, min(SCORE_BINS, round(fraction * len(table))))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdedge.distill import generation
 from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
 from kdedge.distill.outputs import Outputs
 from kdedge.registry import Registry
@@ -248,3 +249,44 @@ class WeightedSum(nn.Module):
 def build(terms: Sequence[tuple[str, float, dict[str, Any]]]) -> WeightedSum:
     """From (loss name, weight, kwargs) triples, e.g. [("kl", 0.5, {"temperature": 2}), ...]."""
     return WeightedSum([(name, weight, LOSSES.get(name)(**kwargs)) for name, weight, kwargs in terms])
+
+
+# Generation: token-level terms on a decoder's [batch, length, vocab] logits. The batch carries
+# `labels` (the next token at every context position, IGNORE where none), `mask` (the counted
+# positions, see generation.position_mask) and, for ImitKD, `rollout` (the rolled-out rows).
+
+@LOSSES.register("token_ce")
+class TokenCE(nn.Module):
+    """Cross-entropy to the target tokens (gold, or the teacher's beam output for seq-kd)."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        targets = batch["labels"].masked_fill(~batch["mask"], generation.IGNORE)
+        return F.cross_entropy(student.logits.transpose(1, 2).float(), targets,
+                               ignore_index=generation.IGNORE)
+
+
+@LOSSES.register("word_kd")
+class WordKD(nn.Module):
+    """Soft cross-entropy to the teacher's per-token distribution on the counted positions."""
+
+    def __init__(self, top_k: int | None = None) -> None:
+        super().__init__()
+        self.top_k = top_k
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "word_kd needs the teacher's logits"
+        return generation.soft_cross_entropy(student.logits, teacher.logits, batch["mask"],
+                                             self.top_k)
+
+
+@LOSSES.register("imitation_ce")
+class ImitationCE(nn.Module):
+    """ImitKD's oracle loss: the teacher's argmax on rolled-out rows, the data's next token on
+    the others."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        assert teacher is not None, "imitation_ce needs the teacher's logits"
+        targets = generation.imitation_targets(teacher.logits, batch["labels"], batch["rollout"],
+                                               batch["mask"])
+        return F.cross_entropy(student.logits.transpose(1, 2).float(), targets,
+                               ignore_index=generation.IGNORE)

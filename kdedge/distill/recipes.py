@@ -25,6 +25,8 @@ class Phase:
     hidden_states: bool = False  # the student's losses read its hidden states
     keep: str = "best"  # "best" epoch on validation, or "last" (the head is not trained yet)
     all_tasks: bool = False  # multi-task: batches from every task, not only the target's
+    targets: str = "data"  # generation: "data" targets, or the teacher's beam outputs ("teacher")
+    rollout: bool = False  # generation: mix in the student's own rollouts (ImitKD)
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,49 @@ class Dims:
     teacher_hidden: int
     teachers: int = 1  # the teacher stage's, plus distill.multi_teacher.teachers
     regression: bool = False  # one output, the score: gold-label terms are MSE, not CE
+    generation: bool = False  # token-level terms on a generator's decoder
 
 
 RECIPES: Registry[Any] = Registry("distillation recipe")
+GENERATION_TASKS = ("seq2seq", "causal-lm")
+GENERATION_RECIPES = frozenset({"word-kd", "seq-kd", "imitkd"})  # and "gold", which fits all
+
+
+@RECIPES.register("gold")
+def gold_only(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """The baseline every recipe is measured against: the student on the gold labels (or gold
+    target texts) alone, no teacher."""
+    return [Phase("gold", (("token_ce" if dims.generation else gold_loss(dims.regression), 1.0,
+                            {}),))]
+
+
+@RECIPES.register("word-kd")
+def word_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """Word-level KD (Kim & Rush 2016): alpha x soft cross-entropy to the teacher's per-token
+    distribution (top-k truncated when set) + (1 - alpha) x gold token cross-entropy."""
+    return [Phase("word-kd", (("word_kd", cfg.alpha, {"top_k": cfg.generation.top_k}),
+                              ("token_ce", 1.0 - cfg.alpha, {})))]
+
+
+@RECIPES.register("seq-kd")
+def seq_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """Sequence-level KD (Kim & Rush 2016): the teacher's beam-search outputs replace the gold
+    targets; optionally with word-level KD on the same contexts."""
+    g = cfg.generation
+    return [Phase("seq-kd", (("token_ce", 1.0 - g.seq_kd_word_weight, {}),
+                             ("word_kd", g.seq_kd_word_weight, {"top_k": g.top_k})),
+                  targets="teacher")]
+
+
+@RECIPES.register("imitkd")
+def imitkd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """ImitKD (Lin et al. 2020): per sequence, the data context with probability beta (decaying
+    over training), else the student's own rollout; the teacher's argmax (oracle) or its full
+    distribution on every position of that context."""
+    g = cfg.generation
+    loss = (("imitation_ce", 1.0, {}) if g.imitation_target == "oracle"
+            else ("word_kd", 1.0, {"top_k": g.top_k}))
+    return [Phase("imitkd", (loss,), rollout=True)]
 
 
 @RECIPES.register("kd")

@@ -29,6 +29,10 @@ def run(ctx) -> dict[str, Any]:
     cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
     set_threads(ctx.cfg.run.threads)
     task = load_task(ctx.input("data"))
+    if task.is_generation:
+        from kdedge.distill import generator
+
+        return generator.run(ctx, task, STUDENT_DIR)
     teacher_dir = ctx.input("teacher") / MODEL_DIR
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)

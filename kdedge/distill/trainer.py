@@ -31,6 +31,10 @@ log = logging.getLogger("kdedge")
 
 TeacherFn = Callable[[dict[str, Any]], Outputs | None]  # batch -> teacher outputs for it
 Sampler = Callable[[torch.Generator], list[list[int]]]  # one epoch's batches of row indices
+Collate = Callable[[Sequence[int]], dict[str, Any]]  # row indices -> a batch
+Prepare = Callable[[nn.Module, dict[str, Any], int, int], dict[str, Any]]  # (model, batch, step,
+# total steps) -> the batch the step trains on, e.g. with the student's own rollouts (ImitKD)
+NOT_MODEL_INPUTS = ("labels", "index", "mask", "rollout")  # batch keys the losses read
 
 
 @dataclass
@@ -53,7 +57,7 @@ def make_batch(tokenizer: Any, split: TaskSplit, indices: Sequence[int], max_len
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in batch.items() if k not in ("labels", "index")}
+    return {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
 
 
 def shuffled_batches(size: int, batch_size: int) -> Sampler:
@@ -68,7 +72,9 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
           teacher: TeacherFn, evaluate: Callable[[nn.Module], float], cfg: TrainingConfig,
           max_length: int, seed: int, description: str, *, hidden_states: bool = False,
           keep: str = "best", sampler: Sampler | None = None, checkpoints: Path | None = None,
-          config_key: str = "distill.training") -> TrainResult:
+          config_key: str = "distill.training", collate: Collate | None = None,
+          prepare: Prepare | None = None,
+          epoch_summary: Callable[[], dict[str, float]] | None = None) -> TrainResult:
     """Train for cfg.epochs, evaluating after each epoch.
 
     Leaves the model at its best epoch on validation (keep="best"), or at its last one
@@ -78,12 +84,17 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     With `checkpoints`, every finished epoch is saved there and a call that finds a checkpoint
     continues after its epoch, exactly as if it had not stopped. `config_key` names the
     settings in error messages (distill.training or teacher.training).
+
+    Generation passes `collate` (its batches), `prepare` (a per-step change of the batch, given
+    the global step and the total) and `epoch_summary` (what that change did, for the history).
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = sampler or shuffled_batches(len(split), cfg.batch_size)
     steps_per_epoch = len(sampler(torch.Generator().manual_seed(seed)))
+    total_steps = steps_per_epoch * cfg.epochs
+    collate = collate or (lambda rows: make_batch(tokenizer, split, rows, max_length))
     optimizer = _optimizer([model, loss_fn], cfg)
-    lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, steps_per_epoch * cfg.epochs)
+    lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, total_steps)
     result = TrainResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     first = 1
@@ -99,7 +110,10 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         started, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
             for step, rows in enumerate(sampler(generator), start=1):
-                batch = make_batch(tokenizer, split, rows, max_length)
+                batch = collate(rows)
+                if prepare is not None:
+                    batch = prepare(model, batch, (epoch - 1) * steps_per_epoch + step - 1,
+                                    total_steps)
                 try:
                     loss = _step(model, loss_fn, teacher, optimizer, lr_schedule, batch, cfg,
                                  hidden_states)
@@ -121,7 +135,7 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         result.history.append({"epoch": epoch, "train_loss": round(total_loss / seen, 6),
                                "validation_score": round(score, 6),
                                "seconds": round(time.perf_counter() - started, 2), **schedule_state,
-                               **loss_fn.end_epoch()})
+                               **loss_fn.end_epoch(), **(epoch_summary() if epoch_summary else {})})
         log.info("  %s epoch %d: train loss %.4f, validation score %.4f", description, epoch,
                  total_loss / seen, score)
         if keep == "last" or score > result.best_score:

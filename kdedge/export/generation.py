@@ -45,13 +45,13 @@ def onnx_files(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).glob("*.onnx"))
 
 
-def load_onnx_generator(folder: Path, task: GenerationTask, provider: str | None = None) -> Any:
-    """optimum's onnxruntime generator over the graphs in `folder` (with or without a cache)."""
+def load_onnx_generator(folder: Path, task: GenerationTask, **kwargs: Any) -> Any:
+    """optimum's onnxruntime generator over the graphs in `folder` (with or without a cache);
+    kwargs (provider, session_options) go to from_pretrained."""
     from optimum.onnxruntime import ORTModelForCausalLM, ORTModelForSeq2SeqLM
 
     family = ORTModelForSeq2SeqLM if task == "seq2seq" else ORTModelForCausalLM
     cached = any("with_past" in name or "merged" in name for name in onnx_files(folder))
-    kwargs = {"provider": provider} if provider else {}
     return family.from_pretrained(str(folder), use_cache=cached, **kwargs)
 
 
@@ -70,3 +70,73 @@ def generation_parity(pytorch_model: Any, onnx_model: Any, batch: dict[str, Any]
     mismatched = [i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b]
     return {"rows": len(expected), "new_tokens": new_tokens, "mismatched_rows": mismatched,
             "passed": not mismatched}
+
+
+def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
+    """The export stage for generators: each model to ONNX, its greedy tokens checked against
+    PyTorch on validation sources, its BLEU / ROUGE measured through onnxruntime, and a few
+    test examples with every model's output for the report."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from kdedge.errors import KdedgeError
+
+    cfg, data = ctx.cfg.export, ctx.cfg.data
+    models: dict[str, Any] = {}
+    outputs: dict[str, list[str]] = {}
+    probe = list(task.splits["validation"].texts[:cfg.parity_samples])
+    for name, source in sources.items():
+        out = ctx.work / name
+        exported = export_generator(source, out, task.kind)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        onnx_model = load_onnx_generator(out, task.kind)
+        batch = dict(tokenizer(probe, truncation=True, max_length=data.max_length, padding=True,
+                               return_tensors="pt"))
+        parity = generation_parity(AutoModelForSeq2SeqLM.from_pretrained(source).eval(),
+                                   onnx_model, batch, new_tokens=PARITY_TOKENS)
+        log.info("  %s: %.1f MB in %s, greedy tokens %s PyTorch on %d sources", name,
+                 folder_bytes(out) / 1e6, ", ".join(exported["files"]),
+                 "match" if parity["passed"] else "DIFFER from", parity["rows"])
+        if not parity["passed"]:
+            raise KdedgeError(f"The {name} ONNX generator produces other tokens than PyTorch on "
+                              f"validation rows {parity['mismatched_rows']}; report this model "
+                              "with --debug output, it is an exporter fault.")
+        scores, outputs[name] = generation_scores(onnx_model, tokenizer, task, data.max_length,
+                                                  data.max_target_length)
+        models[name] = {"path": name, "exporter": "optimum", "bytes": folder_bytes(out),
+                        "files": exported["files"], "key_value_cache": exported["key_value_cache"],
+                        "opset": None, "parity": parity, **scores}
+    return {"models": models, "examples": examples(task, outputs)}
+
+
+PARITY_TOKENS = 16  # greedy tokens compared per validation source
+EXAMPLES = 8  # test sources shown in the report with every model's output
+_SOURCE_CHARS = 300
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of a generator: all its ONNX graphs (and their external data)."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir()
+               if p.suffix in (".onnx", ".onnx_data") or p.name.endswith(".data"))
+
+
+def generation_scores(model: Any, tokenizer: Any, task: Any, max_length: int,
+                      max_new_tokens: int) -> tuple[dict[str, Any], list[str]]:
+    """Validation and test BLEU / ROUGE of greedy generations, and the test generations."""
+    from kdedge.evaluate import generate_texts, generation_metrics
+
+    metrics, test = {}, []
+    for split in ("validation", "test"):
+        data = task.splits[split]
+        predictions = generate_texts(model, tokenizer, data.texts, max_length, max_new_tokens)
+        metrics[split] = generation_metrics(predictions, [str(t) for t in data.labels])
+        test = predictions
+    return metrics, test
+
+
+def examples(task: Any, outputs: dict[str, list[str]], keep: int = EXAMPLES) -> dict[str, Any]:
+    """The first test sources with their gold target and every model's generation."""
+    split = task.splits["test"]
+    rows = [{"index": i, "source": str(split.texts[i])[:_SOURCE_CHARS], "gold": str(split.labels[i]),
+             **{name: texts[i] for name, texts in outputs.items()}}
+            for i in range(min(keep, len(split.texts)))]
+    return {"split": "test", "examples": rows}

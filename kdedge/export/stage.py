@@ -31,6 +31,10 @@ def run(ctx) -> dict[str, Any]:
     task = load_task(ctx.input("data"))
     sources = {"teacher": ctx.input("teacher") / MODEL_DIR,
                "student": ctx.input("distill") / STUDENT_DIR}
+    if task.is_generation:
+        from kdedge.export.generation import export_stage
+
+        return export_stage(ctx, task, sources)
     models, test_outputs = {}, {}
     for name, source in sources.items():
         out = ctx.work / name

@@ -42,6 +42,12 @@ def run(ctx) -> dict[str, Any]:
     threads = ctx.cfg.bench.threads[0] if ctx.cfg.bench.threads else ctx.cfg.run.threads
     out = ctx.work / "student-int8"
     scratch = ctx.work / ".scratch"
+    if task.is_generation:
+        from kdedge.quantize.generation import quantize_generator
+
+        entry = quantize_generator(source, out, cfg, task, ctx.cfg.data)
+        enforce_gate(entry["gate"], cfg.strict)
+        return {"models": {"student-int8": entry}}
     try:
         entry = quantize_student(source, out, scratch, cfg, task, max_length, threads)
         models = {"student-int8": entry}

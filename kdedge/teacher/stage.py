@@ -33,6 +33,13 @@ MODEL_DIR = "model"
 def run(ctx) -> dict[str, Any]:
     task = load_task(ctx.input("data"))
     set_threads(ctx.cfg.run.threads)
+    if task.is_generation:
+        from kdedge.teacher import generator
+
+        cfg = ctx.cfg.teacher
+        return generator.prepare(cfg, ctx.cfg.data, task, ctx.cfg.run.seed,
+                                 _cache_entry(ctx.fingerprint, cfg.model, cfg.revision),
+                                 ctx.work / MODEL_DIR, ctx.checkpoints)
     return prepare(ctx.cfg.teacher, task, ctx.cfg.data.max_length, ctx.cfg.run.seed,
                    ctx.fingerprint, ctx.work / MODEL_DIR, checkpoints=ctx.checkpoints)
 
@@ -97,7 +104,7 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
                     max_length)
     probe = task.splits["validation"].texts[:8]
     metrics["reload_max_abs_diff"] = save_verified(model, tokenizer, out, probe, max_length)
-    _store(cached, out, metrics)
+    store(cached, out, metrics)
     return metrics
 
 
@@ -119,7 +126,7 @@ def _cache_entry(key: str, source: str, revision: str | None) -> Path:
     return cache_dir() / "teachers" / key
 
 
-def _store(cached: Path, model_dir: Path, metrics: dict[str, Any]) -> None:
+def store(cached: Path, model_dir: Path, metrics: dict[str, Any]) -> None:
     tmp = cached.with_name(cached.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

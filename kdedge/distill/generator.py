@@ -1,0 +1,121 @@
+"""Distill stage for seq2seq tasks: a shallower encoder-decoder student, trained by the recipe.
+
+The recipe's phases name token-level loss terms (token_ce, word_kd, imitation_ce); a phase may
+train on the teacher's beam outputs instead of the gold targets (seq-kd, generated once and
+cached) or mix in the student's own rollouts (imitkd). Everything runs through the one loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kdedge.config import DistillConfig
+from kdedge.data.dataset import TaskData
+from kdedge.distill import losses, teacher_cache
+from kdedge.distill.recipes import RECIPES, Dims
+from kdedge.distill.seq2seq_models import fewer_layers
+from kdedge.distill.seq2seq_training import (
+    ImitationContexts,
+    Specials,
+    TargetSplit,
+    fit,
+    score,
+    sequences_as_targets,
+    target_ids,
+    teacher_logits,
+)
+from kdedge.errors import KdedgeError
+
+log = logging.getLogger("kdedge")
+
+TEACHER_TERMS = ("word_kd", "imitation_ce")  # loss terms that read the teacher's logits
+
+
+def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from kdedge.teacher.stage import MODEL_DIR
+
+    cfg, data = ctx.cfg.distill, ctx.cfg.data
+    teacher_dir = ctx.input("teacher") / MODEL_DIR
+    teacher = AutoModelForSeq2SeqLM.from_pretrained(teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    specials = Specials.of(teacher)
+    student, info = build_student(cfg, teacher)
+    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
+    train_split = task.splits["train"]
+    sources = list(train_split.texts)
+    gold = target_ids(tokenizer, train_split.labels, data.max_target_length, specials)
+    teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
+                       if rel.endswith((".safetensors", ".bin"))]
+    history: list[dict[str, Any]] = []
+    best_epoch, sequences_cache = 0, None
+    for number, phase in enumerate(RECIPES.get(cfg.recipe)(cfg, Dims(0, 0, generation=True)),
+                                   start=1):
+        targets = gold
+        if phase.targets == "teacher":
+            beams = cfg.generation.beams
+            sequences, hit = teacher_cache.teacher_sequences(
+                teacher_cache.sequence_cache_file(teacher_weights, sources, data.max_length,
+                                                  beams, data.max_target_length),
+                teacher, tokenizer, sources, data.max_length, beams, data.max_target_length)
+            targets, sequences_cache = sequences_as_targets(sequences, specials), (
+                "hit" if hit else "miss")
+        needs_teacher = any(name in TEACHER_TERMS and weight > 0
+                            for name, weight, _ in phase.losses)
+        contexts = (ImitationContexts(cfg.generation, specials, data.max_target_length,
+                                      ctx.cfg.run.seed) if phase.rollout else None)
+        training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
+        result = fit(student, tokenizer, task, TargetSplit(sources, targets),
+                     losses.build(phase.losses),
+                     teacher=teacher_logits(teacher) if needs_teacher else (lambda batch: None),
+                     cfg=training, max_length=data.max_length,
+                     max_new_tokens=data.max_target_length, seed=ctx.cfg.run.seed,
+                     description=f"student ({phase.name})", contexts=contexts,
+                     checkpoints=None if ctx.checkpoints is None
+                     else ctx.checkpoints / f"{number}-{phase.name}")
+        history += [{"phase": phase.name, **row} for row in result.history]
+        best_epoch = result.best_epoch
+    out = ctx.work / student_dir
+    student.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {
+        "recipe": cfg.recipe,
+        "student": info,
+        "teacher_sequences_cache": sequences_cache,
+        "training_examples": len(sources),
+        "history": history,
+        "best_epoch": best_epoch,
+        **{name: score(student, tokenizer, task, name, data.max_length, data.max_target_length,
+                       cfg.training.eval_batch_size) for name in ("validation", "test")},
+    }
+
+
+def build_student(cfg: DistillConfig, teacher: Any) -> tuple[Any, dict[str, Any]]:
+    """Fewer encoder and decoder layers of the teacher: distill.student is the encoder's count
+    ("2") or its layers ("0,5"); distill.generation.decoder_layers the decoder's count (default:
+    as many as the encoder keeps)."""
+    spec = cfg.student.strip()
+    try:
+        encoder: int | list[int] = (int(spec) if "," not in spec
+                                    else [int(p) for p in spec.split(",") if p.strip()])
+    except ValueError:
+        raise KdedgeError(f"distill.student {cfg.student!r} is not a layer count or list for a "
+                          "seq2seq student; give e.g. 2 or 0,5.") from None
+    count = encoder if isinstance(encoder, int) else len(encoder)
+    if count < 1:
+        raise KdedgeError(f"distill.student {cfg.student!r} keeps no layer; give at least 1.")
+    decoder = cfg.generation.decoder_layers or count
+    if not hasattr(teacher, "encoder") or not hasattr(teacher, "decoder") or not hasattr(
+            teacher.config, "encoder"):
+        raise KdedgeError("A seq2seq student from fewer layers needs a bert2bert-style teacher "
+                          f"(EncoderDecoderModel); this teacher is {teacher.config.model_type}.")
+    total = (teacher.config.encoder.num_hidden_layers, teacher.config.decoder.num_hidden_layers)
+    if (isinstance(encoder, int) and encoder > total[0]) or decoder > total[1]:
+        raise KdedgeError(f"distill.student asks for {count} encoder / {decoder} decoder layers "
+                          f"of a teacher with {total[0]} / {total[1]}; ask for fewer.")
+    student = fewer_layers(teacher, encoder, decoder)
+    return student, {"source": f"{count} encoder + {decoder} decoder layers of the teacher",
+                     "parameters": sum(p.numel() for p in student.parameters()),
+                     "layers": {"encoder": count, "decoder": decoder}}

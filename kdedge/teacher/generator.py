@@ -1,0 +1,104 @@
+"""The teacher of a seq2seq task: an encoder-decoder checkpoint, or one assembled from an encoder.
+
+- An encoder-decoder checkpoint (BART, T5, a saved bert2bert) loads as it is.
+- An encoder-only checkpoint (BERT, the demo's MiniLM) becomes a bert2bert model: the decoder
+  starts from the same weights and gains cross-attention (seq2seq_models.bert2bert); it needs
+  fine-tuning before it says anything, so fine_tune "auto" trains it.
+
+Fine-tuning is gold-target cross-entropy through the one training loop; the result is cached
+like a classification teacher's (teacher.stage).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kdedge.artifacts import copy_tree, read_json
+from kdedge.config import DataConfig, TeacherConfig
+from kdedge.data.dataset import TaskData
+from kdedge.distill import losses
+from kdedge.distill.seq2seq_models import bert2bert
+from kdedge.distill.seq2seq_training import Specials, TargetSplit, fit, score, target_ids
+from kdedge.errors import KdedgeError
+from kdedge.hf import resolve_source
+
+log = logging.getLogger("kdedge")
+
+
+def load_generator(cfg: TeacherConfig, task_kind: str) -> tuple[Any, Any, bool]:
+    """(model, tokenizer, assembled): assembled is True for a bert2bert built from an encoder."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    location = resolve_source(cfg.model)
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
+    if task_kind != "seq2seq":
+        raise KdedgeError(f"data.task {task_kind} has no teacher loader yet; use data.task "
+                          "seq2seq with an encoder-decoder or encoder-only teacher.")
+    config = AutoConfig.from_pretrained(location, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    if getattr(config, "is_encoder_decoder", False):
+        return AutoModelForSeq2SeqLM.from_pretrained(location, **kwargs), tokenizer, False
+    if getattr(config, "is_decoder", False) or not hasattr(config, "num_hidden_layers"):
+        raise KdedgeError(f"Teacher {cfg.model!r} ({config.model_type}) is neither an "
+                          "encoder-decoder nor an encoder that bert2bert can pair; give a "
+                          "seq2seq checkpoint (BART, T5) or a BERT-like encoder.")
+    return bert2bert(Path(location), tokenizer), tokenizer, True
+
+
+def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cached: Path,
+            out: Path, checkpoints: Path | None) -> dict[str, Any]:
+    """Write the fine-tuned (or as-is) generator to `out`, with its BLEU / ROUGE; cached."""
+    from kdedge.teacher.stage import MODEL_DIR, store, truncated
+
+    if (cached / "metrics.json").is_file():
+        log.info("  fine-tuned teacher %r found in the cache (%s)", cfg.model, cached)
+        copy_tree(cached / MODEL_DIR, out)
+        return {**read_json(cached / "metrics.json"), "cache_hit": True}
+    model, tokenizer, assembled = load_generator(cfg, task.kind)
+    fine_tune = cfg.fine_tune == "always" or (cfg.fine_tune == "auto" and assembled)
+    history: list[dict[str, Any]] = []
+    if fine_tune:
+        train_split = task.splits["train"]
+        specials = Specials.of(model)
+        split = TargetSplit(list(train_split.texts),
+                            target_ids(tokenizer, train_split.labels, data.max_target_length,
+                                       specials))
+        log.info("  fine-tuning teacher %r on %d pairs (%d epoch(s))", cfg.model, len(split),
+                 cfg.training.epochs)
+        result = fit(model, tokenizer, task, split, losses.build([("token_ce", 1.0, {})]),
+                     teacher=lambda batch: None, cfg=cfg.training, max_length=data.max_length,
+                     max_new_tokens=data.max_target_length, seed=seed, description="teacher",
+                     checkpoints=checkpoints, config_key="teacher.training")
+        history = result.history
+    metrics = {
+        "model": cfg.model,
+        "architecture": "bert2bert" if assembled else model.config.model_type,
+        "fine_tuned": fine_tune,
+        "cache_hit": False,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "num_layers": _layers(model),
+        "truncated": {name: truncated(tokenizer, split.texts, data.max_length)
+                      for name, split in task.splits.items()},
+        "history": history,
+        **{name: score(model, tokenizer, task, name, data.max_length, data.max_target_length,
+                       cfg.training.eval_batch_size) for name in ("validation", "test")},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    store(cached, out, metrics)
+    return metrics
+
+
+def _layers(model: Any) -> dict[str, int]:
+    """Encoder and decoder depth, whatever the family calls them."""
+    config = model.config
+    if hasattr(config, "encoder") and hasattr(config, "decoder"):  # EncoderDecoderModel
+        return {"encoder": config.encoder.num_hidden_layers,
+                "decoder": config.decoder.num_hidden_layers}
+    return {"encoder": getattr(config, "encoder_layers", getattr(config, "num_layers", 0)),
+            "decoder": getattr(config, "decoder_layers", getattr(config, "num_decoder_layers", 0))}
