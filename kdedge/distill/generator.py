@@ -8,9 +8,10 @@ cached) or mix in the student's own rollouts (imitkd). Everything runs through t
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from kdedge.config import DistillConfig
+from kdedge.config import DistillConfig, KdedgeConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses, teacher_cache
 from kdedge.distill.recipes import RECIPES, Dims
@@ -37,58 +38,69 @@ def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
 
     from kdedge.teacher.stage import MODEL_DIR
 
-    cfg, data = ctx.cfg.distill, ctx.cfg.data
     teacher_dir = ctx.input("teacher") / MODEL_DIR
     teacher = AutoModelForSeq2SeqLM.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
+                       if rel.endswith((".safetensors", ".bin"))]
+    student, metrics = distill(ctx.cfg, teacher, tokenizer, task, teacher_weights,
+                               ctx.checkpoints)
+    out = ctx.work / student_dir
+    student.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return metrics
+
+
+def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
+            teacher_weights: list[str], checkpoints: Path | None = None,
+            ) -> tuple[Any, dict[str, Any]]:
+    """Build the student and train it phase by phase; returns it (at its best epoch) and the
+    stage's metrics. `teacher_weights` key the cache of the teacher's beam outputs."""
+    distill_cfg, data = cfg.distill, cfg.data
     specials = Specials.of(teacher)
-    student, info = build_student(cfg, teacher)
+    student, info = build_student(distill_cfg, teacher)
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
     train_split = task.splits["train"]
     sources = list(train_split.texts)
     gold = target_ids(tokenizer, train_split.labels, data.max_target_length, specials)
-    teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
-                       if rel.endswith((".safetensors", ".bin"))]
     history: list[dict[str, Any]] = []
     best_epoch, sequences_cache = 0, None
-    for number, phase in enumerate(RECIPES.get(cfg.recipe)(cfg, Dims(0, 0, generation=True)),
-                                   start=1):
+    phases = RECIPES.get(distill_cfg.recipe)(distill_cfg, Dims(0, 0, generation=True))
+    for number, phase in enumerate(phases, start=1):
         targets = gold
         if phase.targets == "teacher":
-            beams = cfg.generation.beams
+            beams = distill_cfg.generation.beams
             sequences, hit = teacher_cache.teacher_sequences(
                 teacher_cache.sequence_cache_file(teacher_weights, sources, data.max_length,
                                                   beams, data.max_target_length),
                 teacher, tokenizer, sources, data.max_length, beams, data.max_target_length)
-            targets, sequences_cache = sequences_as_targets(sequences, specials), (
-                "hit" if hit else "miss")
+            targets = sequences_as_targets(sequences, specials)
+            sequences_cache = "hit" if hit else "miss"
         needs_teacher = any(name in TEACHER_TERMS and weight > 0
                             for name, weight, _ in phase.losses)
-        contexts = (ImitationContexts(cfg.generation, specials, data.max_target_length,
-                                      ctx.cfg.run.seed) if phase.rollout else None)
-        training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
+        contexts = (ImitationContexts(distill_cfg.generation, specials, data.max_target_length,
+                                      cfg.run.seed) if phase.rollout else None)
+        training = distill_cfg.training.model_copy(
+            update={"epochs": phase.epochs or distill_cfg.training.epochs})
         result = fit(student, tokenizer, task, TargetSplit(sources, targets),
                      losses.build(phase.losses),
                      teacher=teacher_logits(teacher) if needs_teacher else (lambda batch: None),
                      cfg=training, max_length=data.max_length,
-                     max_new_tokens=data.max_target_length, seed=ctx.cfg.run.seed,
+                     max_new_tokens=data.max_target_length, seed=cfg.run.seed,
                      description=f"student ({phase.name})", contexts=contexts,
-                     checkpoints=None if ctx.checkpoints is None
-                     else ctx.checkpoints / f"{number}-{phase.name}")
+                     checkpoints=None if checkpoints is None
+                     else checkpoints / f"{number}-{phase.name}")
         history += [{"phase": phase.name, **row} for row in result.history]
         best_epoch = result.best_epoch
-    out = ctx.work / student_dir
-    student.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return {
-        "recipe": cfg.recipe,
+    return student, {
+        "recipe": distill_cfg.recipe,
         "student": info,
         "teacher_sequences_cache": sequences_cache,
         "training_examples": len(sources),
         "history": history,
         "best_epoch": best_epoch,
         **{name: score(student, tokenizer, task, name, data.max_length, data.max_target_length,
-                       cfg.training.eval_batch_size) for name in ("validation", "test")},
+                       distill_cfg.training.eval_batch_size) for name in ("validation", "test")},
     }
 
 

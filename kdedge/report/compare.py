@@ -177,6 +177,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "per_class": _per_class(metrics, rows) if task == CLASSIFICATION else None,
         "pareto": _pareto(rows, ranking_batch, metric),
         "disagreements": _disagreements(metrics["export"]),
+        "generations": _generations(metrics["export"]),
         "export": _export(metrics, metric),
         "quantization": _quantization(metrics, quality_metrics),
         "training": _training(metrics, manifests, metric),
@@ -516,6 +517,9 @@ def _latency(stats: Any) -> dict[str, Any]:
     stats = _mapping(stats)
     out: dict[str, Any] = {f: _num(stats.get(f)) for f in LATENCY_FIELDS}
     out["runs"] = _int(stats.get("runs"))
+    if stats.get("tokens_per_s") is not None:  # a generator: one entry = one generate call
+        out["tokens_per_s"] = _num(stats.get("tokens_per_s"))
+        out["time_to_first_token_ms"] = _num(dig(stats, "time_to_first_token", "p50_ms"))
     return out
 
 
@@ -568,6 +572,16 @@ def _pareto(rows: list[dict[str, Any]], batch_size: int | None, metric: str,
 
 def _oriented(value: float, higher_better: bool) -> float:
     return value if higher_better else -value
+
+
+def _generations(export: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Generation tasks: test sources with the gold target and every model's output."""
+    found = _mapping(export.get("examples"))
+    if not found:
+        return None
+    return {"split": str(found.get("split") or "test"),
+            "examples": [{k: (_int(v) if k == "index" else str(v)) for k, v in _mapping(e).items()}
+                         for e in found.get("examples") or []]}
 
 
 def _disagreements(export: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -30,7 +30,12 @@ from kdedge.report.formatting import (
     metric_name,
     metric_title,
 )
-from kdedge.report.render import COMPARISON_FORMATS, FORMATS
+from kdedge.report.render import (
+    COMPARISON_FORMATS,
+    FORMATS,
+    generation_examples,
+    generation_rows,
+)
 
 CHARTS = ("quality-vs-latency", "latency-distribution", "training-loss", "training-validation",
           "size")
@@ -133,8 +138,8 @@ def _section(title: str, body: str, anchor: str) -> str:
 def render_html(data: Mapping[str, Any]) -> str:
     """The whole page: verdict, charts, then the evidence tables."""
     body = "".join(part(data) for part in (
-        _verdict, _warnings, _charts, _artifacts, _latency, _per_class, _confusion,
-        _disagreements, _parity, _quantization, _training, _data, _environment,
+        _verdict, _warnings, _charts, _artifacts, _latency, _generation, _per_class, _confusion,
+        _disagreements, _generations, _parity, _quantization, _training, _data, _environment,
         _reproducibility))
     return page("kdedge deployment report", body,
                 f"task {_e(data.get('task'))}, judged by test "
@@ -399,6 +404,26 @@ def _disagreements(data: Mapping[str, Any]) -> str:
     return _section("Where teacher and student disagree",
                     f"<p>{intro}</p>" + _table(header, rows, text_cols=2, wrap=0),
                     "disagreements")
+
+
+def _generation(data: Mapping[str, Any]) -> str:
+    header, rows = generation_rows(data)
+    if not rows:
+        return ""
+    return _section("Generation speed", "<p>Greedy decoding of a fixed number of new tokens per "
+                    "sequence, p50 over runs; time to first token is a generate call of one "
+                    "token.</p>" + _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows]),
+                    "generation")
+
+
+def _generations(data: Mapping[str, Any]) -> str:
+    header, rows = generation_examples(data)
+    if not rows:
+        return ""
+    return _section("Example generations (test)", "<p>The first test sources (cut), their gold "
+                    "target, and each ONNX model's greedy output.</p>"
+                    + _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows],
+                             text_cols=len(header), wrap=0), "generations")
 
 
 def _text(example: Mapping[str, Any]) -> str:

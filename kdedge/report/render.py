@@ -118,9 +118,9 @@ def _metrics(data: Mapping[str, Any]) -> list[str]:
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The report for a person deciding what to ship: the verdict first, the evidence after."""
     lines = ["# kdedge deployment report", ""]
-    for section in (_verdict, _notes, _artifacts, _pareto, _latency, _per_class, _confusion,
-                    _disagreements, _parity, _quantization, _training, _data, _environment,
-                    _reproducibility):
+    for section in (_verdict, _notes, _artifacts, _pareto, _latency, _generation, _per_class,
+                    _confusion, _disagreements, _generations, _parity, _quantization, _training,
+                    _data, _environment, _reproducibility):
         part = section(data)
         if part:
             lines += [*part, ""]
@@ -205,6 +205,55 @@ def _latency(data: Mapping[str, Any]) -> list[str]:
                       fmt_ratio(dig(row, "vs_reference", "speedup", bs))]
         rows.append(cells)
     return [*lines, *_table(header, rows), *_sweep(bench.get("sweep") or [])]
+
+
+def generation_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the generation speed table (empty when no artifact generated)."""
+    sizes = [str(bs) for bs in data.get("batch_sizes") or []]
+    rows = []
+    for row in data.get("artifacts") or []:
+        points = [dig(row, "latency", bs) or {} for bs in sizes]
+        if not any(p.get("tokens_per_s") is not None for p in points):
+            continue
+        cells = [row["name"]]
+        for p in points:
+            cells += [fmt_num(p.get("tokens_per_s"), 1), fmt_num(p.get("time_to_first_token_ms")),
+                      fmt_num(p.get("p50_ms"))]
+        rows.append(cells)
+    header = ["Artifact"]
+    for bs in sizes:
+        header += [f"tokens/s @{bs}", f"first token ms @{bs}", f"ms per sequence @{bs}"]
+    return (header, rows) if rows else ([], [])
+
+
+def _generation(data: Mapping[str, Any]) -> list[str]:
+    header, rows = generation_rows(data)
+    if not rows:
+        return []
+    return ["## Generation speed", "", "Greedy decoding of a fixed number of new tokens per "
+            "sequence (the bench's setting), p50 over runs; time to first token is a generate "
+            "call of one token.", "",
+            *_table(header, [[escape_md(c) for c in r] for r in rows])]
+
+
+def generation_examples(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the example generations: source, gold, then each model's output."""
+    found = data.get("generations") or {}
+    examples = found.get("examples") or []
+    if not examples:
+        return [], []
+    models = [k for k in examples[0] if k not in ("index", "source", "gold")]
+    header = ["Source", "Gold", *models]
+    return header, [[str(e.get(k, "")) for k in ("source", "gold", *models)] for e in examples]
+
+
+def _generations(data: Mapping[str, Any]) -> list[str]:
+    header, rows = generation_examples(data)
+    if not rows:
+        return []
+    return ["## Example generations (test)", "", "The first test sources (cut), their gold "
+            "target, and each ONNX model's greedy output.", "",
+            *_table(header, [[escape_md(c) for c in r] for r in rows])]
 
 
 def _sweep(points: list[Mapping[str, Any]]) -> list[str]:

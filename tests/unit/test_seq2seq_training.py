@@ -1,0 +1,149 @@
+"""Generation recipes through the one training loop, on a tiny bert2bert built in-process."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdedge.config import build_config
+from kdedge.data.dataset import TaskData, TaskSplit
+from kdedge.distill import generation
+from kdedge.distill.seq2seq_models import bert2bert
+from kdedge.distill.seq2seq_training import (
+    ImitationContexts,
+    Specials,
+    TargetSplit,
+    collate,
+    target_ids,
+)
+from kdedge.errors import KdedgeError
+
+PAIRS = [("the film was good and the plot was fine", "good film"),
+         ("a bad plot and a worse cast", "bad plot"),
+         ("great acting in a long film", "great acting"),
+         ("the cast was fine but the plot was bad", "fine cast"),
+         ("good plot good cast good film", "good plot"),
+         ("worse film than the last one", "worse film")] * 2
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_model_dir: Path) -> tuple:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    return bert2bert(tiny_model_dir, tokenizer).eval(), tokenizer
+
+
+def task_of(pairs: list[tuple[str, str]]) -> TaskData:
+    def split(rows: list[tuple[str, str]]) -> TaskSplit:
+        return TaskSplit([s for s, _ in rows], np.array([t for _, t in rows], dtype=object))
+    return TaskData([], {"train": split(pairs), "validation": split(pairs[:4]),
+                         "test": split(pairs[:4])}, "seq2seq")
+
+
+def test_collate_gives_teacher_forced_contexts_labels_and_the_counted_positions(tiny_pair) -> None:
+    teacher, tokenizer = tiny_pair
+    specials = Specials.of(teacher)
+    assert (specials.start, specials.pad, specials.eos) == (
+        tokenizer.cls_token_id, tokenizer.pad_token_id, tokenizer.sep_token_id)
+    targets = target_ids(tokenizer, ["good film", "bad"], 16, specials)
+    # bert2bert starts decoding with [CLS]: targets drop it and end with [SEP]
+    assert all(t[0] != specials.start and t[-1] == specials.eos for t in targets)
+    assert len(targets[0]) == len(targets[1]) + 1
+    batch = collate(tokenizer, TargetSplit(["a source", "another source text"], targets), [0, 1],
+                    32, specials)
+    labels, context, mask = batch["labels"], batch["decoder_input_ids"], batch["mask"]
+    assert context[:, 0].tolist() == [specials.start] * 2
+    assert torch.equal(context[0, 1:], labels[0, :-1])  # the longer row: shifted right
+    assert labels[1, -1].item() == generation.IGNORE and context[1, -1].item() == specials.eos
+    # counted: every prediction up to and including the EOS, nothing on padding
+    assert mask.sum(1).tolist() == [len(targets[0]), len(targets[1])]
+    assert not batch["rollout"].any()
+
+
+def test_imitation_contexts_follow_the_schedule_and_roll_out_one_minus_beta(tiny_pair) -> None:
+    teacher, tokenizer = tiny_pair
+    specials = Specials.of(teacher)
+    cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "imitkd",
+                                  "distill.generation.schedule": "constant",
+                                  "distill.generation.beta": 0.25}).distill.generation
+    contexts = ImitationContexts(cfg, specials, max_new_tokens=4, seed=3)
+    split = TargetSplit([s for s, _ in PAIRS] * 2,
+                        target_ids(tokenizer, [t for _, t in PAIRS] * 2, 16, specials))
+    shares = []
+    for step in range(12):
+        batch = contexts(teacher, collate(tokenizer, split, list(range(24)), 32, specials), step, 12)
+        rows = batch["rollout"]
+        shares.append(rows.float().mean().item())
+        # rolled-out rows hold the model's own greedy output, no data label left on them
+        assert (batch["decoder_input_ids"][rows, 0] == specials.start).all()
+        assert (batch["labels"][rows] == generation.IGNORE).all()
+        assert batch["mask"].shape == batch["decoder_input_ids"].shape
+    assert abs(float(np.mean(shares)) - 0.75) < 0.08  # 288 draws at 1 - beta = 0.75
+    summary = contexts.summary()
+    assert summary["beta"] == 0.25 and abs(summary["rollout_share"] - np.mean(shares)) < 1e-3
+    linear = cfg.model_copy(update={"schedule": "linear"})
+    assert [ImitationContexts(linear, specials, 4, 0).beta(s, 4) for s in range(5)] == [
+        1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+@pytest.mark.parametrize("recipe", ["gold", "word-kd", "seq-kd", "imitkd"])
+def test_each_generation_recipe_trains_the_student_through_the_one_loop(
+        recipe: str, tiny_pair, request: pytest.FixtureRequest) -> None:
+    from kdedge.distill import generator
+
+    teacher, tokenizer = tiny_pair
+    cfg = build_config(overrides={
+        "data.task": "seq2seq", "data.max_length": 32, "data.max_target_length": 8,
+        "distill.recipe": recipe, "distill.student": "1", "distill.generation.beams": 2,
+        "distill.training": {"epochs": 3, "batch_size": 4, "learning_rate": 2e-3,
+                             "warmup_ratio": 0.0}})
+    calls = []  # the student is a copy of the teacher, hooks included: count the teacher's only
+    hook = teacher.register_forward_hook(lambda module, *_: calls.append(1) if module is teacher
+                                         else None)
+    request.addfinalizer(hook.remove)
+    student, metrics = generator.distill(cfg, teacher, tokenizer, task_of(PAIRS), ["sha"])
+    history = metrics["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert all(math.isfinite(row["train_loss"]) for row in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["student"]["layers"] == {"encoder": 1, "decoder": 1}
+    assert set(metrics["test"]) == {"bleu", "rouge1", "rouge2", "rougeL", "examples"}
+    reads_teacher = recipe in ("word-kd", "imitkd", "seq-kd")  # seq-kd: beam search, once
+    assert bool(calls) == reads_teacher
+    assert metrics["teacher_sequences_cache"] == ("miss" if recipe == "seq-kd" else None)
+    if recipe == "imitkd":  # exponential schedule over 9 steps: beta falls, rollouts grow
+        betas = [row["beta"] for row in history]
+        assert betas == sorted(betas, reverse=True) and betas[0] < 1.0
+        assert history[-1]["rollout_share"] > history[0]["rollout_share"]
+    if recipe == "seq-kd":  # a second run reads the teacher's beam outputs from the cache
+        calls.clear()
+        _, again = generator.distill(cfg, teacher, tokenizer, task_of(PAIRS), ["sha"])
+        assert again["teacher_sequences_cache"] == "hit" and not calls
+
+
+def test_a_recipe_that_does_not_fit_the_task_is_named_with_the_fitting_ones() -> None:
+    with pytest.raises(KdedgeError, match=r"distill.recipe kd does not fit a generation task "
+                                          r"\(data.task seq2seq\); use one of gold, imitkd, "
+                                          r"seq-kd, word-kd"):
+        build_config(overrides={"data.task": "seq2seq", "distill.recipe": "kd"})
+    with pytest.raises(KdedgeError, match=r"distill.recipe imitkd does not fit a classification "
+                                          r"or regression task \(data.task auto\)"):
+        build_config(overrides={"distill.recipe": "imitkd"})
+    assert build_config(overrides={"data.task": "seq2seq", "distill.recipe": "gold"})
+
+
+def test_a_seq2seq_student_asking_for_more_layers_than_the_teacher_has(tiny_pair) -> None:
+    from kdedge.distill.generator import build_student
+
+    teacher, _ = tiny_pair
+    cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "gold",
+                                  "distill.student": "5"}).distill
+    with pytest.raises(KdedgeError, match="asks for 5 encoder / 5 decoder layers of a teacher "
+                                          "with 2 / 2; ask for fewer"):
+        build_student(cfg, teacher)
