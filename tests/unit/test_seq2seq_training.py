@@ -113,6 +113,8 @@ def test_each_generation_recipe_trains_the_student_through_the_one_loop(
     assert all(math.isfinite(row["train_loss"]) for row in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert metrics["student"]["layers"] == {"encoder": 1, "decoder": 1}
+    assert sum(p.numel() for p in student.parameters()) == metrics["student"]["parameters"] < sum(
+        p.numel() for p in teacher.parameters())
     assert set(metrics["test"]) == {"bleu", "rouge1", "rouge2", "rougeL", "examples"}
     reads_teacher = recipe in ("word-kd", "imitkd", "seq-kd")  # seq-kd: beam search, once
     assert bool(calls) == reads_teacher
