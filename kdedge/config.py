@@ -209,7 +209,11 @@ class GenerationDistillConfig(_Section):
     probability beta a sequence keeps its data context, else the student's own rollout.
     """
 
-    decoder_layers: int | None = Field(None, ge=1)  # the student's decoder; default: as the encoder
+    decoder: Literal["transformer", "gru"] = "transformer"  # the teacher's decoder layers, or a
+    # GRU with attention over the encoder states (distill/gru_decoder.py)
+    decoder_layers: int | None = Field(None, ge=1)  # transformer: default as many as the encoder
+    # keeps; gru: the GRU's depth (default 1)
+    gru_hidden: int | None = Field(None, ge=8)  # the GRU's width; default the teacher's
     top_k: int | None = Field(None, ge=1)  # word-kd: the teacher's top k tokens only, renormalised
     beams: int = Field(4, ge=1)  # seq-kd: the teacher's beam width
     seq_kd_word_weight: float = Field(0.0, ge=0, le=1)  # seq-kd: weight of word-level KD beside it

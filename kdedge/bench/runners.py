@@ -183,6 +183,8 @@ def _torch_generate_loader(device: str) -> Callable[[Path, int], Loaded]:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+        import kdedge.distill.gru_decoder  # noqa: F401  (registers the GRU student's classes)
+
         config = AutoConfig.from_pretrained(folder)
         family = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = family.from_pretrained(folder).to(device)

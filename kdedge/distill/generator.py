@@ -107,7 +107,8 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
 def build_student(cfg: DistillConfig, teacher: Any) -> tuple[Any, dict[str, Any]]:
     """Fewer encoder and decoder layers of the teacher: distill.student is the encoder's count
     ("2") or its layers ("0,5"); distill.generation.decoder_layers the decoder's count (default:
-    as many as the encoder keeps)."""
+    as many as the encoder keeps). With distill.generation.decoder "gru", the decoder is a GRU
+    with attention (decoder_layers deep, gru_hidden wide) instead."""
     spec = cfg.student.strip()
     try:
         encoder: int | list[int] = (int(spec) if "," not in spec
@@ -118,13 +119,26 @@ def build_student(cfg: DistillConfig, teacher: Any) -> tuple[Any, dict[str, Any]
     count = encoder if isinstance(encoder, int) else len(encoder)
     if count < 1:
         raise KdedgeError(f"distill.student {cfg.student!r} keeps no layer; give at least 1.")
-    decoder = cfg.generation.decoder_layers or count
+    g = cfg.generation
     if not hasattr(teacher, "encoder") or not hasattr(teacher, "decoder") or not hasattr(
             teacher.config, "encoder"):
         raise KdedgeError("A seq2seq student from fewer layers needs a bert2bert-style teacher "
                           f"(EncoderDecoderModel); this teacher is {teacher.config.model_type}.")
     total = (teacher.config.encoder.num_hidden_layers, teacher.config.decoder.num_hidden_layers)
-    if (isinstance(encoder, int) and encoder > total[0]) or decoder > total[1]:
+    if isinstance(encoder, int) and encoder > total[0]:
+        raise KdedgeError(f"distill.student asks for {count} encoder layers of a teacher with "
+                          f"{total[0]}; ask for fewer.")
+    if g.decoder == "gru":
+        from kdedge.distill.gru_decoder import gru_student
+
+        student = gru_student(teacher, encoder, hidden=g.gru_hidden, layers=g.decoder_layers or 1)
+        return student, {"source": f"{count} encoder layers of the teacher + a "
+                                   f"{student.config.num_layers}-layer GRU decoder "
+                                   f"({student.config.hidden_size} wide)",
+                         "parameters": sum(p.numel() for p in student.parameters()),
+                         "layers": {"encoder": count, "decoder": student.config.num_layers}}
+    decoder = g.decoder_layers or count
+    if decoder > total[1]:
         raise KdedgeError(f"distill.student asks for {count} encoder / {decoder} decoder layers "
                           f"of a teacher with {total[0]} / {total[1]}; ask for fewer.")
     student = fewer_layers(teacher, encoder, decoder)

@@ -364,30 +364,55 @@ def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> l
     return [ENCODER_ONNX, DECODER_ONNX]
 
 
+class GruOnnxGenerator:
+    """The two graphs of `export_gru_onnx` behind a `generate` like optimum's generators, so
+    evaluation and the bench drive it the same way: greedy, EOS-stopped, or exactly
+    `min_new_tokens` tokens when that equals `max_new_tokens` (EOS never ends a row then)."""
+
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
+        from kdedge.runtime import ort_session
+
+        folder = Path(folder)
+        self.config = (GruSeq2SeqConfig.from_pretrained(folder)
+                       if (folder / "config.json").is_file() else None)
+        self.encoder = ort_session(folder / ENCODER_ONNX, threads)
+        self.decoder = ort_session(folder / DECODER_ONNX, threads)
+
+    def generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int = 20,
+                 min_new_tokens: int = 0, **_: Any) -> torch.Tensor:
+        cfg = self.config
+        return torch.from_numpy(self.greedy(input_ids, attention_mask, max_new_tokens,
+                                            cfg.decoder_start_token_id, cfg.eos_token_id,
+                                            cfg.pad_token_id, min_new_tokens))
+
+    def greedy(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, start: int,
+               eos: int, pad: int, min_new_tokens: int = 0) -> np.ndarray:
+        """int64 [batch, 1 + steps]: the start token, then one token per step; a row that has
+        produced eos continues with pad, and decoding stops once every row has (so steps may
+        be fewer than max_new_tokens), matching transformers' greedy search; eos cannot be
+        chosen in the first `min_new_tokens` steps."""
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        states = self.encoder.run(None, {"input_ids": input_ids,
+                                         "attention_mask": attention_mask})[0]
+        tokens = np.full((input_ids.shape[0], 1), start, dtype=np.int64)
+        finished = np.zeros(input_ids.shape[0], dtype=bool)
+        for position in range(max_new_tokens):
+            logits = self.decoder.run(None, {"decoder_input_ids": tokens,
+                                             "encoder_hidden_states": states,
+                                             "encoder_attention_mask": attention_mask})[0][:, -1]
+            if position < min_new_tokens:
+                logits[:, eos] = -np.inf
+            step = np.where(finished, pad, logits.argmax(-1)).astype(np.int64)
+            tokens = np.concatenate([tokens, step[:, None]], axis=1)
+            finished |= step == eos
+            if finished.all():
+                break
+        return tokens
+
+
 def greedy_onnx(folder: Path, input_ids: Any, attention_mask: Any, max_new_tokens: int,
                 start: int, eos: int, pad: int, threads: int | None = None) -> np.ndarray:
-    """Greedy decoding over the two graphs of `export_gru_onnx`, as `generate` does it.
-
-    Returns int64 [batch, 1 + steps]: the start token, then one token per step; a row that
-    has produced eos continues with pad, and decoding stops once every row has (so steps may
-    be fewer than max_new_tokens), matching transformers' greedy search.
-    """
-    from kdedge.runtime import ort_session
-
-    folder = Path(folder)
-    encoder = ort_session(folder / ENCODER_ONNX, threads)
-    decoder = ort_session(folder / DECODER_ONNX, threads)
-    input_ids = np.asarray(input_ids, dtype=np.int64)
-    attention_mask = np.asarray(attention_mask, dtype=np.int64)
-    states = encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
-    tokens = np.full((input_ids.shape[0], 1), start, dtype=np.int64)
-    finished = np.zeros(input_ids.shape[0], dtype=bool)
-    for _ in range(max_new_tokens):
-        logits = decoder.run(None, {"decoder_input_ids": tokens, "encoder_hidden_states": states,
-                                    "encoder_attention_mask": attention_mask})[0]
-        step = np.where(finished, pad, logits[:, -1].argmax(-1)).astype(np.int64)
-        tokens = np.concatenate([tokens, step[:, None]], axis=1)
-        finished |= step == eos
-        if finished.all():
-            break
-    return tokens
+    """Greedy decoding over the two graphs of `export_gru_onnx`, as `generate` does it."""
+    return GruOnnxGenerator(folder, threads).greedy(input_ids, attention_mask, max_new_tokens,
+                                                     start, eos, pad)

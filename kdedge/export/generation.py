@@ -7,7 +7,9 @@ with onnxruntime (optimum's ORTModelForSeq2SeqLM / ORTModelForCausalLM), and com
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +31,14 @@ def export_generator(source: Path, out: Path, task: GenerationTask) -> dict[str,
     """
     from optimum.exporters.onnx import main_export
 
+    if _is_gru(source):  # kdedge's own student: optimum does not know it
+        from kdedge.distill.gru_decoder import GruSeq2SeqModel, export_gru_onnx
+
+        files = export_gru_onnx(GruSeq2SeqModel.from_pretrained(source), out)
+        for item in Path(source).iterdir():  # config, generation config, tokenizer
+            if (item.is_file() and item.suffix == ".json") or item.name.endswith(".txt"):
+                shutil.copy2(item, Path(out) / item.name)
+        return {"files": sorted(files), "key_value_cache": False}
     try:
         main_export(str(source), output=str(out), task=OPTIMUM_TASKS[task] + WITH_PAST)
         cached = True
@@ -41,6 +51,13 @@ def export_generator(source: Path, out: Path, task: GenerationTask) -> dict[str,
     return {"files": onnx_files(out), "key_value_cache": cached}
 
 
+def _is_gru(folder: Path) -> bool:
+    from kdedge.distill.gru_decoder import MODEL_TYPE
+
+    config = Path(folder) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE
+
+
 def onnx_files(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).glob("*.onnx"))
 
@@ -50,6 +67,11 @@ def load_onnx_generator(folder: Path, task: GenerationTask, **kwargs: Any) -> An
     kwargs (provider, session_options) go to from_pretrained."""
     from optimum.onnxruntime import ORTModelForCausalLM, ORTModelForSeq2SeqLM
 
+    if _is_gru(folder):
+        from kdedge.distill.gru_decoder import GruOnnxGenerator
+
+        options = kwargs.get("session_options")
+        return GruOnnxGenerator(folder, options.intra_op_num_threads if options else None)
     family = ORTModelForSeq2SeqLM if task == "seq2seq" else ORTModelForCausalLM
     cached = any("with_past" in name or "merged" in name for name in onnx_files(folder))
     return family.from_pretrained(str(folder), use_cache=cached, **kwargs)
@@ -78,6 +100,7 @@ def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
     test examples with every model's output for the report."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    import kdedge.distill.gru_decoder  # noqa: F401  (a GRU student loads through the Auto classes)
     from kdedge.errors import KdedgeError
 
     cfg, data = ctx.cfg.export, ctx.cfg.data

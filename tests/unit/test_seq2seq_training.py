@@ -146,6 +146,38 @@ def test_a_seq2seq_student_asking_for_more_layers_than_the_teacher_has(tiny_pair
     teacher, _ = tiny_pair
     cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "gold",
                                   "distill.student": "5"}).distill
-    with pytest.raises(KdedgeError, match="asks for 5 encoder / 5 decoder layers of a teacher "
-                                          "with 2 / 2; ask for fewer"):
+    with pytest.raises(KdedgeError, match="asks for 5 encoder layers of a teacher with 2; ask "
+                                          "for fewer"):
         build_student(cfg, teacher)
+    deeper = cfg.model_copy(update={"student": "1", "generation": cfg.generation.model_copy(
+        update={"decoder_layers": 3})})
+    with pytest.raises(KdedgeError, match="asks for 1 encoder / 3 decoder layers of a teacher "
+                                          "with 2 / 2; ask for fewer"):
+        build_student(deeper, teacher)
+
+
+def test_a_gru_decoder_student_trains_with_imitkd_and_exports_the_same_greedy_tokens(
+        tiny_pair, tmp_path: Path) -> None:
+    from kdedge.distill import generator
+    from kdedge.export.generation import export_generator, generation_parity, load_onnx_generator
+
+    teacher, tokenizer = tiny_pair
+    cfg = build_config(overrides={
+        "data.task": "seq2seq", "data.max_length": 32, "data.max_target_length": 8,
+        "distill.recipe": "imitkd", "distill.student": "1", "distill.generation.decoder": "gru",
+        "distill.generation.gru_hidden": 24,
+        "distill.training": {"epochs": 2, "batch_size": 4, "learning_rate": 3e-3}})
+    student, metrics = generator.distill(cfg, teacher, tokenizer, task_of(PAIRS), ["sha"])
+    assert metrics["student"]["layers"] == {"encoder": 1, "decoder": 1}
+    assert "GRU decoder (24 wide)" in metrics["student"]["source"]
+    assert all(math.isfinite(row["train_loss"]) for row in metrics["history"])
+    student.save_pretrained(tmp_path / "pt")
+    tokenizer.save_pretrained(tmp_path / "pt")
+    exported = export_generator(tmp_path / "pt", tmp_path / "onnx", "seq2seq")
+    assert exported == {"files": ["decoder_model.onnx", "encoder_model.onnx"],
+                        "key_value_cache": False}
+    assert (tmp_path / "onnx" / "config.json").is_file()
+    batch = dict(tokenizer([s for s, _ in PAIRS[:3]], padding=True, return_tensors="pt"))
+    parity = generation_parity(student.eval(), load_onnx_generator(tmp_path / "onnx", "seq2seq"),
+                               batch, new_tokens=6)
+    assert parity == {"rows": 3, "new_tokens": 6, "mismatched_rows": [], "passed": True}
