@@ -142,26 +142,6 @@ def torch_logits(model: Any, tokenizer: Any, texts: Sequence[Any], max_length: i
     return np.concatenate(out)
 
 
-def generate_texts(model: Any, tokenizer: Any, sources: Sequence[str], max_length: int,
-                   max_new_tokens: int, batch_size: int = 32, num_beams: int = 1) -> list[str]:
-    """Decoded generations for each source, from a PyTorch model or optimum's onnxruntime
-    generator alike (greedy unless num_beams > 1), special tokens dropped."""
-    import torch
-
-    if hasattr(model, "eval"):
-        model.eval()
-    texts: list[str] = []
-    with torch.inference_mode():
-        for chunk in batches(list(sources), batch_size):
-            enc = tokenizer(list(chunk), truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")
-            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                 do_sample=False)
-            texts += [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
-    return texts
-
-
 def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: int,
                 batch_size: int = 64, threads: int | None = None) -> np.ndarray:
     session = ort_session(path, threads)

@@ -14,18 +14,16 @@ from typing import Any
 from kdedge.config import DistillConfig, KdedgeConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses, teacher_cache
-from kdedge.distill.recipes import RECIPES, Dims
-from kdedge.distill.seq2seq_models import fewer_layers
-from kdedge.distill.seq2seq_training import (
+from kdedge.distill.generation_training import (
     ImitationContexts,
-    Specials,
     TargetSplit,
     fit,
     score,
-    sequences_as_targets,
-    target_ids,
     teacher_logits,
 )
+from kdedge.distill.layouts import layout_for
+from kdedge.distill.recipes import RECIPES, Dims
+from kdedge.distill.seq2seq_models import fewer_layers
 from kdedge.errors import KdedgeError
 
 log = logging.getLogger("kdedge")
@@ -57,12 +55,12 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
     """Build the student and train it phase by phase; returns it (at its best epoch) and the
     stage's metrics. `teacher_weights` key the cache of the teacher's beam outputs."""
     distill_cfg, data = cfg.distill, cfg.data
-    specials = Specials.of(teacher)
+    layout = layout_for(teacher.config, tokenizer, data.max_length)
     student, info = build_student(distill_cfg, teacher)
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
     train_split = task.splits["train"]
     sources = list(train_split.texts)
-    gold = target_ids(tokenizer, train_split.labels, data.max_target_length, specials)
+    gold = layout.targets(train_split.labels, data.max_target_length)
     history: list[dict[str, Any]] = []
     best_epoch, sequences_cache = 0, None
     phases = RECIPES.get(distill_cfg.recipe)(distill_cfg, Dims(0, 0, generation=True))
@@ -70,23 +68,25 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
         targets = gold
         if phase.targets == "teacher":
             beams = distill_cfg.generation.beams
-            sequences, hit = teacher_cache.teacher_sequences(
+
+            def beam_search(chunk: list[str], beams: int = beams) -> list[list[int]]:
+                return layout.continuations(teacher, chunk, data.max_target_length, beams=beams)
+
+            targets, hit = teacher_cache.teacher_sequences(
                 teacher_cache.sequence_cache_file(teacher_weights, sources, data.max_length,
                                                   beams, data.max_target_length),
-                teacher, tokenizer, sources, data.max_length, beams, data.max_target_length)
-            targets = sequences_as_targets(sequences, specials)
+                beam_search, sources)
             sequences_cache = "hit" if hit else "miss"
         needs_teacher = any(name in TEACHER_TERMS and weight > 0
                             for name, weight, _ in phase.losses)
-        contexts = (ImitationContexts(distill_cfg.generation, specials, data.max_target_length,
+        contexts = (ImitationContexts(distill_cfg.generation, layout, data.max_target_length,
                                       cfg.run.seed) if phase.rollout else None)
         training = distill_cfg.training.model_copy(
             update={"epochs": phase.epochs or distill_cfg.training.epochs})
-        result = fit(student, tokenizer, task, TargetSplit(sources, targets),
+        result = fit(student, layout, task, TargetSplit(sources, targets),
                      losses.build(phase.losses),
                      teacher=teacher_logits(teacher) if needs_teacher else (lambda batch: None),
-                     cfg=training, max_length=data.max_length,
-                     max_new_tokens=data.max_target_length, seed=cfg.run.seed,
+                     cfg=training, max_new_tokens=data.max_target_length, seed=cfg.run.seed,
                      description=f"student ({phase.name})", contexts=contexts,
                      checkpoints=None if checkpoints is None
                      else checkpoints / f"{number}-{phase.name}")
@@ -99,7 +99,7 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
         "training_examples": len(sources),
         "history": history,
         "best_epoch": best_epoch,
-        **{name: score(student, tokenizer, task, name, data.max_length, data.max_target_length,
+        **{name: score(student, layout, task, name, data.max_target_length,
                        distill_cfg.training.eval_batch_size) for name in ("validation", "test")},
     }
 

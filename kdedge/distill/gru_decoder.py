@@ -379,11 +379,11 @@ class GruOnnxGenerator:
         self.decoder = ort_session(folder / DECODER_ONNX, threads)
 
     def generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int = 20,
-                 min_new_tokens: int = 0, **_: Any) -> torch.Tensor:
+                 min_new_tokens: int | None = 0, **_: Any) -> torch.Tensor:
         cfg = self.config
         return torch.from_numpy(self.greedy(input_ids, attention_mask, max_new_tokens,
                                             cfg.decoder_start_token_id, cfg.eos_token_id,
-                                            cfg.pad_token_id, min_new_tokens))
+                                            cfg.pad_token_id, min_new_tokens or 0))
 
     def greedy(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, start: int,
                eos: int, pad: int, min_new_tokens: int = 0) -> np.ndarray:

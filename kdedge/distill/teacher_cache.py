@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,11 @@ def sequence_cache_file(teacher_weights_sha: list[str], sources: list[str], max_
     return cache_dir() / "teacher-sequences" / f"{key.hexdigest()[:20]}.safetensors"
 
 
-def teacher_sequences(path: Path, teacher: Any, tokenizer: Any, sources: list[str],
-                      max_length: int, beams: int, max_new_tokens: int,
-                      batch_size: int = 16) -> tuple[list[list[int]], bool]:
-    """Sequence-level KD targets: the teacher's beam-search output for every source, and
-    whether they came from the cache. Stored as one padded id matrix plus lengths."""
+def teacher_sequences(path: Path, generate: Callable[[list[str]], list[list[int]]],
+                      sources: list[str], batch_size: int = 16) -> tuple[list[list[int]], bool]:
+    """Sequence-level KD targets: `generate` (the teacher's beam search, as target ids) over
+    every source, and whether they came from the cache. Stored as one padded id matrix plus
+    lengths."""
     from safetensors.torch import load_file, save_file
 
     if path.is_file():
@@ -84,22 +85,12 @@ def teacher_sequences(path: Path, teacher: Any, tokenizer: Any, sources: list[st
             log.info("  teacher sequences read from the cache")
             return [row[:n].tolist() for row, n in zip(cached["ids"], cached["lengths"],
                                                        strict=True)], True
-    log.info("  generating teacher sequences for %d sources (beam %d, once)", len(sources), beams)
-    teacher.eval()
+    log.info("  generating teacher sequences for %d sources (once)", len(sources))
     sequences: list[list[int]] = []
-    pad = teacher.generation_config.pad_token_id
-    with torch.inference_mode():
-        for chunk in batches(sources, batch_size):
-            enc = tokenizer(list(chunk), truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")
-            out = teacher.generate(**enc, num_beams=beams, max_new_tokens=max_new_tokens,
-                                   do_sample=False)
-            for row in out.tolist():
-                while row and row[-1] == pad:  # trailing padding only; ids inside stay
-                    row.pop()
-                sequences.append(row)
+    for chunk in batches(sources, batch_size):
+        sequences += generate(list(chunk))
     width = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), width), pad if pad is not None else 0, dtype=torch.long)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, seq in enumerate(sequences):
         ids[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)

@@ -145,12 +145,14 @@ def folder_bytes(folder: Path) -> int:
 def generation_scores(model: Any, tokenizer: Any, task: Any, max_length: int,
                       max_new_tokens: int) -> tuple[dict[str, Any], list[str]]:
     """Validation and test BLEU / ROUGE of greedy generations, and the test generations."""
-    from kdedge.evaluate import generate_texts, generation_metrics
+    from kdedge.distill.layouts import layout_for
+    from kdedge.evaluate import generation_metrics
 
+    layout = layout_for(model.config, tokenizer, max_length)
     metrics, test = {}, []
     for split in ("validation", "test"):
         data = task.splits[split]
-        predictions = generate_texts(model, tokenizer, data.texts, max_length, max_new_tokens)
+        predictions = layout.texts(model, list(data.texts), max_new_tokens)
         metrics[split] = generation_metrics(predictions, [str(t) for t in data.labels])
         test = predictions
     return metrics, test

@@ -19,8 +19,9 @@ from kdedge.artifacts import copy_tree, read_json
 from kdedge.config import DataConfig, TeacherConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses
+from kdedge.distill.generation_training import TargetSplit, fit, score
+from kdedge.distill.layouts import layout_for
 from kdedge.distill.seq2seq_models import bert2bert
-from kdedge.distill.seq2seq_training import Specials, TargetSplit, fit, score, target_ids
 from kdedge.errors import KdedgeError
 from kdedge.hf import resolve_source
 
@@ -61,16 +62,15 @@ def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cac
     model, tokenizer, assembled = load_generator(cfg, task.kind)
     fine_tune = cfg.fine_tune == "always" or (cfg.fine_tune == "auto" and assembled)
     history: list[dict[str, Any]] = []
+    layout = layout_for(model.config, tokenizer, data.max_length)
     if fine_tune:
         train_split = task.splits["train"]
-        specials = Specials.of(model)
         split = TargetSplit(list(train_split.texts),
-                            target_ids(tokenizer, train_split.labels, data.max_target_length,
-                                       specials))
+                            layout.targets(train_split.labels, data.max_target_length))
         log.info("  fine-tuning teacher %r on %d pairs (%d epoch(s))", cfg.model, len(split),
                  cfg.training.epochs)
-        result = fit(model, tokenizer, task, split, losses.build([("token_ce", 1.0, {})]),
-                     teacher=lambda batch: None, cfg=cfg.training, max_length=data.max_length,
+        result = fit(model, layout, task, split, losses.build([("token_ce", 1.0, {})]),
+                     teacher=lambda batch: None, cfg=cfg.training,
                      max_new_tokens=data.max_target_length, seed=seed, description="teacher",
                      checkpoints=checkpoints, config_key="teacher.training")
         history = result.history
@@ -84,7 +84,7 @@ def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cac
         "truncated": {name: truncated(tokenizer, split.texts, data.max_length)
                       for name, split in task.splits.items()},
         "history": history,
-        **{name: score(model, tokenizer, task, name, data.max_length, data.max_target_length,
+        **{name: score(model, layout, task, name, data.max_target_length,
                        cfg.training.eval_batch_size) for name in ("validation", "test")},
     }
     out.mkdir(parents=True, exist_ok=True)

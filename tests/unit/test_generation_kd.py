@@ -168,20 +168,28 @@ class CountingTokenizer:
 
 def test_teacher_sequences_are_generated_once_and_read_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdedge.distill.layouts import Seq2SeqLayout
     from kdedge.distill.teacher_cache import sequence_cache_file, teacher_sequences
 
     monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path))
     teacher = tiny_bart(1)
+    layout = Seq2SeqLayout(CountingTokenizer(), 16, pad=1, eos=2, start=2)
     sources = ["a tiny source", "another longer source text", "x"]
     path = sequence_cache_file(["sha"], sources, 16, beams=2, max_new_tokens=5)
     assert path != sequence_cache_file(["sha"], sources, 16, beams=3, max_new_tokens=5)
     calls = []
     original = teacher.generate
     monkeypatch.setattr(teacher, "generate", lambda **kw: calls.append(kw) or original(**kw))
-    first, cached = teacher_sequences(path, teacher, CountingTokenizer(), sources, 16, 2, 5)
+
+    def beams(chunk: list[str]) -> list[list[int]]:
+        return layout.continuations(teacher, chunk, 5, beams=2)
+
+    first, cached = teacher_sequences(path, beams, sources)
     assert not cached and len(calls) == 1 and calls[0]["num_beams"] == 2
-    assert len(first) == 3 and all(row[0] == 2 and 2 <= len(row) <= 6 for row in first)
-    again, cached = teacher_sequences(path, teacher, CountingTokenizer(), sources, 16, 2, 5)
+    # target ids: at most 5 tokens, the start token dropped, cut after an EOS
+    assert len(first) == 3 and all(1 <= len(row) <= 5 for row in first)
+    assert all(2 not in row[:-1] for row in first)
+    again, cached = teacher_sequences(path, beams, sources)
     assert cached and again == first and len(calls) == 1  # the teacher did not run again
 
 

@@ -12,14 +12,9 @@ import torch
 from kdedge.config import build_config
 from kdedge.data.dataset import TaskData, TaskSplit
 from kdedge.distill import generation
+from kdedge.distill.generation_training import ImitationContexts, TargetSplit, collate
+from kdedge.distill.layouts import Seq2SeqLayout, layout_for
 from kdedge.distill.seq2seq_models import bert2bert
-from kdedge.distill.seq2seq_training import (
-    ImitationContexts,
-    Specials,
-    TargetSplit,
-    collate,
-    target_ids,
-)
 from kdedge.errors import KdedgeError
 
 PAIRS = [("the film was good and the plot was fine", "good film"),
@@ -48,47 +43,48 @@ def task_of(pairs: list[tuple[str, str]]) -> TaskData:
 
 def test_collate_gives_teacher_forced_contexts_labels_and_the_counted_positions(tiny_pair) -> None:
     teacher, tokenizer = tiny_pair
-    specials = Specials.of(teacher)
-    assert (specials.start, specials.pad, specials.eos) == (
+    layout = layout_for(teacher.config, tokenizer, 32)
+    assert isinstance(layout, Seq2SeqLayout)
+    assert (layout.start, layout.pad, layout.eos) == (
         tokenizer.cls_token_id, tokenizer.pad_token_id, tokenizer.sep_token_id)
-    targets = target_ids(tokenizer, ["good film", "bad"], 16, specials)
-    # bert2bert starts decoding with [CLS]: targets drop it and end with [SEP]
-    assert all(t[0] != specials.start and t[-1] == specials.eos for t in targets)
+    targets = layout.targets(["good film", "bad"], 16)
+    # bert2bert starts decoding with [CLS]: targets are the words and [SEP]
+    assert all(t[0] != layout.start and t[-1] == layout.eos for t in targets)
     assert len(targets[0]) == len(targets[1]) + 1
-    batch = collate(tokenizer, TargetSplit(["a source", "another source text"], targets), [0, 1],
-                    32, specials)
+    batch = collate(layout, TargetSplit(["a source", "another source text"], targets), [0, 1])
     labels, context, mask = batch["labels"], batch["decoder_input_ids"], batch["mask"]
-    assert context[:, 0].tolist() == [specials.start] * 2
+    assert context[:, 0].tolist() == [layout.start] * 2
     assert torch.equal(context[0, 1:], labels[0, :-1])  # the longer row: shifted right
-    assert labels[1, -1].item() == generation.IGNORE and context[1, -1].item() == specials.eos
+    assert labels[1, -1].item() == generation.IGNORE and context[1, -1].item() == layout.eos
     # counted: every prediction up to and including the EOS, nothing on padding
     assert mask.sum(1).tolist() == [len(targets[0]), len(targets[1])]
-    assert not batch["rollout"].any()
+    assert torch.equal(mask, generation.position_mask(context, layout.pad, layout.eos))
+    assert not batch["rollout"].any() and batch["sources"] == ["a source", "another source text"]
 
 
 def test_imitation_contexts_follow_the_schedule_and_roll_out_one_minus_beta(tiny_pair) -> None:
     teacher, tokenizer = tiny_pair
-    specials = Specials.of(teacher)
+    layout = layout_for(teacher.config, tokenizer, 32)
     cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "imitkd",
                                   "distill.generation.schedule": "constant",
                                   "distill.generation.beta": 0.25}).distill.generation
-    contexts = ImitationContexts(cfg, specials, max_new_tokens=4, seed=3)
-    split = TargetSplit([s for s, _ in PAIRS] * 2,
-                        target_ids(tokenizer, [t for _, t in PAIRS] * 2, 16, specials))
+    contexts = ImitationContexts(cfg, layout, max_new_tokens=4, seed=3)
+    split = TargetSplit([s for s, _ in PAIRS] * 2, layout.targets([t for _, t in PAIRS] * 2, 16))
     shares = []
     for step in range(12):
-        batch = contexts(teacher, collate(tokenizer, split, list(range(24)), 32, specials), step, 12)
+        batch = contexts(teacher, collate(layout, split, list(range(24))), step, 12)
         rows = batch["rollout"]
         shares.append(rows.float().mean().item())
         # rolled-out rows hold the model's own greedy output, no data label left on them
-        assert (batch["decoder_input_ids"][rows, 0] == specials.start).all()
+        rolled = [t for t, r in zip(batch["targets"], rows.tolist(), strict=True) if r]
+        assert all(1 <= len(t) <= 4 for t in rolled)
         assert (batch["labels"][rows] == generation.IGNORE).all()
-        assert batch["mask"].shape == batch["decoder_input_ids"].shape
+        assert batch["mask"][rows].sum().item() == sum(len(t) for t in rolled)
     assert abs(float(np.mean(shares)) - 0.75) < 0.08  # 288 draws at 1 - beta = 0.75
     summary = contexts.summary()
     assert summary["beta"] == 0.25 and abs(summary["rollout_share"] - np.mean(shares)) < 1e-3
     linear = cfg.model_copy(update={"schedule": "linear"})
-    assert [ImitationContexts(linear, specials, 4, 0).beta(s, 4) for s in range(5)] == [
+    assert [ImitationContexts(linear, layout, 4, 0).beta(s, 4) for s in range(5)] == [
         1.0, 0.75, 0.5, 0.25, 0.0]
 
 
