@@ -55,7 +55,8 @@ def compress(
     label_column: Annotated[str | None, typer.Option(help="[data.label_column]; for seq2seq "
                                                      "the target text.")] = None,
     task: Annotated[str | None, typer.Option(help="classification, regression, seq2seq (with "
-                                             "'demo' data: BBC article -> headline). "
+                                             "'demo' data: BBC article -> headline) or "
+                                             "causal-lm (prompt -> continuation). "
                                              "[data.task]")] = None,
     teacher: Annotated[str | None, typer.Option(help="Directory, hub id or 'demo'. "
                                                 "[teacher.model]")] = None,

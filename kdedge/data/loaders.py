@@ -21,7 +21,8 @@ SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev
 
 def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Tables by split name (only the splits the source has) and the source's identity."""
-    if cfg.source == "demo-headlines" or (cfg.source == "demo" and cfg.task == "seq2seq"):
+    if cfg.source == "demo-headlines" or (cfg.source == "demo"
+                                          and cfg.task in ("seq2seq", "causal-lm")):
         return _demo_headlines()
     if cfg.source == "demo":
         return _demo()

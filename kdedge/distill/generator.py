@@ -23,7 +23,7 @@ from kdedge.distill.generation_training import (
 )
 from kdedge.distill.layouts import layout_for
 from kdedge.distill.recipes import RECIPES, Dims
-from kdedge.distill.seq2seq_models import fewer_layers
+from kdedge.distill.seq2seq_models import fewer_decoder_layers, fewer_layers
 from kdedge.errors import KdedgeError
 
 log = logging.getLogger("kdedge")
@@ -32,12 +32,13 @@ TEACHER_TERMS = ("word_kd", "imitation_ce")  # loss terms that read the teacher'
 
 
 def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from kdedge.teacher.stage import MODEL_DIR
 
     teacher_dir = ctx.input("teacher") / MODEL_DIR
-    teacher = AutoModelForSeq2SeqLM.from_pretrained(teacher_dir).eval()
+    family = AutoModelForCausalLM if task.kind == "causal-lm" else AutoModelForSeq2SeqLM
+    teacher = family.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                        if rel.endswith((".safetensors", ".bin"))]
@@ -105,10 +106,11 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
 
 
 def build_student(cfg: DistillConfig, teacher: Any) -> tuple[Any, dict[str, Any]]:
-    """Fewer encoder and decoder layers of the teacher: distill.student is the encoder's count
-    ("2") or its layers ("0,5"); distill.generation.decoder_layers the decoder's count (default:
-    as many as the encoder keeps). With distill.generation.decoder "gru", the decoder is a GRU
-    with attention (decoder_layers deep, gru_hidden wide) instead."""
+    """Fewer layers of the teacher. distill.student is the encoder's layer count ("2") or its
+    layers ("0,5"), or for a decoder-only teacher its layers; distill.generation.decoder_layers
+    the decoder's count (default: as many as the encoder keeps). With
+    distill.generation.decoder "gru", the decoder is a GRU with attention (decoder_layers deep,
+    gru_hidden wide) instead."""
     spec = cfg.student.strip()
     try:
         encoder: int | list[int] = (int(spec) if "," not in spec
@@ -119,6 +121,15 @@ def build_student(cfg: DistillConfig, teacher: Any) -> tuple[Any, dict[str, Any]
     count = encoder if isinstance(encoder, int) else len(encoder)
     if count < 1:
         raise KdedgeError(f"distill.student {cfg.student!r} keeps no layer; give at least 1.")
+    if not getattr(teacher.config, "is_encoder_decoder", False):  # a decoder-only LM
+        total = teacher.config.num_hidden_layers
+        if isinstance(encoder, int) and encoder > total:
+            raise KdedgeError(f"distill.student asks for {count} layers of a teacher with "
+                              f"{total}; ask for fewer.")
+        student = fewer_decoder_layers(teacher, encoder)
+        return student, {"source": f"{count} of the teacher's {total} layers",
+                         "parameters": sum(p.numel() for p in student.parameters()),
+                         "layers": {"decoder": count}}
     g = cfg.generation
     if not hasattr(teacher, "encoder") or not hasattr(teacher, "decoder") or not hasattr(
             teacher.config, "encoder"):

@@ -71,3 +71,13 @@ def fewer_layers(teacher: Any, encoder_layers: int | Sequence[int],
         module.config.num_hidden_layers = len(keep)
         getattr(student.config, side).num_hidden_layers = len(keep)
     return student
+
+
+def fewer_decoder_layers(teacher: Any, layers: int | Sequence[int]) -> Any:
+    """A copy of a decoder-only language model keeping some of its layers (as fewer_layers)."""
+    student = copy.deepcopy(teacher)
+    total = student.config.num_hidden_layers
+    keep = evenly_spaced(total, layers) if isinstance(layers, int) else tuple(layers)
+    _keep(student, total, keep)
+    student.config.num_hidden_layers = len(keep)
+    return student

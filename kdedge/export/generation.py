@@ -73,8 +73,21 @@ def load_onnx_generator(folder: Path, task: GenerationTask, **kwargs: Any) -> An
         options = kwargs.get("session_options")
         return GruOnnxGenerator(folder, options.intra_op_num_threads if options else None)
     family = ORTModelForSeq2SeqLM if task == "seq2seq" else ORTModelForCausalLM
-    cached = any("with_past" in name or "merged" in name for name in onnx_files(folder))
-    return family.from_pretrained(str(folder), use_cache=cached, **kwargs)
+    return family.from_pretrained(str(folder), use_cache=has_cache(folder), **kwargs)
+
+
+def has_cache(folder: Path) -> bool:
+    """Whether the exported decoder takes the key/value cache (a with-past or merged decoder,
+    or a decoder-only model.onnx with past_key_values inputs)."""
+    import onnx
+
+    names = onnx_files(folder)
+    if any("with_past" in name or "merged" in name for name in names):
+        return True
+    decoder = Path(folder) / "model.onnx"
+    return decoder.is_file() and any(
+        i.name.startswith("past_key_values")
+        for i in onnx.load(str(decoder), load_external_data=False).graph.input)
 
 
 def greedy_tokens(model: Any, batch: dict[str, Any], new_tokens: int) -> list[list[int]]:
@@ -82,6 +95,17 @@ def greedy_tokens(model: Any, batch: dict[str, Any], new_tokens: int) -> list[li
     out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                          num_beams=1, do_sample=False)
     return out.tolist()
+
+
+def layout_parity(layout: Any, pytorch_model: Any, onnx_model: Any, sources: list[str],
+                  new_tokens: int) -> dict[str, Any]:
+    """generation_parity on sources laid out as the model family needs (decoder-only prompts
+    padded on the left): exactly `new_tokens` greedy tokens each."""
+    expected = layout.continuations(pytorch_model, sources, new_tokens, min_new_tokens=new_tokens)
+    got = layout.continuations(onnx_model, sources, new_tokens, min_new_tokens=new_tokens)
+    mismatched = [i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b]
+    return {"rows": len(expected), "new_tokens": new_tokens, "mismatched_rows": mismatched,
+            "passed": not mismatched}
 
 
 def generation_parity(pytorch_model: Any, onnx_model: Any, batch: dict[str, Any],
@@ -98,9 +122,10 @@ def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
     """The export stage for generators: each model to ONNX, its greedy tokens checked against
     PyTorch on validation sources, its BLEU / ROUGE measured through onnxruntime, and a few
     test examples with every model's output for the report."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     import kdedge.distill.gru_decoder  # noqa: F401  (a GRU student loads through the Auto classes)
+    from kdedge.distill.layouts import layout_for
     from kdedge.errors import KdedgeError
 
     cfg, data = ctx.cfg.export, ctx.cfg.data
@@ -112,10 +137,10 @@ def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
         exported = export_generator(source, out, task.kind)
         tokenizer = AutoTokenizer.from_pretrained(source)
         onnx_model = load_onnx_generator(out, task.kind)
-        batch = dict(tokenizer(probe, truncation=True, max_length=data.max_length, padding=True,
-                               return_tensors="pt"))
-        parity = generation_parity(AutoModelForSeq2SeqLM.from_pretrained(source).eval(),
-                                   onnx_model, batch, new_tokens=PARITY_TOKENS)
+        family = AutoModelForCausalLM if task.kind == "causal-lm" else AutoModelForSeq2SeqLM
+        pytorch_model = family.from_pretrained(source).eval()
+        parity = layout_parity(layout_for(pytorch_model.config, tokenizer, data.max_length),
+                               pytorch_model, onnx_model, probe, PARITY_TOKENS)
         log.info("  %s: %.1f MB in %s, greedy tokens %s PyTorch on %d sources", name,
                  folder_bytes(out) / 1e6, ", ".join(exported["files"]),
                  "match" if parity["passed"] else "DIFFER from", parity["rows"])

@@ -29,18 +29,29 @@ log = logging.getLogger("kdedge")
 
 
 def load_generator(cfg: TeacherConfig, task_kind: str) -> tuple[Any, Any, bool]:
-    """(model, tokenizer, assembled): assembled is True for a bert2bert built from an encoder."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    """(model, tokenizer, assembled): assembled is True for a bert2bert built from an encoder.
+
+    causal-lm: a decoder-only checkpoint (GPT-2 and the like); without a pad token it pads
+    with EOS."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     location = resolve_source(cfg.model)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.revision:
         kwargs["revision"] = cfg.revision
-    if task_kind != "seq2seq":
-        raise KdedgeError(f"data.task {task_kind} has no teacher loader yet; use data.task "
-                          "seq2seq with an encoder-decoder or encoder-only teacher.")
     config = AutoConfig.from_pretrained(location, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    if task_kind == "causal-lm":
+        if getattr(config, "is_encoder_decoder", False) or config.model_type == "bert":
+            raise KdedgeError(f"Teacher {cfg.model!r} ({config.model_type}) is not a decoder-only "
+                              "language model; for data.task causal-lm give a GPT-2-like "
+                              "checkpoint with --teacher, or use --task seq2seq.")
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = model.generation_config.pad_token_id = (
+                tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                else model.config.eos_token_id)
+        return model, tokenizer, False
     if getattr(config, "is_encoder_decoder", False):
         return AutoModelForSeq2SeqLM.from_pretrained(location, **kwargs), tokenizer, False
     if getattr(config, "is_decoder", False) or not hasattr(config, "num_hidden_layers"):
@@ -60,7 +71,9 @@ def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cac
         copy_tree(cached / MODEL_DIR, out)
         return {**read_json(cached / "metrics.json"), "cache_hit": True}
     model, tokenizer, assembled = load_generator(cfg, task.kind)
-    fine_tune = cfg.fine_tune == "always" or (cfg.fine_tune == "auto" and assembled)
+    # a language model learns the task's prompt format; a seq2seq checkpoint may know the task
+    fine_tune = cfg.fine_tune == "always" or (cfg.fine_tune == "auto" and (
+        assembled or task.kind == "causal-lm"))
     history: list[dict[str, Any]] = []
     layout = layout_for(model.config, tokenizer, data.max_length)
     if fine_tune:
@@ -100,5 +113,7 @@ def _layers(model: Any) -> dict[str, int]:
     if hasattr(config, "encoder") and hasattr(config, "decoder"):  # EncoderDecoderModel
         return {"encoder": config.encoder.num_hidden_layers,
                 "decoder": config.decoder.num_hidden_layers}
+    if not getattr(config, "is_encoder_decoder", False):
+        return {"decoder": config.num_hidden_layers}
     return {"encoder": getattr(config, "encoder_layers", getattr(config, "num_layers", 0)),
             "decoder": getattr(config, "decoder_layers", getattr(config, "num_decoder_layers", 0))}

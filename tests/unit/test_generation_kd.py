@@ -197,7 +197,12 @@ def test_teacher_sequences_are_generated_once_and_read_back(
 def test_onnx_generation_gives_the_pytorch_greedy_tokens(task: str, tmp_path: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from kdedge.export.generation import export_generator, generation_parity, load_onnx_generator
+    from kdedge.export.generation import (
+        export_generator,
+        generation_parity,
+        has_cache,
+        load_onnx_generator,
+    )
 
     if task == "seq2seq":
         model = tiny_bart(1, layers=2)
@@ -209,7 +214,7 @@ def test_onnx_generation_gives_the_pytorch_greedy_tokens(task: str, tmp_path: Pa
     model.save_pretrained(tmp_path / "pt")
     exported = export_generator(tmp_path / "pt", tmp_path / "onnx", task)
     files = exported["files"]
-    assert exported["key_value_cache"]
+    assert exported["key_value_cache"] and has_cache(tmp_path / "onnx")
     assert ("encoder_model.onnx" in files) == (task == "seq2seq")
     assert any(name.startswith("decoder_model") for name in files) or "model.onnx" in files
     onnx_model = load_onnx_generator(tmp_path / "onnx", task)
@@ -262,7 +267,12 @@ def test_bert2bert_exports_without_a_cache_and_generates_the_same_tokens(
     from transformers import AutoTokenizer
 
     from kdedge.distill.seq2seq_models import bert2bert
-    from kdedge.export.generation import export_generator, generation_parity, load_onnx_generator
+    from kdedge.export.generation import (
+        export_generator,
+        generation_parity,
+        has_cache,
+        load_onnx_generator,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = bert2bert(tiny_model_dir, tokenizer).eval()
@@ -271,6 +281,7 @@ def test_bert2bert_exports_without_a_cache_and_generates_the_same_tokens(
     # optimum's BERT decoder has no key/value cache configuration: plain decoder, recomputed
     assert exported == {"files": ["decoder_model.onnx", "encoder_model.onnx"],
                         "key_value_cache": False}
+    assert not has_cache(tmp_path / "onnx")
     onnx_model = load_onnx_generator(tmp_path / "onnx", "seq2seq")
     batch = dict(tokenizer(["good film", "bad plot twist here"], padding=True, return_tensors="pt"))
     parity = generation_parity(model, onnx_model, batch, new_tokens=6)
