@@ -110,10 +110,13 @@ class Seq2SeqLayout(Layout):
 @dataclass(frozen=True)
 class CausalLayout(Layout):
     separator: int = 0  # between the prompt and the target
+    start: int | None = None  # begins every sequence (BOS), so a model can generate whole
+    # examples from it (LAMOL's pseudo-samples)
 
     def _prompts(self, sources: Sequence[str]) -> list[list[int]]:
         ids = self._encode(sources, self.max_length, add_special_tokens=False)["input_ids"]
-        return [[*row, self.separator] for row in ids]
+        head = [] if self.start is None else [self.start]
+        return [[*head, *row, self.separator] for row in ids]
 
     def batch(self, sources: Sequence[str], targets: Sequence[Sequence[int]],
               rolled: torch.Tensor | None = None) -> dict[str, Any]:
@@ -128,9 +131,13 @@ class CausalLayout(Layout):
         # position t predicts token t + 1: the target's first token is predicted at the separator
         labels, mask = _aligned(targets, [len(p) - 1 for p in prompts], width)
         rolled = torch.zeros(len(targets), dtype=torch.bool) if rolled is None else rolled
+        labels = labels.masked_fill(rolled[:, None], IGNORE)
+        # the prompt's own next tokens (up to the separator) as labels too, counted by
+        # prompt_mask: a language-model term on the prompt (lifelong replay)
+        prompt_labels, prompt_mask = _aligned([p[1:] for p in prompts], [0] * len(prompts), width)
         return {"input_ids": input_ids, "attention_mask": attention,
-                "labels": labels.masked_fill(rolled[:, None], IGNORE), "mask": mask,
-                "rollout": rolled}
+                "labels": torch.where(prompt_mask, prompt_labels, labels), "mask": mask,
+                "prompt_mask": prompt_mask, "rollout": rolled}
 
     def _generate(self, model: Any, sources: Sequence[str], **kwargs: Any) -> list[list[int]]:
         prompts = self._prompts(sources)
@@ -170,4 +177,6 @@ def layout_for(config: Any, tokenizer: Any, max_length: int) -> Layout:
                               "in its config.")
         return Seq2SeqLayout(tokenizer, max_length, int(pad), int(eos), int(start))
     separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else eos
-    return CausalLayout(tokenizer, max_length, int(pad), int(eos), int(separator))
+    start = config.bos_token_id if config.bos_token_id is not None else tokenizer.bos_token_id
+    return CausalLayout(tokenizer, max_length, int(pad), int(eos), int(separator),
+                        None if start is None else int(start))

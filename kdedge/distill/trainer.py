@@ -34,7 +34,8 @@ Sampler = Callable[[torch.Generator], list[list[int]]]  # one epoch's batches of
 Collate = Callable[[Sequence[int]], dict[str, Any]]  # row indices -> a batch
 Prepare = Callable[[nn.Module, dict[str, Any], int, int], dict[str, Any]]  # (model, batch, step,
 # total steps) -> the batch the step trains on, e.g. with the student's own rollouts (ImitKD)
-NOT_MODEL_INPUTS = ("labels", "index", "mask", "rollout", "sources", "targets")  # batch keys
+NOT_MODEL_INPUTS = ("labels", "index", "mask", "rollout", "sources", "targets", "prompt_mask",
+                    "pseudo")  # batch keys
 # the losses and step hooks read
 
 

@@ -15,7 +15,6 @@ from conftest import VOCAB, run_cli
 
 from kdedge.config import build_config
 from kdedge.data.dataset import TaskData, TaskSplit
-from kdedge.distill.generation import IGNORE
 from kdedge.distill.layouts import CausalLayout, layout_for
 
 PAIRS = [("review good film", "good"), ("review bad plot", "bad"),
@@ -59,11 +58,16 @@ def test_the_causal_layout_predicts_the_target_after_the_prompt(tiny_gpt2_dir: P
     batch = layout.batch(["review good film", "review bad"], targets)
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["mask"]
     prompt = tokenizer("review good film", add_special_tokens=False)["input_ids"]
-    sep = len(prompt)  # the separator's position predicts the target's first token
-    assert ids[0, :sep].tolist() == prompt and ids[0, sep].item() == layout.separator
-    assert labels[0, sep:sep + 2].tolist() == targets[0] and (labels[0, :sep] == IGNORE).all()
+    assert layout.start == tokenizer.cls_token_id  # the model's BOS begins every sequence
+    sep = 1 + len(prompt)  # the separator's position predicts the target's first token
+    assert ids[0, :sep].tolist() == [layout.start, *prompt] and ids[0, sep].item() == layout.separator
+    assert labels[0, sep:sep + 2].tolist() == targets[0] and mask[0, sep:sep + 2].all()
     assert mask.sum(1).tolist() == [len(targets[0]), len(targets[1])]
-    assert batch["attention_mask"][1].sum().item() == 2 + 1 + len(targets[1])  # no padding
+    # the prompt's next tokens are labels too, counted apart (a language-model term)
+    prompt_mask = batch["prompt_mask"]
+    assert labels[0, :sep].tolist() == [*prompt, layout.separator] and prompt_mask[0, :sep].all()
+    assert not (prompt_mask & mask).any() and prompt_mask.sum(1).tolist() == [len(prompt) + 1, 3]
+    assert batch["attention_mask"][1].sum().item() == 1 + 2 + 1 + len(targets[1])  # no padding
     # generation continues after the prompt, the prompts padded on the left
     out = layout.continuations(model, ["review good film", "review bad"], 3, min_new_tokens=3)
     assert [len(row) for row in out] == [3, 3]
