@@ -226,10 +226,37 @@ class GenerationDistillConfig(_Section):
     rollout_top_k: int = Field(5, ge=1)  # sampled rollouts draw from the student's top k
 
 
+class LifelongConfig(_Section):
+    """L2KD (Chuang et al. 2020) on LAMOL: a stream of tasks learnt one after another by one
+    decoder-only model. For each task a teacher is fine-tuned on that task alone, then the
+    lifelong model learns the task from it, replaying pseudo-samples of the earlier tasks that
+    it generates itself. The run's data is the last task of the stream; these come before it.
+    """
+
+    tasks: tuple[TaskConfig, ...] = ()  # their data takes the run's task kind and lengths
+    kd: Literal["word", "seq", "seq-soft"] = "word"  # word-level KD, the teacher's greedy outputs
+    # as targets, or both
+    temperature: float = Field(2.0, gt=0)  # word-level KD: tau^2 KL at this temperature
+    lm_weight: float = Field(0.25, ge=0)  # lambda: the language-model term on the prompt
+    replay: Literal["generated", "real", "none"] = "generated"  # LAMOL pseudo-samples, real
+    # rows of the earlier tasks (an upper bound on replay), or nothing (plain fine-tuning)
+    replay_ratio: float = Field(0.2, ge=0, le=1)  # gamma: replayed rows per new task's row
+    replay_top_k: int = Field(20, ge=1)  # pseudo-samples are sampled from the model's top k
+    multitask_baseline: bool = True  # also train the same student on every task at once
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names) or "target" in names:
+            raise ValueError("give every task its own name, other than 'target'")
+        return tasks
+
+
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
     recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task | gold; for
-    # generation: gold | word-kd | seq-kd | imitkd
+    # generation: gold | word-kd | seq-kd | imitkd | lifelong (causal-lm)
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KD term; 1 - alpha weighs gold-label CE
     logit_loss: Literal["kl", "mse", "l1"] = "kl"  # KL on softened logits, or MSE / L1 on raw ones
@@ -239,6 +266,7 @@ class DistillConfig(_Section):
     multi_teacher: MultiTeacherConfig = MultiTeacherConfig()
     multi_task: MultiTaskConfig = MultiTaskConfig()
     generation: GenerationDistillConfig = GenerationDistillConfig()
+    lifelong: LifelongConfig = LifelongConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 
@@ -261,6 +289,10 @@ class DistillConfig(_Section):
         if self.recipe == "multi-teacher" and not self.multi_teacher.teachers:
             raise ValueError("the multi-teacher recipe needs distill.multi_teacher.teachers, e.g. "
                              "--extra-teacher DIR or --set 'distill.multi_teacher.teachers=[{model: DIR}]'")
+        if self.recipe == "lifelong" and not self.lifelong.tasks:
+            raise ValueError("the lifelong recipe needs the earlier tasks of the stream in "
+                             "distill.lifelong.tasks, e.g. --set 'distill.lifelong.tasks=[{name: "
+                             "first, data: {source: first.csv}}]'")
         if self.recipe == "multi-task" and not self.multi_task.tasks:
             raise ValueError("the multi-task recipe needs distill.multi_task.tasks, e.g. --set "
                              "'distill.multi_task.tasks=[{name: news, data: {source: demo-news}}]'")

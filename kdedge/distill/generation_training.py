@@ -40,6 +40,7 @@ class TargetSplit:
 
     texts: list[str]
     targets: list[list[int]]
+    pseudo: list[bool] | None = None  # lifelong: rows replayed from earlier tasks
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -49,8 +50,11 @@ def collate(layout: Layout, split: TargetSplit, rows: Sequence[int]) -> dict[str
     """A teacher-forced batch over `rows`; keys other than the model's are dropped by the loop."""
     sources = [split.texts[i] for i in rows]
     targets = [split.targets[i] for i in rows]
-    return {**layout.batch(sources, targets), "sources": sources, "targets": targets,
-            "index": torch.as_tensor(list(rows))}
+    batch = {**layout.batch(sources, targets), "sources": sources, "targets": targets,
+             "index": torch.as_tensor(list(rows))}
+    if split.pseudo is not None:
+        batch["pseudo"] = torch.tensor([split.pseudo[i] for i in rows], dtype=torch.bool)
+    return batch
 
 
 class ImitationContexts:

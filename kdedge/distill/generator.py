@@ -28,7 +28,7 @@ from kdedge.errors import KdedgeError
 
 log = logging.getLogger("kdedge")
 
-TEACHER_TERMS = ("word_kd", "imitation_ce")  # loss terms that read the teacher's logits
+TEACHER_TERMS = ("word_kd", "imitation_ce", "l2kd_word")  # loss terms that read the teacher's logits
 
 
 def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
     teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                        if rel.endswith((".safetensors", ".bin"))]
     student, metrics = distill(ctx.cfg, teacher, tokenizer, task, teacher_weights,
-                               ctx.checkpoints)
+                               ctx.checkpoints, ctx.work)
     out = ctx.work / student_dir
     student.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -52,10 +52,22 @@ def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
 
 def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData,
             teacher_weights: list[str], checkpoints: Path | None = None,
-            ) -> tuple[Any, dict[str, Any]]:
+            work: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """Build the student and train it phase by phase; returns it (at its best epoch) and the
-    stage's metrics. `teacher_weights` key the cache of the teacher's beam outputs."""
+    stage's metrics. `teacher_weights` key the cache of the teacher's beam outputs; `work`
+    holds the lifelong recipe's earlier tasks."""
     distill_cfg, data = cfg.distill, cfg.data
+    if distill_cfg.recipe == "lifelong":
+        from kdedge.distill import lifelong
+
+        layout = layout_for(teacher.config, tokenizer, data.max_length)
+        if work is None:
+            raise ValueError("the lifelong recipe needs a work folder for its earlier tasks")
+        student, metrics = lifelong.distill(cfg, teacher, tokenizer, task, work, build_student)
+        return student, {"recipe": "lifelong", **metrics, "training_examples": len(task.splits[
+            "train"]), **{name: score(student, layout, task, name, data.max_target_length,
+                                      distill_cfg.training.eval_batch_size)
+                          for name in ("validation", "test")}}
     layout = layout_for(teacher.config, tokenizer, data.max_length)
     student, info = build_student(distill_cfg, teacher)
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)

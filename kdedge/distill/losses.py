@@ -290,3 +290,43 @@ class ImitationCE(nn.Module):
                                                batch["mask"])
         return F.cross_entropy(student.logits.transpose(1, 2).float(), targets,
                                ignore_index=generation.IGNORE)
+
+
+@LOSSES.register("l2kd_word")
+class LifelongWordKD(nn.Module):
+    """L2KD's word-level KD: tau^2 KL(teacher || student) at temperature tau, averaged over the
+    target positions of new-task rows; replayed rows (batch["pseudo"]) take the NLL of their
+    own targets instead (LAMOL), added."""
+
+    def __init__(self, temperature: float = 2.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        mask = batch["mask"]
+        pseudo = batch.get("pseudo")
+        real = mask if pseudo is None else mask & ~pseudo[:, None]
+        total = student.logits.sum() * 0.0
+        if bool(real.any()):
+            assert teacher is not None, "l2kd_word needs the teacher's logits"
+            t = self.temperature
+            log_s = F.log_softmax(student.logits[real].float() / t, dim=-1)
+            log_t = F.log_softmax(teacher.logits[real].float() / t, dim=-1)
+            total = total + t * t * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+        if pseudo is not None and bool((mask & pseudo[:, None]).any()):
+            replayed = mask & pseudo[:, None]
+            total = total + F.cross_entropy(student.logits[replayed].float(),
+                                            batch["labels"][replayed])
+        return total
+
+
+@LOSSES.register("prompt_lm")
+class PromptLM(nn.Module):
+    """Cross-entropy of the prompt's next tokens (LAMOL's language-model term), on models whose
+    layout labels them (batch["prompt_mask"]); zero elsewhere."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        prompt = batch.get("prompt_mask")
+        if prompt is None or not bool(prompt.any()):
+            return student.logits.sum() * 0.0
+        return F.cross_entropy(student.logits[prompt].float(), batch["labels"][prompt])

@@ -42,7 +42,7 @@ class Dims:
 
 RECIPES: Registry[Any] = Registry("distillation recipe")
 GENERATION_TASKS = ("seq2seq", "causal-lm")
-GENERATION_RECIPES = frozenset({"word-kd", "seq-kd", "imitkd"})  # and "gold", which fits all
+GENERATION_RECIPES = frozenset({"word-kd", "seq-kd", "imitkd", "lifelong"})  # and "gold"
 
 
 @RECIPES.register("gold")
@@ -164,3 +164,17 @@ def multi_task_kd(cfg: DistillConfig, dims: Dims) -> list[Phase]:
     if m.finetune_epochs:
         phases.append(Phase("target", terms, m.finetune_epochs))
     return phases
+
+
+@RECIPES.register("lifelong")
+def lifelong(cfg: DistillConfig, dims: Dims) -> list[Phase]:
+    """L2KD (Chuang et al. 2020): the losses of one step of the stream (lifelong.py runs the
+    steps). New-task rows: tau^2 KL to the teacher's next-token distribution (word), NLL of the
+    teacher's outputs (seq), or both (seq-soft); replayed rows: NLL of their targets; every row:
+    lambda x the language-model loss on its prompt, so the model can generate pseudo-samples."""
+    life = cfg.lifelong
+    new_task = {"word": (("l2kd_word", 1.0, {"temperature": life.temperature}),),
+                "seq": (("token_ce", 1.0, {}),),
+                "seq-soft": (("l2kd_word", 1.0, {"temperature": life.temperature}),)}[life.kd]
+    return [Phase("lifelong", (*new_task, ("prompt_lm", life.lm_weight, {})),
+                  targets="teacher" if life.kd != "word" else "data")]

@@ -38,7 +38,7 @@ def run(ctx) -> dict[str, Any]:
 
         cfg = ctx.cfg.teacher
         return generator.prepare(cfg, ctx.cfg.data, task, ctx.cfg.run.seed,
-                                 _cache_entry(ctx.fingerprint, cfg.model, cfg.revision),
+                                 cache_entry(ctx.fingerprint, cfg.model, cfg.revision),
                                  ctx.work / MODEL_DIR, ctx.checkpoints)
     return prepare(ctx.cfg.teacher, task, ctx.cfg.data.max_length, ctx.cfg.run.seed,
                    ctx.fingerprint, ctx.work / MODEL_DIR, checkpoints=ctx.checkpoints)
@@ -60,7 +60,7 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
 
     With `checkpoints`, fine-tuning saves every epoch there and continues from the last one.
     """
-    cached = _cache_entry(key, cfg.model, cfg.revision)
+    cached = cache_entry(key, cfg.model, cfg.revision)
     if (cached / "metrics.json").is_file():
         log.info("  fine-tuned teacher %r found in the cache (%s)", cfg.model, cached)
         copy_tree(cached / MODEL_DIR, out)
@@ -114,7 +114,7 @@ def truncated(tokenizer: Any, texts: list[Any], max_length: int) -> int:
     return sum(len(ids) > max_length for ids in lengths["input_ids"])
 
 
-def _cache_entry(key: str, source: str, revision: str | None) -> Path:
+def cache_entry(key: str, source: str, revision: str | None) -> Path:
     """Cache folder keyed by the teacher's fingerprint and its files' identity."""
     location = resolve_source(source)
     identity = [location, revision]
