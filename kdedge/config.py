@@ -437,9 +437,9 @@ DEMO_PRESET: dict[str, Any] = {
 # (DEMO_ASSETS.md). The article's first 64 tokens, headlines up to 24; sized for a 2-core CPU.
 SEQ2SEQ_DEMO_PRESET: dict[str, Any] = {
     "data": {"max_eval_samples": 200, "max_length": 64, "max_target_length": 24},
-    "teacher": {"training": {"epochs": 6, "batch_size": 16, "learning_rate": 1e-4}},
+    "teacher": {"training": {"epochs": 5, "batch_size": 16, "learning_rate": 3e-4}},
     "distill": {"student": "2", "recipe": "imitkd",
-                "training": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-4}},
+                "training": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-4}},
     "bench": {"batch_sizes": [1, 8], "min_runs": 10, "min_duration_s": 2.0, "warmup_runs": 2},
 }
 

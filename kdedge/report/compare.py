@@ -719,6 +719,7 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             "reload_max_abs_diff": _num(distill.get("reload_max_abs_diff")),
             "history": _history(distill.get("history"), metric),
             "duration_s": _duration(manifest),
+            "lifelong": _mapping(distill.get("lifelong")) or None,
             "extra_teachers": [{"model": t.get("model"), "fine_tuned": t.get("fine_tuned"),
                                 f"test_{metric}": _num(dig(t, "test", metric))}
                                for t in map(_mapping, distill.get("extra_teachers") or [])],

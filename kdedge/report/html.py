@@ -35,6 +35,7 @@ from kdedge.report.render import (
     FORMATS,
     generation_examples,
     generation_rows,
+    lifelong_rows,
 )
 
 CHARTS = ("quality-vs-latency", "latency-distribution", "training-loss", "training-validation",
@@ -523,6 +524,12 @@ def _training(data: Mapping[str, Any]) -> str:
             ("reload max abs diff", fmt_sci(distill.get("reload_max_abs_diff"))),
             ("stage time", f"{fmt_num(distill.get('duration_s'), 1)} s")])
         body += _history(distill.get("history") or [], distill.get("best_epoch"), metric)
+        header, rows = lifelong_rows(distill.get("lifelong"))
+        if rows:
+            body += ("<h3>The lifelong stream</h3><p>Test ROUGE-L of every task after each step "
+                     "of the stream, against each task's own teacher and one model trained on "
+                     "every task at once.</p>"
+                     + _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows]))
     else:
         body += f"<p>No distillation stage in this run ({NA}).</p>"
     return _section("Training", body, "training")

@@ -507,9 +507,31 @@ def _training(data: Mapping[str, Any]) -> list[str]:
                f"{fmt_num(t.get('teacher_test'), 4)}), test split")
               for task, t in (distill.get("other_tasks") or {}).items()],
         ]), "", *_history(distill.get("history") or [], distill.get("best_epoch"), metric)]
+        header, rows = lifelong_rows(distill.get("lifelong"))
+        if rows:
+            lines += ["", "#### The lifelong stream", "", "Test ROUGE-L of every task after each "
+                      "step of the stream (the model learns the tasks in this order), against "
+                      "each task's own teacher and one model trained on every task at once.", "",
+                      *_table(header, [[escape_md(c) for c in r] for r in rows])]
     else:
         lines.append(f"No distillation stage in this run ({NA}).")
     return lines
+
+
+def lifelong_rows(life: Mapping[str, Any] | None) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the lifelong table: a row per stream step, a column per task."""
+    if not life or not life.get("after_step"):
+        return [], []
+    tasks = list(life.get("stream") or [])
+    rows = [[f"after step {step.get('step')} ({step.get('task')}, {step.get('replayed')} "
+             "replayed)", *[fmt_num(dig(step, "test_rougeL", t), 2) for t in tasks]]
+            for step in life["after_step"]]
+    rows.append(["each task's teacher", *[fmt_num(dig(life, "teachers_test_rougeL", t), 2)
+                                         for t in tasks]])
+    if life.get("multitask_test_rougeL"):
+        rows.append(["multitask (all tasks at once)",
+                     *[fmt_num(dig(life, "multitask_test_rougeL", t), 2) for t in tasks]])
+    return ["", *tasks], rows
 
 
 def _pair(stage: Mapping[str, Any], metric: str) -> str:

@@ -98,17 +98,22 @@ def test_each_generation_recipe_distills_a_decoder_only_student(recipe: str,
         assert history[-1]["rollout_share"] > history[0]["rollout_share"]
 
 
-def test_compress_a_causal_lm_from_csv_to_report(tiny_gpt2_dir: Path, tmp_path: Path,
+def test_compress_a_causal_lm_lifelong_stream_from_csv_to_report(tiny_gpt2_dir: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    data = tmp_path / "pairs.csv"
+    data, earlier = tmp_path / "pairs.csv", tmp_path / "earlier.csv"
     pd.DataFrame([{"prompt": p, "continuation": c} for p, c in PAIRS * 3]).to_csv(data,
                                                                                   index=False)
+    pd.DataFrame([{"prompt": f"the {c} story", "continuation": p.split()[-1]}
+                  for p, c in PAIRS * 2]).to_csv(earlier, index=False)
     run_dir = tmp_path / "run"
+    stream = ("distill.lifelong={replay: real, multitask_baseline: false, tasks: [{name: earlier, "
+              f"data: {{source: '{earlier}', text_columns: [prompt], label_column: continuation}}, "
+              f"teacher: {{model: '{tiny_gpt2_dir}', training: {{epochs: 1}}}}}}]}}")
     code, out, err = run_cli([
         "compress", "--data", str(data), "--task", "causal-lm", "--text-column", "prompt",
         "--label-column", "continuation", "--teacher", str(tiny_gpt2_dir), "--student", "1",
-        "--method", "word-kd", "--out", str(run_dir), "--epochs", "1",
+        "--method", "lifelong", "--set", stream, "--out", str(run_dir), "--epochs", "1",
         "--set", "teacher.training.epochs=1", "--set", "data.max_length=16",
         "--set", "data.max_target_length=4", "--set", "bench.batch_sizes=[1]",
         "--set", "bench.min_runs=2", "--set", "bench.warmup_runs=1",
@@ -123,6 +128,8 @@ def test_compress_a_causal_lm_from_csv_to_report(tiny_gpt2_dir: Path, tmp_path: 
 
     assert metrics("data")["task"] == "causal-lm"
     assert metrics("teacher")["fine_tuned"] and metrics("teacher")["num_layers"] == {"decoder": 2}
+    life = metrics("distill")["lifelong"]
+    assert life["stream"] == ["earlier", "target"] and life["after_step"][1]["replayed"] > 0
     for name in ("teacher", "student"):
         model = metrics("export")["models"][name]
         assert model["parity"]["passed"] and model["key_value_cache"]
@@ -134,4 +141,6 @@ def test_compress_a_causal_lm_from_csv_to_report(tiny_gpt2_dir: Path, tmp_path: 
     assert all(row["latency"][0]["tokens_per_s"] > 0 for row in bench.values())
     report = json.loads((run_dir / stage_dirname("report") / "report.json").read_text())
     assert report["task"] == "causal-lm" and report["primary_metric"] == "rougeL"
+    markdown = (run_dir / stage_dirname("report") / "report.md").read_text()
+    assert "#### The lifelong stream" in markdown and "after step 2 (target, " in markdown
     assert "Not bundled" in out

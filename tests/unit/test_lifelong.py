@@ -96,3 +96,21 @@ def test_pseudo_samples_are_cut_at_the_separator_and_end_with_eos(tiny_gpt2_dir:
 
     samples = pseudo_samples(Scripted(), layout, 4, top_k=20, max_tokens=6, seed=0)
     assert samples == [("the film", [word["good"], eos])]
+
+
+def test_the_report_tabulates_the_stream_step_by_step() -> None:
+    from kdedge.report.render import lifelong_rows
+
+    life = {"stream": ["first", "target"],
+            "after_step": [{"step": 1, "task": "first", "replayed": 0,
+                            "test_rougeL": {"first": 10.0, "target": 1.0}},
+                           {"step": 2, "task": "target", "replayed": 8,
+                            "test_rougeL": {"first": 7.5, "target": 12.25}}],
+            "teachers_test_rougeL": {"first": 11, "target": 13},
+            "multitask_test_rougeL": {"first": 9, "target": 12}}
+    assert lifelong_rows(life) == (["", "first", "target"], [
+        ["after step 1 (first, 0 replayed)", "10.00", "1.00"],
+        ["after step 2 (target, 8 replayed)", "7.50", "12.25"],
+        ["each task's teacher", "11.00", "13.00"],
+        ["multitask (all tasks at once)", "9.00", "12.00"]])
+    assert lifelong_rows({"stream": ["a"], "after_step": []}) == ([], [])
