@@ -179,6 +179,14 @@ class TaskConfig(_Section):
         return value
 
 
+def distinct_names(tasks: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
+    """Other tasks name folders in the run and rows in the report: one name each."""
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names) or "target" in names:
+        raise ValueError("give every task its own name, other than 'target'")
+    return tasks
+
+
 class MultiTaskConfig(_Section):
     """MKD (Liu et al. 2019): a shared student, a head per task, trained on every task's batches.
 
@@ -195,10 +203,7 @@ class MultiTaskConfig(_Section):
     @field_validator("tasks")
     @classmethod
     def _distinct_names(cls, value: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
-        names = [t.name for t in value]
-        if len(set(names)) != len(names) or "target" in names:
-            raise ValueError("give every task its own name, other than 'target'")
-        return value
+        return distinct_names(value)
 
 
 class GenerationDistillConfig(_Section):
@@ -246,11 +251,8 @@ class LifelongConfig(_Section):
 
     @field_validator("tasks")
     @classmethod
-    def _unique(cls, tasks: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
-        names = [t.name for t in tasks]
-        if len(set(names)) != len(names) or "target" in names:
-            raise ValueError("give every task its own name, other than 'target'")
-        return tasks
+    def _distinct_names(cls, value: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
+        return distinct_names(value)
 
 
 class DistillConfig(_Section):

@@ -99,6 +99,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from kdedge.environment import physical_cores
 
     cfg = ctx.cfg.bench
+    for name in cfg.models:  # unknown names fail before any work
+        MODELS.get(name)
     data = load_task(ctx.input("data"))
     entries = plan(cfg.models, cfg.targets, data.is_generation)
     if data.is_generation:  # no fp16 generator is written yet

@@ -127,6 +127,11 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]], *, text_cols: i
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _text_table(header: Iterable[str], rows: Iterable[Iterable[str]], **options: Any) -> str:
+    """_table over plain strings, escaped here."""
+    return _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows], **options)
+
+
 def _facts(pairs: Iterable[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in pairs) + "</dl>"
 
@@ -413,8 +418,7 @@ def _generation(data: Mapping[str, Any]) -> str:
         return ""
     return _section("Generation speed", "<p>Greedy decoding of a fixed number of new tokens per "
                     "sequence, p50 over runs; time to first token is a generate call of one "
-                    "token.</p>" + _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows]),
-                    "generation")
+                    "token.</p>" + _text_table(header, rows), "generation")
 
 
 def _generations(data: Mapping[str, Any]) -> str:
@@ -423,8 +427,7 @@ def _generations(data: Mapping[str, Any]) -> str:
         return ""
     return _section("Example generations (test)", "<p>The first test sources (cut), their gold "
                     "target, and each ONNX model's greedy output.</p>"
-                    + _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows],
-                             text_cols=len(header), wrap=0), "generations")
+                    + _text_table(header, rows, text_cols=len(header), wrap=0), "generations")
 
 
 def _text(example: Mapping[str, Any]) -> str:
@@ -528,8 +531,7 @@ def _training(data: Mapping[str, Any]) -> str:
         if rows:
             body += ("<h3>The lifelong stream</h3><p>Test ROUGE-L of every task after each step "
                      "of the stream, against each task's own teacher and one model trained on "
-                     "every task at once.</p>"
-                     + _table([_e(h) for h in header], [[_e(c) for c in r] for r in rows]))
+                     "every task at once.</p>" + _text_table(header, rows))
     else:
         body += f"<p>No distillation stage in this run ({NA}).</p>"
     return _section("Training", body, "training")

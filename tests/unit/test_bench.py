@@ -171,8 +171,13 @@ def test_missing_files_and_runtime_guess(tiny_model_dir: Path, onnx_dir: Path,
     assert "lacks model.onnx" in missing_files("onnxruntime", tiny_model_dir)
     assert (guess_runtime(onnx_dir), guess_runtime(tiny_model_dir)) == ("onnxruntime", "pytorch")
     with pytest.raises(KdedgeError, match=r"known: onnxruntime, onnxruntime-cuda, "
-                                          r"onnxruntime-tensorrt, pytorch, pytorch-cuda"):
+                                          r"onnxruntime-generate, onnxruntime-tensorrt, pytorch, "
+                                          r"pytorch-cuda, pytorch-generate, pytorch-generate-cuda"):
         missing_files("tensorrt", onnx_dir)
+    assert (runtime_for("onnxruntime", "cpu", generation=True),
+            runtime_for("pytorch", "cuda", generation=True),
+            runtime_for("onnxruntime", "tensorrt", generation=True)) == (
+        "onnxruntime-generate", "pytorch-generate-cuda", None)
     assert (runtime_for("onnxruntime", "tensorrt"), runtime_for("pytorch", "tensorrt"),
             runtime_for("pytorch", "cpu")) == ("onnxruntime-tensorrt", None, "pytorch")
 

@@ -81,5 +81,6 @@ def test_annealing_needs_enough_phase_one_epochs() -> None:
 
 def test_unknown_recipe_lists_the_known_ones() -> None:
     with pytest.raises(KdedgeError, match=r"Invalid value 'distil' for distill.recipe: unknown recipe; "
-                                          r"known: annealing, kd, multi-task, multi-teacher, two-stage"):
+                                          r"known: annealing, gold, imitkd, kd, lifelong, "
+                                          r"multi-task, multi-teacher, seq-kd, two-stage, word-kd"):
         build_config(overrides={"distill.recipe": "distil"})
