@@ -72,6 +72,8 @@ def load_onnx_generator(folder: Path, task: GenerationTask, **kwargs: Any) -> An
 
         options = kwargs.get("session_options")
         return GruOnnxGenerator(folder, options.intra_op_num_threads if options else None)
+    if task == "seq2seq":  # say which decoder files there are, so optimum looks for no others
+        kwargs.setdefault("use_merged", any("merged" in n for n in onnx_files(folder)))
     family = ORTModelForSeq2SeqLM if task == "seq2seq" else ORTModelForCausalLM
     return family.from_pretrained(str(folder), use_cache=has_cache(folder), **kwargs)
 
