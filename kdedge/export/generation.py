@@ -103,8 +103,14 @@ def layout_parity(layout: Any, pytorch_model: Any, onnx_model: Any, sources: lis
                   new_tokens: int) -> dict[str, Any]:
     """generation_parity on sources laid out as the model family needs (decoder-only prompts
     padded on the left): exactly `new_tokens` greedy tokens each."""
-    expected = layout.continuations(pytorch_model, sources, new_tokens, min_new_tokens=new_tokens)
-    got = layout.continuations(onnx_model, sources, new_tokens, min_new_tokens=new_tokens)
+    return _compared(
+        layout.continuations(pytorch_model, sources, new_tokens, min_new_tokens=new_tokens),
+        layout.continuations(onnx_model, sources, new_tokens, min_new_tokens=new_tokens),
+        new_tokens)
+
+
+def _compared(expected: list[list[int]], got: list[list[int]], new_tokens: int,
+              ) -> dict[str, Any]:
     mismatched = [i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b]
     return {"rows": len(expected), "new_tokens": new_tokens, "mismatched_rows": mismatched,
             "passed": not mismatched}
@@ -113,11 +119,8 @@ def layout_parity(layout: Any, pytorch_model: Any, onnx_model: Any, sources: lis
 def generation_parity(pytorch_model: Any, onnx_model: Any, batch: dict[str, Any],
                       new_tokens: int = 16) -> dict[str, Any]:
     """Whether onnxruntime generates the same ids as PyTorch on `batch`, row by row."""
-    expected = greedy_tokens(pytorch_model, batch, new_tokens)
-    got = greedy_tokens(onnx_model, batch, new_tokens)
-    mismatched = [i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b]
-    return {"rows": len(expected), "new_tokens": new_tokens, "mismatched_rows": mismatched,
-            "passed": not mismatched}
+    return _compared(greedy_tokens(pytorch_model, batch, new_tokens),
+                     greedy_tokens(onnx_model, batch, new_tokens), new_tokens)
 
 
 def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
