@@ -245,7 +245,9 @@ def test_predict_tokenizes_like_transformers_for_long_texts_and_pairs(
 
 def test_predict_script_prints_one_json_line_per_text(bundle: Path) -> None:
     texts = ["a lovely warm film", "the plot was awful and boring", "smart"]
-    expected = load_predict(bundle).predict(texts, folder=bundle)
+    # The same batches as the script: a dynamically quantized model scales activations per batch,
+    # so a different split into batches moves the scores in the fourth decimal.
+    expected = load_predict(bundle).predict(texts, batch_size=2, folder=bundle)
     script = [sys.executable, str(bundle / "predict.py")]
     out = subprocess.run([*script, *texts, "--batch-size", "2"], capture_output=True, text=True,
                          check=True, cwd=bundle.parent, timeout=120)
