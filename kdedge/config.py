@@ -31,6 +31,10 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)  # linear warm-up, then linear decay to 0
     max_grad_norm: float = Field(1.0, gt=0)
+    # each process's share of a batch is split into this many passes before the optimizer
+    # step: less memory, the same step (batch_size stays the global batch of one step)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast; fp16 needs a CUDA GPU
 
 
 class RunConfig(_Section):

@@ -154,7 +154,12 @@ def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: in
 
 def evaluate_splits(model: Any, tokenizer: Any, task: TaskData, max_length: int,
                     ) -> dict[str, Any]:
-    """Validation and test metrics of a PyTorch model."""
+    """Validation and test metrics of a PyTorch model (on the main process: the other processes
+    of a training stage report nothing)."""
+    from kdedge.parallel import world
+
+    if not world().is_main:
+        return {}
     return {name: task_metrics(torch_logits(model, tokenizer, task.splits[name].texts, max_length),
                                task.splits[name].labels, task)
             for name in ("validation", "test")}

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kdedge import __version__, environment
+from kdedge import __version__, environment, parallel
 from kdedge.artifacts import (
     MANIFEST,
     Manifest,
@@ -47,6 +48,8 @@ class Stage:
     name: str
     inputs: tuple[str, ...]  # upstream stages whose outputs this one reads
     entry: str  # "module:function" taking a StageContext, returning metrics; imported lazily
+    trains: bool = False  # runs on every training process (see kdedge.parallel); others on
+    # the main process alone
 
     def function(self) -> Callable[[StageContext], dict[str, Any]]:
         module, _, attr = self.entry.partition(":")
@@ -55,8 +58,8 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", (), "kdedge.data.stage:run"),
-    Stage("teacher", ("data",), "kdedge.teacher.stage:run"),
-    Stage("distill", ("data", "teacher"), "kdedge.distill.stage:run"),
+    Stage("teacher", ("data",), "kdedge.teacher.stage:run", trains=True),
+    Stage("distill", ("data", "teacher"), "kdedge.distill.stage:run", trains=True),
     Stage("export", ("data", "teacher", "distill"), "kdedge.export.stage:run"),
     Stage("quantize", ("data", "export"), "kdedge.quantize.stage:run"),
     Stage("bench", ("data", "teacher", "export", "quantize"), "kdedge.bench.stage:run"),
@@ -113,6 +116,15 @@ def default_run_dir(cfg: KdedgeConfig) -> Path:
 
 def prepare_run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool, force: bool) -> None:
     """Create the run directory and write the resolved config; refuse to mix two runs."""
+    world = parallel.world()
+    if not world.is_main:  # the main process prepares; the others wait and find it done
+        world.barrier()
+        return
+    _prepare_run(cfg, run_dir, resume=resume, force=force)
+    world.barrier()  # (a failure ends this process, and torchrun then stops the others)
+
+
+def _prepare_run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool, force: bool) -> None:
     run_dir = run_dir.resolve()
     existing = (run_dir / RUN_MANIFEST).exists()
     if existing and not (resume or force):
@@ -148,10 +160,14 @@ def run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool = False,
     """Run the stages in order (or only the named ones); return the run manifest."""
     run_dir = run_dir.resolve()
     fps = fingerprints(cfg)
+    world = parallel.world()
     for index, stage in enumerate(STAGES, start=1):
         final = run_dir / stage_dirname(stage.name)
         label = f"[{index}/{len(STAGES)}] {stage.name}"
         if only is not None and stage.name not in only:
+            continue
+        world.barrier()  # every process sees the stages before this one finished
+        if not (stage.trains or world.is_main):
             continue
         inputs = {}
         for name in stage.inputs:
@@ -201,13 +217,29 @@ def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: st
              inputs: dict[str, dict[str, str]]) -> None:
     from kdedge.torch_utils import seed_everything
 
+    world = parallel.world()
+    checkpoints = _checkpoint_dir(run_dir, stage.name, fp) if world.is_main else \
+        run_dir / CHECKPOINTS / f"{stage.name}-{fp}"
+    seed_everything(cfg.run.seed)
+    if not world.is_main:  # a helper process of a training stage: it trains, writes nothing
+        with tempfile.TemporaryDirectory(prefix=f"kdedge-rank{world.rank}-") as scratch:
+            stage.function()(StageContext(cfg, run_dir, Path(scratch), fp,
+                                          {k: v["fingerprint"] for k, v in inputs.items()},
+                                          checkpoints))
+        world.barrier()  # until the main process has written the stage
+        return
+    _execute_main(stage, cfg, run_dir, final, fp, inputs, checkpoints)
+    if stage.trains:
+        world.barrier()  # the other processes wait above until the stage is written
+
+
+def _execute_main(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: str,
+                  inputs: dict[str, dict[str, str]], checkpoints: Path) -> None:
     work = run_dir / f".{final.name}.partial"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
-    checkpoints = _checkpoint_dir(run_dir, stage.name, fp)
     started, t0 = _now(), time.perf_counter()
-    seed_everything(cfg.run.seed)
     ctx = StageContext(cfg, run_dir, work, fp, {k: v["fingerprint"] for k, v in inputs.items()},
                        checkpoints)
     try:

@@ -17,9 +17,12 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(threads: int | None) -> int:
-    """Use `threads` torch threads (default: every core); returns the number set."""
+    """Use `threads` torch threads (default: this process's share of the cores, all of them
+    unless several training processes run on this machine); returns the number set."""
     import torch
 
-    count = threads or os.cpu_count() or 1
+    from kdedge.parallel import world
+
+    count = threads or max(1, (os.cpu_count() or 1) // world().local_size)
     torch.set_num_threads(count)
     return count

@@ -44,7 +44,7 @@ def run(ctx) -> dict[str, Any]:
     teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                        if rel.endswith((".safetensors", ".bin"))]
     cached, cache_hit = teacher_cache.teacher_outputs(
-        teacher_cache.cache_file(teacher_weights, train_split.texts, max_length), teacher, tokenizer,
+        teacher_cache.cache_folder(teacher_weights, train_split.texts, max_length), teacher, tokenizer,
         train_split, max_length)
     added = augment.count_added(train_split)
     if added:

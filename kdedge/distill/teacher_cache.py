@@ -1,65 +1,119 @@
 """Teacher outputs on the training set, computed once and kept in the user cache.
 
 They do not change while the student trains, so every recipe reads them from here instead of
-running the teacher each step. Stored as safetensors (no pickle), keyed by the teacher's
-weights, the exact texts and the maximum length.
+running the teacher each step. Stored as safetensors (no pickle) in shards of rows, keyed by
+the teacher's weights, the exact texts and the maximum length.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kdedge import parallel
 from kdedge.data.dataset import TaskSplit
 from kdedge.demo import cache_dir
 from kdedge.distill.outputs import pool
+from kdedge.errors import KdedgeError
 from kdedge.evaluate import batches, encode
 
 log = logging.getLogger("kdedge")
 
 KEYS = ("logits", "sentence_cls", "sentence_mean")
+SHARD = "rows-{start:09d}-{stop:09d}.safetensors"  # one block of rows
 
 
-def cache_file(teacher_weights_sha: list[str], texts: list[Any], max_length: int) -> Path:
+def cache_folder(teacher_weights_sha: list[str], texts: list[Any], max_length: int) -> Path:
     """Keyed by the teacher's weights and the exact texts, so augmented sets cache too."""
     key = hashlib.sha256(repr([sorted(teacher_weights_sha), max_length]).encode())
     for text in texts:
         key.update(repr(text).encode())
-    return cache_dir() / "teacher-outputs" / f"{key.hexdigest()[:20]}.safetensors"
+    return cache_dir() / "teacher-outputs" / key.hexdigest()[:20]
 
 
-def teacher_outputs(path: Path, teacher: Any, tokenizer: Any, split: TaskSplit, max_length: int,
+def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit, max_length: int,
                     batch_size: int = 64) -> tuple[dict[str, torch.Tensor], bool]:
-    """{logits, sentence_cls, sentence_mean} for every training example, and whether cached."""
-    from safetensors.torch import load_file, save_file
+    """{logits, sentence_cls, sentence_mean} for every training example, and whether cached.
 
-    if path.is_file():
-        cached = load_file(path)
-        if set(KEYS) <= set(cached) and cached["logits"].shape[0] == len(split):
-            log.info("  teacher outputs read from the cache")
-            return cached, True
+    Written in shards of rows: with several training processes each computes and writes its
+    own block of rows, so the teacher pass is split between them and no process gathers
+    outputs it did not compute; every process then reads them all. A cache written by any
+    number of processes is read by any other number.
+    """
+    world = parallel.world()
+    cached = _read_shards(folder, len(split))
+    if cached is not None:
+        log.info("  teacher outputs read from the cache")
+        return cached, True
+    world.barrier()  # every process has looked before the main process clears a partial cache
+    if world.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    world.barrier()
+    start, stop = world.block(len(split))
     log.info("  computing teacher outputs on %d training examples (once)", len(split))
+    _write_shard(folder, start, _compute(teacher, tokenizer, split.texts[start:stop], max_length,
+                                         batch_size))
+    world.barrier()
+    cached = _read_shards(folder, len(split))
+    if cached is None:
+        raise KdedgeError(f"The teacher outputs written to {folder} do not cover the "
+                          f"{len(split)} training examples; delete that folder and run again.")
+    return cached, False
+
+
+def _compute(teacher: Any, tokenizer: Any, texts: list[Any], max_length: int, batch_size: int,
+             ) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in KEYS}
     teacher.eval()
     with torch.inference_mode():
-        for chunk in batches(split.texts, batch_size):
+        for chunk in batches(texts, batch_size):
             enc = encode(tokenizer, chunk, max_length, "pt")
             out = teacher(**enc, output_hidden_states=True)
             last = out.hidden_states[-1]
             parts["logits"].append(out.logits.float())
             parts["sentence_cls"].append(pool(last, enc["attention_mask"], "cls").float())
             parts["sentence_mean"].append(pool(last, enc["attention_mask"], "mean").float())
-    outputs = {key: torch.cat(value).contiguous() for key, value in parts.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return {key: torch.cat(value).contiguous() for key, value in parts.items() if value}
+
+
+def _write_shard(folder: Path, start: int, outputs: dict[str, torch.Tensor]) -> None:
+    """Rows [start, start + n) as one safetensors file, named by its rows, written atomically."""
+    from safetensors.torch import save_file
+
+    if not outputs:  # a process with no rows (fewer rows than processes)
+        return
+    stop = start + len(outputs["logits"])
+    path = folder / SHARD.format(start=start, stop=stop)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(outputs, str(tmp))
     tmp.replace(path)
-    return outputs, False
+
+
+def _read_shards(folder: Path, rows: int) -> dict[str, torch.Tensor] | None:
+    """The outputs for rows [0, rows) from the shards in `folder`, or None when they are not
+    all there (not computed yet, or an interrupted computation)."""
+    from safetensors.torch import load_file
+
+    shards = []
+    for path in folder.glob("rows-*.safetensors"):
+        start, _, stop = path.stem.removeprefix("rows-").partition("-")
+        if start.isdigit() and stop.isdigit():
+            shards.append((int(start), int(stop), path))
+    shards.sort()
+    if [s[0] for s in shards] != [0, *[s[1] for s in shards[:-1]]] or \
+            (shards[-1][1] if shards else 0) != rows or not rows:
+        return None
+    parts = [load_file(path) for _, _, path in shards]
+    if not all(set(KEYS) <= set(part) for part in parts):
+        return None
+    return {key: torch.cat([part[key] for part in parts]) for key in KEYS}
 
 
 def sequence_cache_file(teacher_weights_sha: list[str], sources: list[str], max_length: int,
@@ -76,7 +130,13 @@ def teacher_sequences(path: Path, generate: Callable[[list[str]], list[list[int]
                       sources: list[str], batch_size: int = 16) -> tuple[list[list[int]], bool]:
     """Sequence-level KD targets: `generate` (the teacher's beam search, as target ids) over
     every source, and whether they came from the cache. Stored as one padded id matrix plus
-    lengths."""
+    lengths; with several training processes the main one generates them and the others read
+    them."""
+    return parallel.world().main_first(lambda: _sequences(path, generate, sources, batch_size))
+
+
+def _sequences(path: Path, generate: Callable[[list[str]], list[list[int]]], sources: list[str],
+               batch_size: int) -> tuple[list[list[int]], bool]:
     from safetensors.torch import load_file, save_file
 
     if path.is_file():

@@ -62,6 +62,6 @@ def teacher_logits(teacher_cfg: TeacherConfig, task: TaskData, split: TaskSplit,
                               "give it fine_tune: always so its head is retrained.")
         weights = [sha256_file(p) for p in sorted(folder.glob("*.safetensors"))]
         cached, hit = teacher_cache.teacher_outputs(
-            teacher_cache.cache_file(weights, split.texts, max_length), model, tokenizer, split,
+            teacher_cache.cache_folder(weights, split.texts, max_length), model, tokenizer, split,
             max_length)
     return cached["logits"], metrics, hit

@@ -6,6 +6,8 @@ outputs come from (cached tensors, or none for plain fine-tuning), never the loo
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdedge import parallel
 from kdedge.config import TrainingConfig
 from kdedge.data.dataset import TaskSplit
 from kdedge.distill import checkpoint
@@ -90,13 +93,22 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     Generation passes `collate` (its batches), `prepare` (a per-step change of the batch, given
     the global step and the total) and `epoch_summary` (what that change did, for the history).
     """
+    world = parallel.world()
+    _check_precision(cfg, world, config_key)
+    if world.distributed and loss_fn.wants_feedback:
+        raise KdedgeError(f"The {description} recipe updates its teacher selector from each "
+                          "step's outcome, which one process must see whole; run it without "
+                          "accelerate launch (one process).")
     generator = torch.Generator().manual_seed(seed)
     sampler = sampler or shuffled_batches(len(split), cfg.batch_size)
     steps_per_epoch = len(sampler(torch.Generator().manual_seed(seed)))
     total_steps = steps_per_epoch * cfg.epochs
     collate = collate or (lambda rows: make_batch(tokenizer, split, rows, max_length))
+    model.to(world.device)
+    loss_fn.to(world.device)
     optimizer = _optimizer([model, loss_fn], cfg)
     lr_schedule = _linear_schedule(optimizer, cfg.warmup_ratio, total_steps)
+    step_fn = _Step(model, loss_fn, teacher, optimizer, lr_schedule, cfg, hidden_states, world)
     result = TrainResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     first = 1
@@ -112,63 +124,152 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         started, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(f"{description} epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
             for step, rows in enumerate(sampler(generator), start=1):
-                batch = collate(rows)
-                if prepare is not None:
-                    batch = prepare(model, batch, (epoch - 1) * steps_per_epoch + step - 1,
-                                    total_steps)
+                position = (epoch - 1) * steps_per_epoch + step - 1, total_steps
                 try:
-                    loss = _step(model, loss_fn, teacher, optimizer, lr_schedule, batch, cfg,
-                                 hidden_states)
+                    loss = step_fn(rows, collate, prepare, position)
                 except (torch.OutOfMemoryError, MemoryError):
                     raise KdedgeError(
                         f"Out of memory training the {description} with batch size "
-                        f"{cfg.batch_size}; lower it, e.g. --set {config_key}.batch_size="
-                        f"{max(1, cfg.batch_size // 2)}.") from None
+                        f"{cfg.batch_size}; train it in smaller passes with --set {config_key}."
+                        f"gradient_accumulation_steps={2 * cfg.gradient_accumulation_steps} "
+                        f"(the same steps), or lower {config_key}.batch_size.") from None
                 if loss is None:
                     kept = ("" if checkpoints is None or checkpoint.latest(checkpoints) is None
                             else f"; the last good checkpoint is kept in {checkpoint.latest(checkpoints)}")
                     raise KdedgeError(
                         f"The {description} loss is not finite at epoch {epoch}, step {step}; lower "
                         f"{config_key}.learning_rate (now {cfg.learning_rate:g}) and run again{kept}.")
-                total_loss += loss * len(batch["labels"])
-                seen += len(batch["labels"])
+                total_loss += loss * len(rows)
+                seen += len(rows)
                 advance(bar, 1, f"loss {total_loss / seen:.4f}")
-        score = evaluate(model)
+        seconds = time.perf_counter() - started
+        # the main process scores the epoch; every process keeps the same best epoch
+        score = world.from_main(evaluate(model) if world.is_main else None)
         result.history.append({"epoch": epoch, "train_loss": round(total_loss / seen, 6),
                                "validation_score": round(score, 6),
-                               "seconds": round(time.perf_counter() - started, 2), **schedule_state,
+                               "seconds": round(time.perf_counter() - started, 2),
+                               "examples_per_s": round(seen / seconds, 2), **schedule_state,
                                **loss_fn.end_epoch(), **(epoch_summary() if epoch_summary else {})})
         log.info("  %s epoch %d: train loss %.4f, validation score %.4f", description, epoch,
                  total_loss / seen, score)
         if keep == "last" or score > result.best_score:
             result.best_epoch, result.best_score = epoch, score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if checkpoints is not None:
+        if checkpoints is not None and world.is_main:
             checkpoint.save(checkpoints, epoch, model, loss_fn, optimizer, lr_schedule, generator,
                             result.best_epoch, result.best_score, result.history, best_state)
+        world.barrier()  # no process runs ahead of the checkpoint it would resume from
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.to("cpu")  # the stages after training (saving, export, evaluation) run on the CPU
+    loss_fn.to("cpu")
     model.eval()
     return result
 
 
-def _step(model: nn.Module, loss_fn: WeightedSum, teacher: TeacherFn,
-          optimizer: torch.optim.Optimizer, lr_schedule: Any, batch: dict[str, Any],
-          cfg: TrainingConfig, hidden_states: bool) -> float | None:
-    """One optimizer step; returns the batch's loss, or None (and no update) when it is not finite."""
-    out = model(**model_inputs(batch), output_hidden_states=hidden_states)
-    student = Outputs.from_hf(out)
-    loss, _ = loss_fn(student, teacher(batch), batch)
-    if not torch.isfinite(loss):
-        return None
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-    optimizer.step()
-    lr_schedule.step()
-    if loss_fn.wants_feedback:  # e.g. a teacher selector rewarded by the step's effect
-        loss_fn.after_step(_outputs_now(model, batch), batch)
-    return loss.item()
+class _Forward(nn.Module):
+    """The model and its loss as one module, so DDP averages the gradients of both (the loss
+    can have parameters of its own, e.g. a projection of hidden states)."""
+
+    def __init__(self, model: nn.Module, loss_fn: WeightedSum, hidden_states: bool) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.hidden_states = model, loss_fn, hidden_states
+
+    def forward(self, batch: dict[str, Any], teacher: Outputs | None) -> torch.Tensor:
+        out = self.model(**model_inputs(batch), output_hidden_states=self.hidden_states)
+        loss, _ = self.loss_fn(Outputs.from_hf(out), teacher, batch)
+        return loss
+
+
+class _Step:
+    """One optimizer step on a global batch of rows.
+
+    Each process takes its shard of the rows and splits it into gradient_accumulation_steps
+    passes; each pass's mean loss is weighted by its share of the global batch, so the summed
+    (and, across processes, averaged) gradient is the gradient of the global batch's mean loss,
+    whatever the number of processes and passes.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: WeightedSum, teacher: TeacherFn,
+                 optimizer: torch.optim.Optimizer, lr_schedule: Any, cfg: TrainingConfig,
+                 hidden_states: bool, world: parallel.World) -> None:
+        self.model, self.loss_fn, self.teacher = model, loss_fn, teacher
+        self.optimizer, self.lr_schedule, self.cfg, self.world = optimizer, lr_schedule, cfg, world
+        forward = _Forward(model, loss_fn, hidden_states)
+        self.forward = forward if not world.distributed else nn.parallel.DistributedDataParallel(
+            forward, find_unused_parameters=True)  # e.g. a pooler no loss reads
+        self.device_type = torch.device(world.device).type
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            cfg.mixed_precision)
+        self.scaler = (torch.amp.GradScaler(self.device_type) if cfg.mixed_precision == "fp16"
+                       else None)
+
+    def __call__(self, rows: Sequence[int], collate: Collate, prepare: Prepare | None,
+                 position: tuple[int, int]) -> float | None:
+        """The global batch's mean loss, or None (and no update) when it is not finite."""
+        mine = self.world.shard(rows)
+        # a process with no rows (a last batch smaller than the world) still joins the
+        # gradient averaging, with a pass that weighs nothing
+        weight = 1.0 if mine else 0.0
+        passes = [p for p in np.array_split(np.asarray(mine or rows[:1]),
+                                            self.cfg.gradient_accumulation_steps) if len(p)]
+        self.optimizer.zero_grad(set_to_none=True)
+        local = 0.0
+        for number, part in enumerate(passes, start=1):
+            batch = collate(part.tolist())
+            if prepare is not None:
+                batch = prepare(self.model, batch, *position)
+            teacher = _to_device(self.teacher(batch), self.world.device)
+            batch = _to_device(batch, self.world.device)
+            share = weight * len(part) / len(rows)
+            sync = number == len(passes) or not self.world.distributed
+            with contextlib.nullcontext() if sync else self.forward.no_sync(), \
+                    torch.autocast(self.device_type, dtype=self.autocast_dtype,
+                                   enabled=self.autocast_dtype is not None):
+                loss = self.forward(batch, teacher)
+            scaled = loss.float() * share * self.world.size  # DDP divides by the world size
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            local += loss.item() * share
+        total = self.world.sum([local])[0]
+        if not math.isfinite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.lr_schedule.step()
+        if self.loss_fn.wants_feedback:  # e.g. a teacher selector rewarded by the step's effect
+            if len(passes) > 1:  # the feedback is on the whole batch
+                batch = _to_device(collate(list(rows)), self.world.device)
+            self.loss_fn.after_step(_outputs_now(self.model, batch), batch)
+        return total
+
+
+def _check_precision(cfg: TrainingConfig, world: parallel.World, config_key: str) -> None:
+    if cfg.mixed_precision == "fp16" and not world.device.startswith("cuda"):
+        raise KdedgeError(f"{config_key}.mixed_precision=fp16 needs a CUDA GPU and this process "
+                          f"trains on {world.device}; use bf16 (or no) on a CPU.")
+
+
+def _to_device(value: Any, device: str) -> Any:
+    """Tensors moved to the training device, through dicts, lists and dataclasses."""
+    if device == "cpu" or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_device(v, device) for v in value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(value, **{f.name: _to_device(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value)})
+    return value
 
 
 def _outputs_now(model: nn.Module, batch: dict[str, Any]) -> Outputs:

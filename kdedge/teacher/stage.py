@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kdedge import parallel
 from kdedge.artifacts import copy_tree, fingerprint, read_json, write_json
 from kdedge.config import TeacherConfig
 from kdedge.data.dataset import TaskData, load_task
@@ -127,6 +128,8 @@ def cache_entry(key: str, source: str, revision: str | None) -> Path:
 
 
 def store(cached: Path, model_dir: Path, metrics: dict[str, Any]) -> None:
+    if not parallel.world().is_main:  # one process writes the user cache
+        return
     tmp = cached.with_name(cached.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
