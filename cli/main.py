@@ -22,6 +22,15 @@ app = typer.Typer(
 )
 _state = {"debug": bool(os.environ.get("KDEDGE_DEBUG"))}
 
+# training on several processes (compress, teacher, distill); see kdedge.launch
+LauncherOption = Annotated[str | None, typer.Option(
+    help="Train on several processes: 'accelerate' runs this command under `accelerate launch` "
+         "(see docs/distributed.md).")]
+NumProcessesOption = Annotated[int | None, typer.Option(
+    help="Processes for --launcher accelerate (default: the Accelerate config's).")]
+AccelerateConfigOption = Annotated[Path | None, typer.Option(
+    help="An Accelerate config file (machines, processes, addresses) for --launcher accelerate.")]
+
 STAGE_HELP = {
     "data": "Load, split and label-map the dataset of an existing run.",
     "teacher": "Load or fine-tune the teacher of an existing run.",
@@ -41,7 +50,7 @@ def _options(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     _state["debug"] = _state["debug"] or debug
-    _setup_logging(logging.WARNING if quiet else logging.INFO)
+    _setup_logging(logging.WARNING if quiet or not _is_main() else logging.INFO)
 
 
 @app.command()
@@ -93,6 +102,9 @@ def compress(
                                          "outputs are unchanged.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Delete an existing run in the run "
                                         "directory and start over.")] = False,
+    launcher: LauncherOption = None,
+    num_processes: NumProcessesOption = None,
+    accelerate_config: AccelerateConfigOption = None,
 ) -> None:
     """Run the whole chain: data, teacher, distill, export, quantize, bench, report, bundle."""
     from kdedge import pipeline
@@ -101,6 +113,8 @@ def compress(
     from kdedge.extras import require_compress
 
     require_compress("compress")
+    if _relaunched(launcher, num_processes, accelerate_config):
+        return
 
     if resume and force:
         raise KdedgeError("--resume keeps the finished stages and --force deletes them; pass only "
@@ -124,8 +138,9 @@ def compress(
         typer.echo(run_dir.resolve() / pipeline.RESOLVED_CONFIG)
         return
     pipeline.run(cfg, run_dir, resume=resume)
-    _print_outcome(run_dir)
-    _print_bundle(run_dir)
+    if _is_main():
+        _print_outcome(run_dir)
+        _print_bundle(run_dir)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -156,6 +171,24 @@ def _scalar(value: str) -> Any:
         return value
 
 
+def _relaunched(launcher: str | None, num_processes: int | None, config: Path | None) -> bool:
+    """Whether this command ran under `accelerate launch` in child processes (and is done)."""
+    from kdedge import launch
+
+    launch.check(launcher, num_processes, config)
+    if launcher is None or launch.launched() or (num_processes == 1 and config is None):
+        return False
+    status = launch.run(sys.argv[1:], num_processes, config)
+    if status:
+        raise typer.Exit(status)
+    return True
+
+
+def _is_main() -> bool:
+    """False in the helper processes of a launched run, which print nothing."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _run_stage(name: str, run_dir: Path) -> None:
     from kdedge import pipeline
     from kdedge.extras import require_compress
@@ -167,13 +200,24 @@ def _run_stage(name: str, run_dir: Path) -> None:
         _print_bundle(run_dir)
 
 
+TRAINING_STAGES = ("teacher", "distill")  # may run on several processes
+
+
 def _stage_command(name: str) -> None:
     def command(run_dir: Annotated[Path, typer.Argument(help="A directory written by "
                                                         "kdedge compress.")]) -> None:
         _run_stage(name, run_dir)
 
-    command.__doc__ = STAGE_HELP[name]
-    app.command(name)(command)
+    def training_command(run_dir: Annotated[Path, typer.Argument(help="A directory written by "
+                                                                 "kdedge compress.")],
+                         launcher: LauncherOption = None, num_processes: NumProcessesOption = None,
+                         accelerate_config: AccelerateConfigOption = None) -> None:
+        if not _relaunched(launcher, num_processes, accelerate_config):
+            _run_stage(name, run_dir)
+
+    chosen = training_command if name in TRAINING_STAGES else command
+    chosen.__doc__ = STAGE_HELP[name]
+    app.command(name)(chosen)
 
 
 for _name in STAGE_HELP:

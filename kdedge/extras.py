@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 
 COMPRESS_MODULES = ("torch", "transformers", "optimum", "onnx", "datasets", "safetensors",
-                    "pandas", "pyarrow", "sacrebleu", "rouge_score")
+                    "pandas", "pyarrow", "sacrebleu", "rouge_score", "accelerate")
 INSTALL_COMPRESS = 'pip install "kdedge[compress]"'
 
 

@@ -255,6 +255,8 @@ def _execute_main(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, f
                           f"free some space, then run `kdedge compress --resume --out {run_dir}`.",
                           ) from None
     _fault_hook(stage.name)
+    if stage.trains:  # the processes it trained on (kdedge.parallel)
+        metrics = {**metrics, "processes": parallel.world().describe()}
     manifest = Manifest(
         stage=stage.name, fingerprint=fp, config=stage_config(cfg, stage.name), inputs=inputs,
         started_at=started, duration_s=round(time.perf_counter() - t0, 3),

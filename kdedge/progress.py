@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,7 +24,8 @@ def progress_bar(description: str, total: int) -> Iterator[Progress]:
     """One bar; call `bar.advance(bar.task_ids[0])` or use `advance(bar, n, status)`."""
     bar = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=console, transient=False)
+                   TimeRemainingColumn(), console=console, transient=False,
+                   disable=int(os.environ.get("RANK", "0")) > 0)  # one bar per launched run
     bar.add_task(description, total=total, status="")
     with bar:
         yield bar

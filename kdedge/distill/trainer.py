@@ -196,8 +196,12 @@ class _Step:
         self.model, self.loss_fn, self.teacher = model, loss_fn, teacher
         self.optimizer, self.lr_schedule, self.cfg, self.world = optimizer, lr_schedule, cfg, world
         forward = _Forward(model, loss_fn, hidden_states)
+        # Parameters no loss reads (a pooler) get no gradient, which DDP must be told about: a
+        # static graph learns them once, but torch's reducer cannot combine it with no_sync,
+        # which gradient accumulation needs; there it searches for them every step instead.
+        accumulates = cfg.gradient_accumulation_steps > 1
         self.forward = forward if not world.distributed else nn.parallel.DistributedDataParallel(
-            forward, find_unused_parameters=True)  # e.g. a pooler no loss reads
+            forward, static_graph=not accumulates, find_unused_parameters=accumulates)
         self.device_type = torch.device(world.device).type
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             cfg.mixed_precision)
