@@ -134,11 +134,12 @@ def torch_logits(model: Any, tokenizer: Any, texts: Sequence[Any], max_length: i
     import torch
 
     model.eval()
+    device = next(model.parameters()).device  # a GPU while a launched run trains
     out = []
     with torch.inference_mode():
         for chunk in batches(texts, batch_size):
-            enc = encode(tokenizer, chunk, max_length, "pt")
-            out.append(model(**enc).logits.float().numpy())
+            enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, max_length, "pt").items()}
+            out.append(model(**enc).logits.float().cpu().numpy())
     return np.concatenate(out)
 
 
