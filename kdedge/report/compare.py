@@ -694,6 +694,7 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             f"validation_{metric}": _num(dig(teacher, "validation", metric)),
             f"test_{metric}": _num(dig(teacher, "test", metric)),
             "history": _history(teacher.get("history"), metric),
+            "processes": _mapping(teacher.get("processes")) or None,
             "duration_s": _duration(manifests.get("teacher")),
         }
     if distill:
@@ -718,6 +719,7 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             f"test_{metric}": _num(dig(distill, "test", metric)),
             "reload_max_abs_diff": _num(distill.get("reload_max_abs_diff")),
             "history": _history(distill.get("history"), metric),
+            "processes": _mapping(distill.get("processes")) or None,
             "duration_s": _duration(manifest),
             "lifelong": _mapping(distill.get("lifelong")) or None,
             "extra_teachers": [{"model": t.get("model"), "fine_tuned": t.get("fine_tuned"),
@@ -747,6 +749,8 @@ def _history(history: Any, metric: str) -> list[dict[str, Any]]:
         score = h.get("validation_score", h.get("validation_accuracy"))  # the older runs' key
         row: dict[str, Any] = {"epoch": _num(h.get("epoch")), "train_loss": _num(h.get("train_loss")),
                                f"validation_{metric}": _num(score), "seconds": _num(h.get("seconds"))}
+        if "examples_per_s" in h:  # training throughput, all processes together
+            row["examples_per_s"] = _num(h.get("examples_per_s"))
         phase = h.get("phase")
         if phase is not None:  # recipes with phases (annealing, two-stage) restart epochs
             row["phase"] = str(phase)

@@ -68,6 +68,16 @@ def fmt_bool(value: bool | None, yes: str = "yes", no: str = "no") -> str:
     return NA if value is None else (yes if value else no)
 
 
+def fmt_processes(processes: Mapping[str, Any] | None) -> str:
+    """The processes a stage trained on: "1 (cpu)", "4 (nccl, cuda:0 on the main one)"."""
+    if not processes:
+        return NA
+    size = processes.get("world_size")
+    if size == 1 or not processes.get("backend"):
+        return f"{fmt_int(size)} ({processes.get('device')})"
+    return f"{fmt_int(size)} ({processes.get('backend')}, {processes.get('device')} on the main one)"
+
+
 # How each quality metric is named in sentences and printed: accuracy is a fraction shown as a
 # percentage; correlations and MSE are plain numbers, their changes signed.
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "pearson": "Pearson",

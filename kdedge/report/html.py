@@ -25,6 +25,7 @@ from kdedge.report.formatting import (
     fmt_ms,
     fmt_num,
     fmt_pct,
+    fmt_processes,
     fmt_ratio,
     fmt_sci,
     metric_name,
@@ -504,6 +505,7 @@ def _training(data: Mapping[str, Any]) -> str:
             ("from cache", fmt_bool(teacher.get("cache_hit"))),
             ("parameters", fmt_int(teacher.get("parameters"))),
             (f"validation / test {escape(metric_name(metric))}", _pair(teacher, metric)),
+            ("training processes", _e(fmt_processes(teacher.get("processes")))),
             ("stage time", f"{fmt_num(teacher.get('duration_s'), 1)} s")])
         body += _history(teacher.get("history") or [], None, metric)
     else:
@@ -525,6 +527,7 @@ def _training(data: Mapping[str, Any]) -> str:
             ("best epoch", fmt_int(distill.get("best_epoch"))),
             (f"validation / test {escape(metric_name(metric))}", _pair(distill, metric)),
             ("reload max abs diff", fmt_sci(distill.get("reload_max_abs_diff"))),
+            ("training processes", _e(fmt_processes(distill.get("processes")))),
             ("stage time", f"{fmt_num(distill.get('duration_s'), 1)} s")])
         body += _history(distill.get("history") or [], distill.get("best_epoch"), metric)
         header, rows = lifelong_rows(distill.get("lifelong"))
@@ -547,12 +550,12 @@ def _history(history: list[Mapping[str, Any]], best_epoch: int | None, metric: s
         return f"<p>No per-epoch history ({NA}).</p>"
     last_phase = history[-1].get("phase")
     header = ["Phase", "Epoch", "Train loss", f"Validation {escape(metric_name(metric))}",
-              "Seconds"]
+              "Seconds", "Examples/s"]
     rows = [[_e(h.get("phase") or "-"),
              _e(h.get("epoch")) + (" (best)" if h.get("epoch") == best_epoch
                                     and h.get("phase") == last_phase else ""),
              fmt_num(h.get("train_loss"), 4), fmt_metric(h.get(f"validation_{metric}"), metric),
-             fmt_num(h.get("seconds"), 1)] for h in history]
+             fmt_num(h.get("seconds"), 1), fmt_num(h.get("examples_per_s"), 1)] for h in history]
     return _table(header, rows)
 
 

@@ -23,6 +23,7 @@ from kdedge.report.formatting import (
     fmt_ms,
     fmt_num,
     fmt_pct,
+    fmt_processes,
     fmt_ratio,
     fmt_sci,
     metric_name,
@@ -453,8 +454,9 @@ def _history(history: list[Mapping[str, Any]], best_epoch: int | None = None,
     rows = [[_cell(h.get("epoch")) + (" (best)" if h.get("epoch") == best_epoch
                                        and h.get("phase") == last_phase else ""),
              fmt_num(h.get("train_loss"), 4), fmt_metric(h.get(f"validation_{metric}"), metric),
-             fmt_num(h.get("seconds"), 1)] for h in history]
-    header = ["Epoch", "Train loss", f"Validation {metric_name(metric)}", "Seconds"]
+             fmt_num(h.get("seconds"), 1), fmt_num(h.get("examples_per_s"), 1)] for h in history]
+    header = ["Epoch", "Train loss", f"Validation {metric_name(metric)}", "Seconds",
+              "Examples/s"]
     if any("teachers_used" in h for h in history):
         rows = [[*row, " / ".join(fmt_num(u, 2) for u in h.get("teachers_used") or []) or NA]
                 for h, row in zip(history, rows, strict=True)]
@@ -478,6 +480,7 @@ def _training(data: Mapping[str, Any]) -> list[str]:
             ("from cache", fmt_bool(teacher.get("cache_hit"))),
             ("parameters", fmt_int(teacher.get("parameters"))),
             (f"validation / test {name}", _pair(teacher, metric)),
+            ("training processes", fmt_processes(teacher.get("processes"))),
             ("stage time", f"{fmt_num(teacher.get('duration_s'), 1)} s"),
         ]), "", *_history(teacher.get("history") or [], metric=metric)]
     else:
@@ -498,6 +501,7 @@ def _training(data: Mapping[str, Any]) -> list[str]:
             ("best epoch", fmt_int(distill.get("best_epoch"))),
             (f"validation / test {name}", _pair(distill, metric)),
             ("reload max abs diff", fmt_sci(distill.get("reload_max_abs_diff"))),
+            ("training processes", fmt_processes(distill.get("processes"))),
             ("stage time", f"{fmt_num(distill.get('duration_s'), 1)} s"),
             *[(f"teacher {i}", f"{escape_md(t.get('model'))}, test {name} "
                                f"{fmt_metric(t.get(f'test_{metric}'), metric)}")

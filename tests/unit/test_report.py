@@ -345,11 +345,22 @@ def test_training_history_shows_recipe_phases() -> None:
     history = [{"phase": "anneal", "epoch": 1, "train_loss": 0.5, "validation_accuracy": 0.7,
                 "seconds": 2.0},
                {"phase": "finetune", "epoch": 1, "train_loss": 0.4, "validation_accuracy": 0.8,
-                "seconds": 3.0}]
+                "seconds": 3.0, "examples_per_s": 412.345}]
     lines = _history(history, best_epoch=1)
-    assert lines[0] == "| Phase | Epoch | Train loss | Validation accuracy | Seconds |"
-    assert lines[2] == "| anneal | 1 | 0.5000 | 70.00% | 2.0 |"  # best_epoch counts in the last phase
-    assert lines[3] == "| finetune | 1 (best) | 0.4000 | 80.00% | 3.0 |"
+    assert lines[0] == "| Phase | Epoch | Train loss | Validation accuracy | Seconds | Examples/s |"
+    assert lines[2] == "| anneal | 1 | 0.5000 | 70.00% | 2.0 | n/a |"  # best_epoch: in the last phase
+    assert lines[3] == "| finetune | 1 (best) | 0.4000 | 80.00% | 3.0 | 412.3 |"
+
+
+@pytest.mark.parametrize(("processes", "shown"), [
+    (None, "n/a"),
+    ({"world_size": 1, "backend": None, "device": "cpu"}, "1 (cpu)"),
+    ({"world_size": 4, "backend": "nccl", "device": "cuda:0"}, "4 (nccl, cuda:0 on the main one)"),
+])
+def test_the_processes_a_stage_trained_on_are_shown(processes: dict | None, shown: str) -> None:
+    from kdedge.report.formatting import fmt_processes
+
+    assert fmt_processes(processes) == shown
 
 
 PEARSON = {"teacher-pytorch": 0.90, "teacher-onnx": 0.90, "student-pytorch": 0.89,
@@ -440,7 +451,7 @@ def test_other_teachers_tasks_and_selection_are_reported(tmp_path: Path) -> None
     md = render_markdown(data)
     assert "- teacher 2: second, test accuracy 81.00%" in md
     assert "- task news: accuracy of the multi-task student 0.8800 (its teacher 0.9000), test split" in md
-    assert "| multi-teacher | 1 | 0.5000 | 70.00% | 2.0 | 0.90 / 0.25 |" in md
+    assert "| multi-teacher | 1 | 0.5000 | 70.00% | 2.0 | n/a | 0.90 / 0.25 |" in md
 
 
 def test_an_int8_student_that_failed_the_gate_is_not_recommended(tmp_path: Path) -> None:
