@@ -380,7 +380,7 @@ def main() -> None:
     except KdedgeError as err:
         if _state["debug"]:
             raise
-        typer.secho(f"error: {err}", fg="red", err=True)
+        _error(str(err))
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
@@ -394,17 +394,22 @@ def main() -> None:
         if _state["debug"]:
             raise
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            typer.secho(f"error: No space left on the device writing {err.filename or 'a file'}; "
-                        "free some space, then continue with `kdedge compress --resume --out "
-                        "RUN_DIR`.", fg="red", err=True)
+            _error(f"No space left on the device writing {err.filename or 'a file'}; free some "
+                   "space, then continue with `kdedge compress --resume --out RUN_DIR`.")
             sys.exit(2)
         if isinstance(err, ModuleNotFoundError) and is_compress_module(err):
             command = next((a for a in sys.argv[1:] if not a.startswith("-")), "compress")
-            typer.secho(f"error: {compress_hint(command, [str(err.name)])}", fg="red", err=True)
+            _error(compress_hint(command, [str(err.name)]))
             sys.exit(2)
-        typer.secho(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the "
-                    "traceback, and please report it).", fg="red", err=True)
+        _error(f"unexpected {type(err).__name__}: {err} (run with --debug for the traceback, and "
+               "please report it).")
         sys.exit(1)
+
+
+def _error(message: str) -> None:
+    """The one error line; in a launched run only the main process prints it."""
+    if _is_main():
+        typer.secho(f"error: {message}", fg="red", err=True)
 
 
 def _interrupted() -> None:

@@ -43,7 +43,7 @@ def launched() -> bool:
 def command(argv: list[str], num_processes: int | None, config_file: Path | None) -> list[str]:
     """The `accelerate launch` command line that runs `kdedge argv` (less the launcher options)
     on `num_processes` processes (or as the Accelerate config says)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [sys.executable, "-m", "kdedge.launch"]  # accelerate launch, quiet on failure
     if config_file is not None:  # the topology (machines, processes, addresses) comes from it
         cmd += ["--config_file", str(config_file)]
     else:
@@ -63,6 +63,29 @@ def run(argv: list[str], num_processes: int | None, config_file: Path | None) ->
     return subprocess.run(command(argv, num_processes, config_file), check=False).returncode
 
 
+def _accelerate_launch(args: list[str]) -> int:
+    """`accelerate launch ARGS`, except that a failed process is not reported again: kdedge
+    printed its one error line there, and torchrun's account of it (a log line per process and
+    a traceback) would bury it. The exit status is the failed process's."""
+    import logging
+
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    try:
+        launch_command(launch_command_parser().parse_args(args))
+    except ChildFailedError as err:
+        main = err.failures.get(0)
+        if main is not None and main.exitcode > 0:  # the main process failed and said why
+            return main.exitcode
+        rank, failure = err.get_first_failure()  # another process failed on its own
+        print(f"error: training process {rank} failed (exit status {failure.exitcode}); run the "
+              "command again with --debug to see its traceback.", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
+
+
 def without_launcher_options(argv: list[str]) -> list[str]:
     kept, skip = [], False
     for arg in argv:
@@ -79,3 +102,7 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(_accelerate_launch(sys.argv[1:]))

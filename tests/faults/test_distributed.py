@@ -168,3 +168,16 @@ def test_a_two_process_run_killed_mid_epoch_resumes_on_one_process(base: Path) -
     assert [row["epoch"] for row in metrics(run)["history"]] == list(range(1, EPOCHS + 1))
     assert metrics(run)["processes"]["world_size"] == 1
     assert max_difference(run, straight) < WEIGHT_TOLERANCE
+
+
+def test_an_error_in_a_launched_run_is_one_line_without_the_launcher_s_traceback(
+        base: Path) -> None:
+    run = copy_of(base, "fp16-on-cpu", mixed_precision="fp16")
+    process = start(run, *TWO)
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 2
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == ["error: distill.training.mixed_precision=fp16 needs a CUDA GPU and this "
+                      "process trains on cpu:0; use bf16 (or no) on a CPU."]
+    assert out.rstrip().endswith(errors[0]) and "Traceback" not in out, out[-3000:]
+    assert not (run / pipeline.stage_dirname("distill")).exists()

@@ -35,7 +35,7 @@ def test_the_launcher_reruns_the_command_under_accelerate_without_its_own_option
     argv = ["compress", "--launcher", "accelerate", "--num-processes=2", "--out", "runs/x",
             "--accelerate-config", "c.yaml", "--epochs", "3"]
     cmd = launch.command(argv, 2, None)
-    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert cmd[:3] == [sys.executable, "-m", "kdedge.launch"]
     assert "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
     assert cmd[cmd.index("--mixed_precision") + 1] == "no"
     assert cmd[cmd.index("kdedge_cli") + 1:] == ["compress", "--out", "runs/x", "--epochs", "3"]
