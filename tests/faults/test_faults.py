@@ -28,8 +28,9 @@ from kdedge.errors import KdedgeError
 
 STAGES = pipeline.STAGE_NAMES
 MODEL_STAGES = ("data", "teacher", "distill", "export", "quantize")  # byte-identical outputs
+# timings, and choices made from timings
 VOLATILE = {"latency", "memory", "recommendation", "pareto", "duration_s", "started_at",
-            "finished_at", "seconds", "batch1_p50_ms"}  # timings, and choices made from timings
+            "finished_at", "seconds", "examples_per_s", "batch1_p50_ms"}
 
 
 @pytest.fixture(scope="module")
