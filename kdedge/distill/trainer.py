@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -73,6 +74,22 @@ def shuffled_batches(size: int, batch_size: int) -> Sampler:
     return epoch
 
 
+def _flushing_subnormals(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Tiny gradients square to subnormal floats in Adam's second moment, and x86 CPUs compute
+    on subnormals many times slower: a student initialized from a well-trained teacher spent
+    most of each step there. Training flushes them to zero, which changes no result that
+    matters, and leaves the process's floating point as it was afterwards."""
+    @functools.wraps(fn)
+    def flushing(*args: Any, **kwargs: Any) -> TrainResult:
+        torch.set_flush_denormal(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_flush_denormal(False)
+    return flushing
+
+
+@_flushing_subnormals
 def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedSum,
           teacher: TeacherFn, evaluate: Callable[[nn.Module], float], cfg: TrainingConfig,
           max_length: int, seed: int, description: str, *, hidden_states: bool = False,
@@ -95,10 +112,6 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     """
     world = parallel.world()
     _check_precision(cfg, world, config_key)
-    # Tiny gradients square to subnormal floats in Adam's second moment, and x86 CPUs compute
-    # on subnormals many times slower: a student initialized from a well-trained teacher spent
-    # most of each step there. Flushing them to zero changes no result that matters.
-    torch.set_flush_denormal(True)
     if world.distributed and loss_fn.wants_feedback:
         raise KdedgeError(f"The {description} recipe updates its teacher selector from each "
                           "step's outcome, which one process must see whole; run it without "
