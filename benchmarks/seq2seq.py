@@ -155,6 +155,9 @@ def write(rows: list[dict[str, Any]]) -> None:
             f"| {t['student-int8'] / t['teacher-pytorch']:.2f}x "
             f"| {t['student-int8'] / t['teacher-onnx']:.2f}x | {r['ttft_ms']['student-int8']:.1f} "
             f"| {r['best_epoch']} | {r['train_s']:.0f} | {mix} |")
+    missing = [name for name in VARIANTS if name not in {r["recipe"] for r in rows}]
+    if missing:
+        lines += ["", f"Not run to the end in this table's run: {', '.join(missing)}."]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
 
