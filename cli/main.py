@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ app = typer.Typer(
          "report, in one command: `kdedge compress` (with no options it runs the built-in demo).",
 )
 _state = {"debug": bool(os.environ.get("KDEDGE_DEBUG"))}
+HELPER_EXIT_DELAY_S = 5.0  # see _error
 
 # training on several processes (compress, teacher, distill); see kdedge.launch
 LauncherOption = Annotated[str | None, typer.Option(
@@ -410,6 +412,9 @@ def _error(message: str) -> None:
     """The one error line; in a launched run only the main process prints it."""
     if _is_main():
         typer.secho(f"error: {message}", fg="red", err=True)
+    else:  # the main process most often fails the same way: let it print and exit first,
+        # since the launcher stops every process when the first one exits
+        time.sleep(HELPER_EXIT_DELAY_S)
 
 
 def _interrupted() -> None:
