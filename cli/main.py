@@ -175,10 +175,10 @@ def _scalar(value: str) -> Any:
 
 def _relaunched(launcher: str | None, num_processes: int | None, config: Path | None) -> bool:
     """Whether this command ran under `accelerate launch` in child processes (and is done)."""
-    from kdedge import launch
+    from kdedge import launch, parallel
 
     launch.check(launcher, num_processes, config)
-    if launcher is None or launch.launched() or (num_processes == 1 and config is None):
+    if launcher is None or parallel.launched() or (num_processes == 1 and config is None):
         return False
     status = launch.run(sys.argv[1:], num_processes, config)
     if status:
@@ -188,7 +188,9 @@ def _relaunched(launcher: str | None, num_processes: int | None, config: Path | 
 
 def _is_main() -> bool:
     """False in the helper processes of a launched run, which print nothing."""
-    return int(os.environ.get("RANK", "0")) == 0
+    from kdedge.parallel import helper_process
+
+    return not helper_process()
 
 
 def _run_stage(name: str, run_dir: Path) -> None:

@@ -8,7 +8,6 @@ through kdedge.parallel. Mixed precision is a training setting of kdedge
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -33,11 +32,6 @@ def check(launcher: str | None, num_processes: int | None, config_file: Path | N
     if config_file is not None and not config_file.is_file():
         raise KdedgeError(f"Accelerate config {config_file} does not exist; write one with "
                           "`accelerate config --config_file PATH` or leave the option out.")
-
-
-def launched() -> bool:
-    """Whether this process is one of several a launcher started."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def command(argv: list[str], num_processes: int | None, config_file: Path | None) -> list[str]:

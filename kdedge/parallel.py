@@ -93,11 +93,21 @@ class World:
         return fn()
 
 
+def launched() -> bool:
+    """Whether this process is one of several a launcher started (read without torch)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def helper_process() -> bool:
+    """Whether this is a launched process other than the main one, which prints and draws
+    nothing (read without torch, so the command line can ask before importing it)."""
+    return int(os.environ.get("RANK", "0")) > 0
+
+
 @functools.cache
 def world() -> World:
     """This process's place among the processes `accelerate launch` (or torchrun) started."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if not launched():
         return World()
     for variable, name in UNSUPPORTED.items():
         if os.environ.get(variable, "").lower() in ("1", "true"):

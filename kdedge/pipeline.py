@@ -218,8 +218,7 @@ def _execute(stage: Stage, cfg: KdedgeConfig, run_dir: Path, final: Path, fp: st
     from kdedge.torch_utils import seed_everything
 
     world = parallel.world()
-    checkpoints = _checkpoint_dir(run_dir, stage.name, fp) if world.is_main else \
-        run_dir / CHECKPOINTS / f"{stage.name}-{fp}"
+    checkpoints = _checkpoint_dir(run_dir, stage.name, fp, clean=world.is_main)
     seed_everything(cfg.run.seed)
     if not world.is_main:  # a helper process of a training stage: it trains, writes nothing
         with tempfile.TemporaryDirectory(prefix=f"kdedge-rank{world.rank}-") as scratch:
@@ -292,11 +291,11 @@ def _disk_full(err: Exception, run_dir: Path) -> bool:
         return False
 
 
-def _checkpoint_dir(run_dir: Path, stage: str, fp: str) -> Path:
-    """Where the stage keeps training checkpoints for this fingerprint; those of another
-    fingerprint (a changed config) are stale and removed."""
+def _checkpoint_dir(run_dir: Path, stage: str, fp: str, *, clean: bool) -> Path:
+    """Where the stage keeps training checkpoints for this fingerprint; with `clean` (the main
+    process), those of another fingerprint (a changed config) are stale and removed."""
     folder = run_dir / CHECKPOINTS / f"{stage}-{fp}"
-    for stale in (run_dir / CHECKPOINTS).glob(f"{stage}-*"):
+    for stale in (run_dir / CHECKPOINTS).glob(f"{stage}-*") if clean else ():
         if stale != folder:
             shutil.rmtree(stale, ignore_errors=True)
     return folder

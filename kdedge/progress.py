@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from kdedge.parallel import helper_process
+
 console = Console(stderr=True)
 
 
@@ -25,7 +26,7 @@ def progress_bar(description: str, total: int) -> Iterator[Progress]:
     bar = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console, transient=False,
-                   disable=int(os.environ.get("RANK", "0")) > 0)  # one bar per launched run
+                   disable=helper_process())  # one bar per launched run
     bar.add_task(description, total=total, status="")
     with bar:
         yield bar
