@@ -20,8 +20,10 @@ transformers seq2seq contract (forward with decoder_input_ids or labels -> Seq2S
 cheap for a GRU and keeps teacher forcing and decoding on one code path.
 
 ONNX: optimum does not know this model, so `export_gru_onnx` writes two graphs with the
-TorchScript exporter, encoder_model.onnx and decoder_model.onnx (the decoder also reruns the
-whole prefix), and `greedy_onnx` decodes greedily over them with onnxruntime.
+TorchScript exporter, encoder_model.onnx (encoder states and h_0) and decoder_model.onnx (one
+step: new tokens and the GRU state in, their logits and the next state out; the state is the
+decoder's cache), and `greedy_onnx` decodes greedily over them with onnxruntime, one token
+and one projection onto the vocabulary per step.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ MODEL_TYPE = "kdedge-gru-seq2seq"
 ENCODER_ONNX = "encoder_model.onnx"
 DECODER_ONNX = "decoder_model.onnx"
 ENCODER_INPUTS = ("input_ids", "attention_mask")
-ENCODER_OUTPUTS = ("last_hidden_state",)
-DECODER_INPUTS = ("decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask")
-DECODER_OUTPUTS = ("logits",)
+ENCODER_OUTPUTS = ("last_hidden_state", "decoder_state")
+DECODER_INPUTS = ("decoder_input_ids", "decoder_state", "encoder_hidden_states",
+                  "encoder_attention_mask")
+DECODER_OUTPUTS = ("logits", "next_decoder_state")
 
 
 class GruSeq2SeqConfig(PretrainedConfig):
@@ -178,6 +181,33 @@ class GruSeq2SeqModel(PreTrainedModel, GenerationMixin):
 
     # --- the model -----------------------------------------------------------------------------
 
+    def initial_state(self, encoder_hidden_states: torch.Tensor,
+                      encoder_attention_mask: torch.Tensor) -> torch.Tensor:
+        """h_0 [layers, batch, hidden] from the masked mean of the encoder states."""
+        mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
+        pooled = ((encoder_hidden_states * mask[..., None]).sum(1)
+                  / mask.sum(1, keepdim=True).clamp(min=1.0))
+        batch = encoder_hidden_states.shape[0]
+        # [batch, layers * hidden] -> [layers, batch, hidden]
+        initial = torch.tanh(self.bridge(pooled)).view(batch, self.config.num_layers, -1)
+        return initial.transpose(0, 1).contiguous()
+
+    def step(self, decoder_input_ids: torch.Tensor, state: torch.Tensor,
+             encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [batch, new, vocab] of the tokens that follow `state`, and the state after
+        them: the GRU's state is the decoder's whole memory of its prefix, so generation feeds
+        one new token and the last state per step instead of the prefix."""
+        embedded = self.dropout(self.embed_tokens(decoder_input_ids))
+        states, state = self.gru(embedded, state)  # [batch, new, hidden]
+        keys = self.attention_keys(encoder_hidden_states)  # [batch, source, hidden]
+        scores = torch.bmm(states, keys.transpose(1, 2))  # [batch, new, source]
+        scores = scores.masked_fill(encoder_attention_mask[:, None, :] == 0,
+                                    torch.finfo(scores.dtype).min)
+        context = torch.bmm(torch.softmax(scores, dim=-1), encoder_hidden_states)
+        combined = torch.tanh(self.combine(torch.cat([states, context], dim=-1)))
+        return self.lm_head(self.dropout(combined)), state
+
     def decode(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
                encoder_attention_mask: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [batch, target_len, vocab] for every decoder prefix.
@@ -185,22 +215,9 @@ class GruSeq2SeqModel(PreTrainedModel, GenerationMixin):
         Decoder padding needs no mask: the GRU runs left to right, so padding after the text
         cannot change the logits of the positions before it.
         """
-        mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
-        pooled = ((encoder_hidden_states * mask[..., None]).sum(1)
-                  / mask.sum(1, keepdim=True).clamp(min=1.0))
-        batch = decoder_input_ids.shape[0]
-        # [batch, layers * hidden] -> [layers, batch, hidden]
-        initial = torch.tanh(self.bridge(pooled)).view(batch, self.config.num_layers, -1)
-        initial = initial.transpose(0, 1).contiguous()
-        embedded = self.dropout(self.embed_tokens(decoder_input_ids))
-        states, _ = self.gru(embedded, initial)  # [batch, target, hidden]
-        keys = self.attention_keys(encoder_hidden_states)  # [batch, source, hidden]
-        scores = torch.bmm(states, keys.transpose(1, 2))  # [batch, target, source]
-        scores = scores.masked_fill(encoder_attention_mask[:, None, :] == 0,
-                                    torch.finfo(scores.dtype).min)
-        context = torch.bmm(torch.softmax(scores, dim=-1), encoder_hidden_states)
-        combined = torch.tanh(self.combine(torch.cat([states, context], dim=-1)))
-        return self.lm_head(self.dropout(combined))
+        initial = self.initial_state(encoder_hidden_states, encoder_attention_mask)
+        return self.step(decoder_input_ids, initial, encoder_hidden_states,
+                         encoder_attention_mask)[0]
 
     def forward(self, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
@@ -295,11 +312,13 @@ def gru_student(teacher: Any, encoder_layers: int | Sequence[int], hidden: int |
 class _EncoderGraph(nn.Module):
     def __init__(self, model: GruSeq2SeqModel) -> None:
         super().__init__()
-        self.encoder = model.get_encoder()
+        self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                            return_dict=True).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                          return_dict=True).last_hidden_state
+        return states, self.model.initial_state(states, attention_mask)
 
 
 class _DecoderGraph(nn.Module):
@@ -307,18 +326,22 @@ class _DecoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                encoder_attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(decoder_input_ids, encoder_hidden_states, encoder_attention_mask)
+    def forward(self, decoder_input_ids: torch.Tensor, decoder_state: torch.Tensor,
+                encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.step(decoder_input_ids, decoder_state, encoder_hidden_states,
+                               encoder_attention_mask)
 
 
 def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> list[str]:
     """out_dir/encoder_model.onnx and out_dir/decoder_model.onnx (TorchScript exporter).
 
     encoder: input_ids, attention_mask [batch, source] int64 -> last_hidden_state
-    [batch, source, encoder width]. decoder: decoder_input_ids [batch, target] int64,
-    encoder_hidden_states, encoder_attention_mask [batch, source] int64 -> logits
-    [batch, target, vocab] for every prefix (no cache). Batch and lengths are dynamic.
+    [batch, source, encoder width], decoder_state [GRU layers, batch, GRU width] (h_0).
+    decoder: decoder_input_ids [batch, new] int64, decoder_state, encoder_hidden_states,
+    encoder_attention_mask [batch, source] int64 -> logits [batch, new, vocab] of the new
+    tokens and next_decoder_state, the state after them. The state is the decoder's cache:
+    generation feeds one token per step, never the prefix. Batch and lengths are dynamic.
     Returns the file names written.
     """
     out_dir = Path(out_dir)
@@ -332,23 +355,25 @@ def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> l
     attention_mask[1, 4:] = 0
     decoder_input_ids = torch.randint(0, model.config.vocab_size, (2, 3), generator=generator)
     source = {0: "batch_size", 1: "encoder_sequence_length"}
+    state = {1: "batch_size"}
     graphs = [
         (_EncoderGraph(model), (input_ids, attention_mask), ENCODER_ONNX, ENCODER_INPUTS,
          ENCODER_OUTPUTS, {"input_ids": source, "attention_mask": source,
-                           "last_hidden_state": source}),
+                           "last_hidden_state": source, "decoder_state": state}),
         (_DecoderGraph(model), None, DECODER_ONNX, DECODER_INPUTS, DECODER_OUTPUTS,
          {"decoder_input_ids": {0: "batch_size", 1: "decoder_sequence_length"},
-          "encoder_hidden_states": source, "encoder_attention_mask": source,
-          "logits": {0: "batch_size", 1: "decoder_sequence_length"}}),
+          "decoder_state": state, "encoder_hidden_states": source,
+          "encoder_attention_mask": source,
+          "logits": {0: "batch_size", 1: "decoder_sequence_length"},
+          "next_decoder_state": state}),
     ]
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # Expected: the legacy-exporter deprecation note and tracer notes.
             warnings.simplefilter("ignore")
-            states = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                         return_dict=True).last_hidden_state
+            states, initial = _EncoderGraph(model)(input_ids, attention_mask)
             for module, args, name, inputs, outputs, axes in graphs:
-                args = args or (decoder_input_ids, states, attention_mask)
+                args = args or (decoder_input_ids, initial, states, attention_mask)
                 tmp = out_dir / f".{name}.tmp"
                 try:
                     torch.onnx.export(module, args, str(tmp), input_names=list(inputs),
@@ -393,14 +418,16 @@ class GruOnnxGenerator:
         chosen in the first `min_new_tokens` steps."""
         input_ids = np.asarray(input_ids, dtype=np.int64)
         attention_mask = np.asarray(attention_mask, dtype=np.int64)
-        states = self.encoder.run(None, {"input_ids": input_ids,
-                                         "attention_mask": attention_mask})[0]
+        states, state = self.encoder.run(None, {"input_ids": input_ids,
+                                                "attention_mask": attention_mask})
         tokens = np.full((input_ids.shape[0], 1), start, dtype=np.int64)
         finished = np.zeros(input_ids.shape[0], dtype=bool)
         for position in range(max_new_tokens):
-            logits = self.decoder.run(None, {"decoder_input_ids": tokens,
-                                             "encoder_hidden_states": states,
-                                             "encoder_attention_mask": attention_mask})[0][:, -1]
+            logits, state = self.decoder.run(None, {"decoder_input_ids": tokens[:, -1:],
+                                                    "decoder_state": state,
+                                                    "encoder_hidden_states": states,
+                                                    "encoder_attention_mask": attention_mask})
+            logits = logits[:, -1]
             if position < min_new_tokens:
                 logits[:, eos] = -np.inf
             step = np.where(finished, pad, logits.argmax(-1)).astype(np.int64)

@@ -26,7 +26,8 @@ def export_generator(source: Path, out: Path, task: GenerationTask) -> dict[str,
     """Write the ONNX graphs (and config files) of the model in `source` to `out`.
 
     With the key/value cache where optimum's configuration of the decoder has one; a BERT
-    decoder (bert2bert) has none, so its decoder recomputes the prefix at each token.
+    decoder (bert2bert) has none, so its decoder recomputes the prefix at each token. The GRU
+    student's decoder takes its recurrent state, which serves as its cache.
     Returns {"files": [...], "key_value_cache": bool}.
     """
     from optimum.exporters.onnx import main_export
@@ -38,7 +39,7 @@ def export_generator(source: Path, out: Path, task: GenerationTask) -> dict[str,
         for item in Path(source).iterdir():  # config, generation config, tokenizer
             if (item.is_file() and item.suffix == ".json") or item.name.endswith(".txt"):
                 shutil.copy2(item, Path(out) / item.name)
-        return {"files": sorted(files), "key_value_cache": False}
+        return {"files": sorted(files), "key_value_cache": True}
     try:
         main_export(str(source), output=str(out), task=OPTIMUM_TASKS[task] + WITH_PAST)
         cached = True
@@ -80,11 +81,11 @@ def load_onnx_generator(folder: Path, task: GenerationTask, **kwargs: Any) -> An
 
 def has_cache(folder: Path) -> bool:
     """Whether the exported decoder takes the key/value cache (a with-past or merged decoder,
-    or a decoder-only model.onnx with past_key_values inputs)."""
+    or a decoder-only model.onnx with past_key_values inputs), or the GRU student's state."""
     import onnx
 
     names = onnx_files(folder)
-    if any("with_past" in name or "merged" in name for name in names):
+    if _is_gru(folder) or any("with_past" in name or "merged" in name for name in names):
         return True
     decoder = Path(folder) / "model.onnx"
     return decoder.is_file() and any(

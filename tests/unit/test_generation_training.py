@@ -155,7 +155,12 @@ def test_a_seq2seq_student_asking_for_more_layers_than_the_teacher_has(tiny_pair
 def test_a_gru_decoder_student_trains_with_imitkd_and_exports_the_same_greedy_tokens(
         tiny_pair, tmp_path: Path) -> None:
     from kdedge.distill import generator
-    from kdedge.export.generation import export_generator, generation_parity, load_onnx_generator
+    from kdedge.export.generation import (
+        export_generator,
+        generation_parity,
+        has_cache,
+        load_onnx_generator,
+    )
 
     teacher, tokenizer = tiny_pair
     cfg = build_config(overrides={
@@ -171,7 +176,8 @@ def test_a_gru_decoder_student_trains_with_imitkd_and_exports_the_same_greedy_to
     tokenizer.save_pretrained(tmp_path / "pt")
     exported = export_generator(tmp_path / "pt", tmp_path / "onnx", "seq2seq")
     assert exported == {"files": ["decoder_model.onnx", "encoder_model.onnx"],
-                        "key_value_cache": False}
+                        "key_value_cache": True}  # the GRU's state
+    assert has_cache(tmp_path / "onnx")
     assert (tmp_path / "onnx" / "config.json").is_file()
     batch = dict(tokenizer([s for s, _ in PAIRS[:3]], padding=True, return_tensors="pt"))
     parity = generation_parity(student.eval(), load_onnx_generator(tmp_path / "onnx", "seq2seq"),

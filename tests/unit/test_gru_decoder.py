@@ -218,14 +218,25 @@ def test_onnx_graphs_decode_as_pytorch_does(teacher: Any, tokenizer: Any, tmp_pa
         assert tokens.tolist() == expected.tolist()
         mask = enc["attention_mask"].numpy()
         feed = {"input_ids": enc["input_ids"].numpy(), "attention_mask": mask}
-        states = encoder.run(None, feed)[0]
-        logits = decoder.run(None, {"decoder_input_ids": expected.numpy(),
-                                    "encoder_hidden_states": states,
-                                    "encoder_attention_mask": mask})[0]
+        states, initial = encoder.run(None, feed)
+        assert initial.shape == (config.num_layers, len(sources), config.hidden_size)
+
+        def decode(ids: np.ndarray, state: np.ndarray) -> list[np.ndarray]:
+            return decoder.run(None, {"decoder_input_ids": ids, "decoder_state": state,
+                                      "encoder_hidden_states": states,
+                                      "encoder_attention_mask": mask})
+
         with torch.no_grad():
             reference = student(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                 decoder_input_ids=expected).logits.numpy()
+        # the whole prefix at once, and the same prefix one token at a time through the state
+        logits, _ = decode(expected.numpy(), initial)
         np.testing.assert_allclose(logits, reference, rtol=0, atol=1e-4)
+        state, steps = initial, []
+        for position in range(expected.shape[1]):
+            step_logits, state = decode(expected.numpy()[:, position:position + 1], state)
+            steps.append(step_logits)
+        np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, rtol=0, atol=1e-4)
 
 
 def test_imitation_loss_trains_the_gru(teacher: Any, tokenizer: Any) -> None:
