@@ -5,16 +5,21 @@
 One data + teacher run is shared (the bert2bert teacher, fine-tuned once, comes from the user
 cache when it is there); each recipe then runs distill, export, quantize and a batch-1 bench
 of the teacher (PyTorch and ONNX) and the student (ONNX fp32 and int8) in one bench stage, so
-tokens per second and speed-ups are measured in one run. Writes benchmarks/results/seq2seq.md.
+tokens per second and speed-ups are measured in one run. Writes benchmarks/results/seq2seq.md,
+with a paired bootstrap of each recipe's test ROUGE-L against the same student on gold data (100
+test headlines leave differences of a point or two within chance).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "seq2seq.md"
 EPOCHS = 4  # the training budget of every recipe: passes over the training pairs
@@ -54,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.table_only:
         run_all(args.out, args.only.split(","))
-    write([summarize(n, args.out / n) for n in VARIANTS if _finished(args.out / n)])
+    write([summarize(n, args.out / n) for n in VARIANTS if _finished(args.out / n)], args.out)
     print(RESULTS.read_text())
 
 
@@ -77,7 +82,7 @@ def run_all(out: Path, names: list[str]) -> None:
                                       **VARIANTS[name], "run.out": str(run_dir)})
         pipeline.prepare_run(cfg, run_dir, resume=True, force=False)
         pipeline.run(cfg, run_dir, only=("distill", "export", "quantize", "bench"))
-        write([summarize(n, out / n) for n in VARIANTS if _finished(out / n)])
+        write([summarize(n, out / n) for n in VARIANTS if _finished(out / n)], out)
 
 
 def _finished(run_dir: Path) -> bool:
@@ -118,7 +123,64 @@ def summarize(name: str, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def write(rows: list[dict[str, Any]]) -> None:
+def test_rouge_l(run_dir: Path) -> np.ndarray:
+    """Each test example's ROUGE-L F1 (0-100) of the student's greedy ONNX generations, as the
+    export stage scored them (their mean must be its score); kept in the run directory."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from kdedge.artifacts import Manifest
+    from kdedge.data.dataset import load_task
+    from kdedge.distill.layouts import layout_for
+    from kdedge.evaluate import rouge_f1
+    from kdedge.export.generation import load_onnx_generator
+    from kdedge.pipeline import stage_dirname
+
+    kept = run_dir / "test-rougeL.json"
+    if kept.is_file():
+        return np.array(json.loads(kept.read_text()))
+    data = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["data"]
+    folder = run_dir / stage_dirname("export") / "student"
+    model = load_onnx_generator(folder, "seq2seq")
+    layout = layout_for(model.config, AutoTokenizer.from_pretrained(folder), data["max_length"])
+    test = load_task(run_dir / stage_dirname("data")).splits["test"]
+    texts = layout.texts(model, list(test.texts), data["max_target_length"])
+    scores = 100 * rouge_f1(texts, [str(t) for t in test.labels])["rougeL"]
+    reported = Manifest.load(folder.parent).metrics["models"]["student"]["test"]["rougeL"]
+    if abs(scores.mean() - reported) > 1e-3:
+        raise RuntimeError(f"{run_dir.name}: test ROUGE-L {scores.mean():.4f} regenerated, "
+                           f"{reported:.4f} in the export stage")
+    kept.write_text(json.dumps(scores.tolist()))
+    return scores
+
+
+RESAMPLES = 10_000
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over the same examples and its 95 % percentile interval."""
+    rng = np.random.default_rng(seed)
+    diff = a - b
+    means = diff[rng.integers(0, len(diff), (RESAMPLES, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
+def comparisons(out: Path, names: list[str]) -> list[str]:
+    """Table rows: each recipe against gold, and ImitKD against sequence-level KD, per student."""
+    pairs = [(f"{r}{s}", f"gold{s}") for s in ("", "-gru")
+             for r in ("word-kd", "seq-kd", "imitkd", "imitkd-full")]
+    pairs += [(f"{r}{s}", f"seq-kd{s}") for s in ("", "-gru") for r in ("imitkd", "imitkd-full")]
+    lines = []
+    for a, b in pairs:
+        if a in names and b in names:
+            mean, low, high = paired_bootstrap(test_rouge_l(out / a), test_rouge_l(out / b))
+            verdict = "better" if low > 0 else "worse" if high < 0 else "no difference shown"
+            lines.append(f"| {a} - {b} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |")
+    return lines
+
+
+def write(rows: list[dict[str, Any]], out: Path | None = None) -> None:
     if not rows:
         return
     teacher = rows[0]["teacher"]
@@ -163,6 +225,13 @@ def write(rows: list[dict[str, Any]]) -> None:
             f"| {t['student-int8'] / t['teacher-pytorch']:.2f}x "
             f"| {t['student-int8'] / t['teacher-onnx']:.2f}x | {r['ttft_ms']['student-int8']:.1f} "
             f"| {r['best_epoch']} / {r['epochs']} | {r['train_s']:.0f} | {mix} |")
+    compared = comparisons(out, [r["recipe"] for r in rows]) if out else []
+    if compared:
+        lines += ["", "Test ROUGE-L differences, paired over the same test examples, with "
+                  f"95 % bootstrap intervals ({RESAMPLES:,} resamples): a recipe "
+                  "is better or worse only when its interval leaves 0.", "",
+                  "| recipes | difference | 95 % interval | verdict |", "|---|---|---|---|",
+                  *compared]
     missing = [name for name in VARIANTS if name not in {r["recipe"] for r in rows}]
     if missing:
         lines += ["", f"Not run to the end in this table's run: {', '.join(missing)}."]

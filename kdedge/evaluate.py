@@ -58,23 +58,29 @@ def generation_metrics(predictions: Sequence[str], references: Sequence[str]) ->
     """Corpus BLEU (sacrebleu, its default 13a tokenization) and mean ROUGE-1/2/L F1
     (rouge-score, Porter stemming), all on a 0-100 scale, for generated against gold texts."""
     import sacrebleu
+
+    rouge = rouge_f1(predictions, references)
+    bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
+    return {"bleu": round(float(bleu), 4),
+            **{kind: round(100 * float(np.mean(values)), 4) for kind, values in rouge.items()},
+            "examples": len(references)}
+
+
+ROUGE_KINDS = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_f1(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each example's ROUGE-1/2/L F1 (rouge-score, Porter stemming), 0-1, by kind."""
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         raise ValueError("no references to score against")
-    bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
-    kinds = ("rouge1", "rouge2", "rougeL")
-    scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=True)
-    totals = dict.fromkeys(kinds, 0.0)
-    for prediction, reference in zip(predictions, references, strict=True):
-        scores = scorer.score(reference, prediction)
-        for kind in kinds:
-            totals[kind] += scores[kind].fmeasure
-    return {"bleu": round(float(bleu), 4),
-            **{kind: round(100 * total / len(references), 4) for kind, total in totals.items()},
-            "examples": len(references)}
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KINDS), use_stemmer=True)
+    scores = [scorer.score(reference, prediction)
+              for prediction, reference in zip(predictions, references, strict=True)]
+    return {kind: np.array([row[kind].fmeasure for row in scores]) for kind in ROUGE_KINDS}
 
 
 def regression_metrics(outputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -59,3 +59,15 @@ def test_generation_metrics_on_known_pairs() -> None:
     assert generation_metrics(["x"], ["completely different"])["rougeL"] == 0.0
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
         generation_metrics(["a", "b"], ["a"])
+
+
+def test_rouge_f1_scores_each_example() -> None:
+    from kdedge.evaluate import rouge_f1
+
+    scores = rouge_f1(["the cat sat on a mat", "hello there", "x"],
+                      ["the cat sat on the mat", "hello there friend", "completely different"])
+    np.testing.assert_allclose(scores["rouge1"], [5 / 6, 0.8, 0.0], atol=1e-9)
+    # ROUGE-2: 3 of 5 bigrams shared ("the cat", "cat sat", "sat on"); 1 of 1 against 1 of 2
+    np.testing.assert_allclose(scores["rouge2"], [3 / 5, 2 / 3, 0.0], atol=1e-9)
+    with pytest.raises(ValueError, match="no references"):
+        rouge_f1([], [])
