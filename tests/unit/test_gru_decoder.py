@@ -221,20 +221,19 @@ def test_onnx_graphs_decode_as_pytorch_does(teacher: Any, tokenizer: Any, tmp_pa
         states, initial = encoder.run(None, feed)
         assert initial.shape == (config.num_layers, len(sources), config.hidden_size)
 
-        def decode(ids: np.ndarray, state: np.ndarray) -> list[np.ndarray]:
-            return decoder.run(None, {"decoder_input_ids": ids, "decoder_state": state,
-                                      "encoder_hidden_states": states,
-                                      "encoder_attention_mask": mask})
-
+        context = {"encoder_hidden_states": states, "encoder_attention_mask": mask}
         with torch.no_grad():
             reference = student(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                 decoder_input_ids=expected).logits.numpy()
         # the whole prefix at once, and the same prefix one token at a time through the state
-        logits, _ = decode(expected.numpy(), initial)
+        logits, _ = decoder.run(None, {"decoder_input_ids": expected.numpy(),
+                                       "decoder_state": initial, **context})
         np.testing.assert_allclose(logits, reference, rtol=0, atol=1e-4)
         state, steps = initial, []
         for position in range(expected.shape[1]):
-            step_logits, state = decode(expected.numpy()[:, position:position + 1], state)
+            step_logits, state = decoder.run(None, {
+                "decoder_input_ids": expected.numpy()[:, position:position + 1],
+                "decoder_state": state, **context})
             steps.append(step_logits)
         np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, rtol=0, atol=1e-4)
 
