@@ -41,8 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # The same recipes with a 1-layer GRU decoder (attention over the 2 encoder layers' states):
 # its ONNX decoder carries its state from token to token, so it never recomputes the prefix.
 # The GRU starts untrained (only its embeddings and output layer come from the teacher): at
-# 4 epochs and 5e-4 the gold one reached validation ROUGE-L 4.4, its loss still falling, so it gets
-# twice the epochs at a higher rate.
+# 4 epochs and 5e-4 the gold one reached validation ROUGE-L 4.4, its loss still falling, so it
+# gets twice the epochs at a higher rate.
 GRU = {"distill.generation.decoder": "gru", "distill.training.learning_rate": 1e-3,
        "distill.training.epochs": 2 * EPOCHS}
 VARIANTS.update({f"{name}-gru": {**VARIANTS[name], **GRU}
@@ -270,7 +270,7 @@ def write(rows: list[dict[str, Any]], out: Path | None = None) -> None:
                 f"{name} {score:.2f}" for name, score in held.items()) + ".", "",
             "| examples | recipes | difference | 95 % interval | verdict |",
             "|---|---|---|---|---|", *compared]
-    missing = [name for name in VARIANTS if name not in {r["recipe"] for r in rows}]
+    missing = [name for name in VARIANTS if name not in names]
     if missing:
         lines += ["", f"Not run to the end in this table's run: {', '.join(missing)}."]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

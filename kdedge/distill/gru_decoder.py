@@ -356,8 +356,9 @@ def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> l
     decoder_input_ids = torch.randint(0, model.config.vocab_size, (2, 3), generator=generator)
     source = {0: "batch_size", 1: "encoder_sequence_length"}
     state = {1: "batch_size"}
+    encoder = _EncoderGraph(model)
     graphs = [
-        (_EncoderGraph(model), (input_ids, attention_mask), ENCODER_ONNX, ENCODER_INPUTS,
+        (encoder, (input_ids, attention_mask), ENCODER_ONNX, ENCODER_INPUTS,
          ENCODER_OUTPUTS, {"input_ids": source, "attention_mask": source,
                            "last_hidden_state": source, "decoder_state": state}),
         (_DecoderGraph(model), None, DECODER_ONNX, DECODER_INPUTS, DECODER_OUTPUTS,
@@ -371,7 +372,7 @@ def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> l
         with warnings.catch_warnings(), torch.no_grad():
             # Expected: the legacy-exporter deprecation note and tracer notes.
             warnings.simplefilter("ignore")
-            states, initial = _EncoderGraph(model)(input_ids, attention_mask)
+            states, initial = encoder(input_ids, attention_mask)
             for module, args, name, inputs, outputs, axes in graphs:
                 args = args or (decoder_input_ids, initial, states, attention_mask)
                 tmp = out_dir / f".{name}.tmp"
