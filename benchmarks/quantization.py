@@ -92,7 +92,7 @@ def main() -> None:
     from kdedge.config import load_config
     from kdedge.data.dataset import load_task
     from kdedge.environment import cpu_info, package_versions
-    from kdedge.evaluate import encode, onnx_logits, primary_metric, task_metrics
+    from kdedge.evaluate import encode, onnx_logits, task_metrics
     from kdedge.quantize import graph
     from kdedge.quantize.modes import TextCalibrationReader, quantize_model, resolve_preset
     from kdedge.runtime import ONNX_FILE, ort_session
@@ -103,7 +103,7 @@ def main() -> None:
     task = load_task(args.run / "01_data")
     source = args.run / "04_export" / "student"
     tokenizer = AutoTokenizer.from_pretrained(source)
-    metric = primary_metric(task.kind)
+    metric = task.primary_metric
     splits = {name: (task.splits[name].texts[:args.examples],
                      task.splits[name].labels[:args.examples]) for name in ("validation", "test")}
     test_texts = task.splits["test"].texts

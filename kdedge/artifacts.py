@@ -20,6 +20,9 @@ from typing import Any
 from kdedge.errors import KdedgeError
 
 MANIFEST = "manifest.json"
+# where the teacher and distill stages keep their model, inside their stage directories
+MODEL_DIR = "model"
+STUDENT_DIR = "student"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -12,24 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from kdedge.data.dataset import CLASSIFICATION, GENERATION, REGRESSION, TaskData
+from kdedge.data.dataset import TaskData
 from kdedge.runtime import ort_feed, ort_session
-
-# The headline metrics of each task, as the report shows them. The first is the primary one:
-# the best epoch, retention against the teacher and the recommendation are judged by it.
-SUMMARY_METRICS = {CLASSIFICATION: ("accuracy", "macro_f1"),
-                   REGRESSION: ("pearson", "spearman", "mse"),
-                   **dict.fromkeys(GENERATION, ("rougeL", "bleu", "rouge1", "rouge2"))}
-
-
-def primary_metric(task: str) -> str:
-    """"accuracy" for classification, "pearson" for regression, "rougeL" for generation."""
-    return SUMMARY_METRICS[task][0]
 
 
 def headline(task: TaskData, metrics: dict[str, Any]) -> dict[str, Any]:
     """A split's summary metrics (the primary one first) and its size, without per-class tables."""
-    return {k: metrics[k] for k in (*SUMMARY_METRICS[task.kind], "examples")}
+    return {k: metrics[k] for k in (*task.metrics, "examples")}
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int,
@@ -176,4 +165,10 @@ def validation_score(model: Any, tokenizer: Any, task: TaskData, max_length: int
     """The score the training loop keeps the best epoch by: the task's primary metric."""
     split = task.splits["validation"]
     logits = torch_logits(model, tokenizer, split.texts, max_length)
-    return float(task_metrics(logits, split.labels, task)[primary_metric(task.kind)])
+    return float(task_metrics(logits, split.labels, task)[task.primary_metric])
+
+
+def truncated(tokenizer: Any, texts: list[Any], max_length: int) -> int:
+    """How many texts are longer than max_length tokens (and so lose their end)."""
+    lengths = encode(tokenizer, texts, max_length=10**6, return_tensors=None, padding=False)
+    return sum(len(ids) > max_length for ids in lengths["input_ids"])

@@ -109,8 +109,8 @@ def default_run_dir(cfg: KdedgeConfig) -> Path:
         return cfg.run.out
     source = cfg.data.source
     name = Path(source).stem if Path(source).suffix else source.replace("/", "-")
-    if source == "demo" and cfg.data.task != "auto":  # the demo of another task: its own run
-        name = f"demo-{cfg.data.task}"
+    if source == "demo":  # the demo of another task kind has a run of its own
+        name = {"auto": "demo"}.get(cfg.data.task, f"demo-{cfg.data.task}")
     return Path("runs") / (name.strip(".") or "data")  # never "runs/.." or "runs/"
 
 

@@ -95,6 +95,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Bench every configured model on every target under one protocol; return the metrics."""
+    from kdedge import tasks
     from kdedge.data.dataset import load_task
     from kdedge.environment import physical_cores
 
@@ -102,9 +103,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for name in cfg.models:  # unknown names fail before any work
         MODELS.get(name)
     data = load_task(ctx.input("data"))
-    entries = plan(cfg.models, cfg.targets, data.is_generation)
-    if data.is_generation:  # no fp16 generator is written yet
-        entries = [e for e in entries if not e[0].startswith("student-fp16")]
+    kind = tasks.get(data.kind)
+    entries = plan([m for m in cfg.models if m not in kind.unbenched], cfg.targets, kind.generates)
     threads = list(cfg.threads or (physical_cores(),))
     sequence_lengths = list(cfg.sequence_lengths or (ctx.cfg.data.max_length,))
     texts = list(data.splits["test"].texts[:MAX_TEXTS])

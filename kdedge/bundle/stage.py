@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdedge import __version__
+from kdedge import __version__, tasks
 from kdedge.artifacts import atomic_write_text, dir_bytes, list_outputs, read_json, write_json
-from kdedge.data.dataset import GENERATION, LABELS_FILE
+from kdedge.data.dataset import LABELS_FILE
 from kdedge.errors import KdedgeError
 from kdedge.runtime import ONNX_FILE
 
@@ -47,12 +47,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from kdedge.pipeline import RESOLVED_CONFIG
 
     cfg = ctx.cfg.bundle
-    if ctx.cfg.data.task in GENERATION:
-        log.warning("  no bundle for a %s model yet: ship the ONNX folder the report "
-                    "recommends (tokenizer and configs included) with optimum's onnxruntime "
-                    "generator", ctx.cfg.data.task)
-        return {"skipped": f"bundles hold classifiers and regressors; a {ctx.cfg.data.task} "
-                           "generator ships as its ONNX folder"}
+    labels = read_json(ctx.input("data") / LABELS_FILE)
+    skipped = tasks.get(labels.get("task", "classification")).bundle_skip
+    if skipped is not None:
+        log.warning("  no bundle for this model: %s", skipped)
+        return {"skipped": skipped}
     report = report_data(ctx.input("report"), ctx.run_dir)
     name = choose_artifact(cfg.artifact, report)
     row = artifact_row(report, name)
@@ -62,7 +61,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for path in sorted(source.iterdir()):  # the folder exactly as it was benched
         if path.is_file():
             shutil.copyfile(path, out / path.name)
-    labels = read_json(ctx.input("data") / LABELS_FILE)
     write_json(out / LABELS_FILE, labels)
     shutil.copyfile(PREDICT_TEMPLATE, out / PREDICT_FILE)
     shutil.copyfile(ctx.run_dir / RESOLVED_CONFIG, out / CONFIG_FILE)

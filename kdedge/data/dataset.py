@@ -1,7 +1,8 @@
 """The data stage's output as later stages read it: texts, labels and the task's kind.
 
 Classification labels are int64 ids into the label names; regression labels are float32
-scores under the single label name "score".
+scores under the single label name "score"; generation labels are target texts. The kind
+(kdedge.tasks) says which.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from kdedge import tasks
 from kdedge.artifacts import read_json
 
 SPLITS = ("train", "validation", "test")
 LABELS_FILE = "labels.json"
 UNUSED_FILE = "unused.parquet"  # train rows cut by max_train_samples, labels dropped
-CLASSIFICATION, REGRESSION = "classification", "regression"
-GENERATION = ("seq2seq", "causal-lm")  # labels are target texts (continuations of a prompt)
-SCORE_LABELS = ["score"]  # the label names of a regression task: one output, the score
 
 
 def split_file(stage_dir: Path, split: str) -> Path:
@@ -41,15 +40,21 @@ class TaskSplit:
 class TaskData:
     labels: list[str]  # label names, index = label id; ["score"] for regression
     splits: dict[str, TaskSplit]
-    kind: str = CLASSIFICATION  # "classification" | "regression" | "seq2seq" | "causal-lm"
+    kind: str = "classification"  # a name in kdedge.tasks
 
     @property
     def is_regression(self) -> bool:
-        return self.kind == REGRESSION
+        """One float output per text, not a class (the labelled kinds share their models)."""
+        return self.kind == "regression"
 
     @property
-    def is_generation(self) -> bool:
-        return self.kind in GENERATION
+    def metrics(self) -> tuple[str, ...]:
+        """The kind's headline metrics; the first is the primary one."""
+        return tasks.get(self.kind).metrics
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
 
     @property
     def num_labels(self) -> int:
@@ -65,8 +70,8 @@ def load_task(stage_dir: Path) -> TaskData:
     import pandas as pd
 
     meta = read_json(stage_dir / LABELS_FILE)
-    kind = meta.get("task", CLASSIFICATION)
-    dtype = {REGRESSION: np.float32, CLASSIFICATION: np.int64}.get(kind, object)
+    kind = meta.get("task", "classification")
+    dtype = tasks.get(kind).label_dtype
     splits = {}
     for name in SPLITS:
         table = pd.read_parquet(split_file(stage_dir, name))

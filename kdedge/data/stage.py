@@ -1,7 +1,7 @@
 """Data stage: load, clean, split (seeded and stratified), map labels, write Parquet splits.
 
-The task is classification (labels become ids into a label map) or regression (labels stay
-float scores; splits are stratified by score quantile bins instead of by label).
+What the labels are (class ids, float scores, target texts) and what a split keeps the
+proportions of is the task kind's (kdedge.tasks).
 """
 
 from __future__ import annotations
@@ -13,26 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdedge import tasks
 from kdedge.artifacts import write_json
 from kdedge.config import DataConfig
-from kdedge.data.dataset import (
-    CLASSIFICATION,
-    GENERATION,
-    LABELS_FILE,
-    REGRESSION,
-    SCORE_LABELS,
-    SPLITS,
-    UNUSED_FILE,
-    split_file,
-)
+from kdedge.data.dataset import LABELS_FILE, SPLITS, UNUSED_FILE, split_file
 from kdedge.data.loaders import load_tables
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import primary_metric
 
 log = logging.getLogger("kdedge")
-
-SCORE_BINS = 10  # regression splits are stratified by score decile (fewer bins for small splits)
-
 
 def run(ctx) -> dict[str, Any]:
     return prepare(ctx.cfg.data, ctx.cfg.run.seed, ctx.work)
@@ -49,78 +37,25 @@ def prepare(cfg: DataConfig, seed: int, out: Path) -> dict[str, Any]:
         raise KdedgeError(f"The data in {cfg.source!r} has no rows with both text and label; check the "
                           "file and the column names.")
     task = resolve_task(tables, cfg)
-    if task == REGRESSION:
-        tables = {name: table.assign(label=scores(table["label"], cfg)) for name, table in tables.items()}
-        for name in [n for n, t in tables.items() if n in ("validation", "test")
-                     and t["label"].nunique() < 2]:
-            log.warning("  the source's %s split gives every row the same score; carving one out of "
-                        "train instead", name)
-            del tables[name]  # e.g. GLUE's STS-B test split, whose scores are hidden as -1
+    kind = tasks.get(task)
+    tables = kind.clean(tables, cfg)
     splits, unused = make_splits(tables, cfg, seed, task)
     unused.to_parquet(out / UNUSED_FILE, index=False)
-    if task in GENERATION:  # the label column holds the target text
-        labels, summary = [], {"target_words": {
-            name: round(float(t["label"].str.split().str.len().mean()), 2)
-            for name, t in splits.items()}}
-    elif task == REGRESSION:
-        labels, summary = SCORE_LABELS, {"label_stats": score_stats(splits, cfg.label_column)}
-    else:
-        labels = label_names(splits["train"], cfg.label_column)
-        splits = {name: label_ids(table, labels, name) for name, table in splits.items()}
-        summary = {"label_counts": {
-            name: {labels[i]: int(n) for i, n in t["label"].value_counts().sort_index().items()}
-            for name, t in splits.items()}}
+    splits, labels, summary = kind.label_map(splits, cfg)
     for name, table in splits.items():
         table.to_parquet(split_file(out, name), index=False)
     write_json(out / LABELS_FILE, {"labels": labels, "text_columns": list(cfg.text_columns),
-                                        "task": task})
+                                   "task": task})
     log.info("  %s task; %s", task, ", ".join(f"{n}: {len(t)}" for n, t in splits.items()))
-    return {"source": identity, "task": task, "primary_metric": primary_metric(task),
+    return {"source": identity, "task": task, "primary_metric": kind.primary_metric,
             "labels": labels, "num_labels": len(labels),
             "splits": {n: len(t) for n, t in splits.items()}, **summary,
             "unused_unlabeled": len(unused)}
 
 
 def resolve_task(tables: dict[str, pd.DataFrame], cfg: DataConfig) -> str:
-    """data.task, with "auto" read off the labels: numbers with fractions are scores."""
-    if cfg.task != "auto":
-        return cfg.task
-    labels = pd.concat([table["label"] for table in tables.values()], ignore_index=True)
-    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
-    fractional = numeric and bool((labels != labels.round()).any())
-    return REGRESSION if fractional else CLASSIFICATION
-
-
-def scores(labels: pd.Series, cfg: DataConfig) -> pd.Series:
-    """Regression labels as float32 scores; anything that is not a finite number is refused."""
-    values = (pd.Series(np.nan, index=labels.index) if pd.api.types.is_bool_dtype(labels)
-              else pd.to_numeric(labels, errors="coerce"))
-    bad = labels[~np.isfinite(values.to_numpy(dtype=np.float64))]
-    if len(bad):
-        raise KdedgeError(f"Label column {cfg.label_column!r} holds {bad.iloc[0]!r}, not a finite "
-                          f"number, so it cannot be a regression score (data.task={cfg.task}); point "
-                          "--label-column at a numeric score, or set data.task to classification.")
-    return values.astype(np.float32)
-
-
-def score_stats(splits: dict[str, pd.DataFrame], column: str) -> dict[str, dict[str, float]]:
-    """Mean, standard deviation, min and max of the scores in each split."""
-    if splits["train"]["label"].nunique() < 2:
-        raise KdedgeError(f"Label column {column!r} has one distinct score in train; regression "
-                          "needs at least two.")
-    return {name: {stat: round(float(getattr(np, stat)(t["label"].to_numpy(np.float64))), 6)
-                   for stat in ("mean", "std", "min", "max")}
-            for name, t in splits.items()}
-
-
-def label_ids(table: pd.DataFrame, labels: list[str], split: str) -> pd.DataFrame:
-    """The split with label names replaced by their ids in `labels`."""
-    unseen = sorted(set(table["label"].astype(str)) - set(labels))
-    if unseen:
-        raise KdedgeError(f"The {split} split has labels {unseen[:5]} that the train split lacks; "
-                          "fix the data or merge the splits.")
-    ids = table["label"].astype(str).map({name: i for i, name in enumerate(labels)})
-    return table.assign(label=ids.astype("int64"))
+    """data.task, with "auto" read off the labels of every table."""
+    return tasks.resolve(cfg.task, pd.concat([t["label"] for t in tables.values()], ignore_index=True))
 
 
 def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
@@ -145,9 +80,9 @@ def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
 
 
 def make_splits(tables: dict[str, pd.DataFrame], cfg: DataConfig, seed: int,
-                task: str = CLASSIFICATION) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Use the source's splits; carve the missing ones out of train, stratified by label (for
-    regression: by score quantile bin, see `strata`).
+                task: str = "classification") -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Use the source's splits; carve the missing ones out of train, stratified as the task kind
+    says (by label; for regression by score quantile bin).
 
     Also returns the training rows left out by max_train_samples: with their labels dropped
     they are an in-domain unlabelled pool for teacher-labelled augmentation.
@@ -177,10 +112,10 @@ def make_splits(tables: dict[str, pd.DataFrame], cfg: DataConfig, seed: int,
 
 
 def _stratified_take(table: pd.DataFrame, fraction: float, rng: np.random.Generator,
-                     task: str = CLASSIFICATION) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     task: str = "classification") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Take about `fraction` of each stratum's rows (at least one where the stratum has two)."""
     taken: list[int] = []
-    for _, group in sorted(table.groupby(strata(table, fraction, task)).groups.items()):
+    for _, group in sorted(table.groupby(tasks.get(task).strata(table, fraction)).groups.items()):
         order = rng.permutation(np.asarray(group))
         count = round(fraction * len(order))
         count = min(max(count, 1 if len(order) > 1 else 0), len(order))
@@ -188,28 +123,3 @@ def _stratified_take(table: pd.DataFrame, fraction: float, rng: np.random.Genera
     mask = table.index.isin(taken)
     held = table[mask].sample(frac=1.0, random_state=int(rng.integers(2**31)))
     return held, table[~mask]
-
-
-def strata(table: pd.DataFrame, fraction: float, task: str) -> pd.Series:
-    """What a split keeps the proportions of: the label, or for regression the score's quantile
-    bin. Bins are equal-sized by rank, at most SCORE_BINS of them and about one taken row per bin,
-    so a small held-out split still spans low, middle and high scores without overshooting."""
-    if task in GENERATION:  # every target text is its own: one stratum, a plain shuffle
-        return pd.Series(0, index=table.index)
-    if task != REGRESSION:
-        return table["label"].astype(str)
-    bins = max(1, min(SCORE_BINS, round(fraction * len(table))))
-    ranks = table["label"].rank(method="first").to_numpy()
-    return pd.Series(np.ceil(ranks * bins / len(table)).astype(np.int64), index=table.index)
-
-
-def label_names(train: pd.DataFrame, column: str) -> list[str]:
-    """Label names in a stable order: numeric labels by value, others alphabetically."""
-    values = train["label"].astype(str).unique().tolist()
-    if len(values) < 2:
-        raise KdedgeError(f"Label column {column!r} has {len(values)} distinct value(s) in train; "
-                          "classification needs at least two.")
-    try:
-        return sorted(values, key=float)
-    except ValueError:
-        return sorted(values)

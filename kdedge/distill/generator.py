@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.config import DistillConfig, KdedgeConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses, teacher_cache
@@ -31,10 +32,9 @@ log = logging.getLogger("kdedge")
 TEACHER_TERMS = ("word_kd", "imitation_ce", "l2kd_word")  # loss terms that read the teacher's logits
 
 
-def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
+def run(ctx, task: TaskData) -> dict[str, Any]:
+    """The distill stage for a generation task."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from kdedge.teacher.stage import MODEL_DIR
 
     teacher_dir = ctx.input("teacher") / MODEL_DIR
     family = AutoModelForCausalLM if task.kind == "causal-lm" else AutoModelForSeq2SeqLM
@@ -44,7 +44,7 @@ def run(ctx, task: TaskData, student_dir: str) -> dict[str, Any]:
                        if rel.endswith((".safetensors", ".bin"))]
     student, metrics = distill(ctx.cfg, teacher, tokenizer, task, teacher_weights,
                                ctx.checkpoints, ctx.work)
-    out = ctx.work / student_dir
+    out = ctx.work / STUDENT_DIR
     student.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return metrics

@@ -113,10 +113,10 @@ def earlier_task(spec: TaskConfig, cfg: KdedgeConfig, folder: Path) -> StreamTas
     that data alone."""
     from transformers import AutoModelForCausalLM
 
-    from kdedge.artifacts import fingerprint
+    from kdedge.artifacts import MODEL_DIR, fingerprint
     from kdedge.data import stage as data_stage
     from kdedge.teacher import generator as teacher_generator
-    from kdedge.teacher.stage import MODEL_DIR, cache_entry, teacher_key
+    from kdedge.teacher.cache import cache_entry, teacher_key
 
     data_cfg = spec.data.model_copy(update={
         "task": cfg.data.task, "max_length": cfg.data.max_length,

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
-from kdedge.artifacts import sha256_file
+from kdedge.artifacts import MODEL_DIR, sha256_file
 from kdedge.config import KdedgeConfig, TeacherConfig
 from kdedge.data.dataset import TaskData, TaskSplit
 from kdedge.distill import teacher_cache
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import headline
-from kdedge.teacher import stage as teacher_stage
+from kdedge.teacher.cache import teacher_key
+from kdedge.teacher.classifier import prepare
 
 log = logging.getLogger("kdedge")
 
@@ -49,10 +50,10 @@ def teacher_logits(teacher_cfg: TeacherConfig, task: TaskData, split: TaskSplit,
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     max_length, seed = cfg.data.max_length, cfg.run.seed
-    key = teacher_stage.teacher_key(teacher_cfg, seed, data_fingerprint)
+    key = teacher_key(teacher_cfg, seed, data_fingerprint)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        folder = Path(tmp) / teacher_stage.MODEL_DIR
-        metrics = teacher_stage.prepare(teacher_cfg, task, max_length, seed, key, folder)
+        folder = Path(tmp) / MODEL_DIR
+        metrics = prepare(teacher_cfg, task, max_length, seed, key, folder)
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
         theirs = {int(k): v for k, v in model.config.id2label.items()}

@@ -124,7 +124,7 @@ def generation_parity(pytorch_model: Any, onnx_model: Any, batch: dict[str, Any]
                      greedy_tokens(onnx_model, batch, new_tokens), new_tokens)
 
 
-def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
+def run(ctx, task: Any) -> dict[str, Any]:
     """The export stage for generators: each model to ONNX, its greedy tokens checked against
     PyTorch on validation sources, its BLEU / ROUGE measured through onnxruntime, and a few
     test examples with every model's output for the report."""
@@ -133,12 +133,13 @@ def export_stage(ctx, task: Any, sources: dict[str, Path]) -> dict[str, Any]:
     import kdedge.distill.gru_decoder  # noqa: F401  (a GRU student loads through the Auto classes)
     from kdedge.distill.layouts import layout_for
     from kdedge.errors import KdedgeError
+    from kdedge.export.classifier import model_sources
 
     cfg, data = ctx.cfg.export, ctx.cfg.data
     models: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
     probe = list(task.splits["validation"].texts[:cfg.parity_samples])
-    for name, source in sources.items():
+    for name, source in model_sources(ctx).items():
         out = ctx.work / name
         exported = export_generator(source, out, task.kind)
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -153,3 +153,10 @@ def run_gate(build: Callable[[QuantSpec, Path], None], score: Callable[[Path], f
 
 def cleanup(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
+
+
+def enforce(check: dict[str, Any], strict: bool) -> None:
+    """With --strict, a failed accuracy gate stops the run with one line."""
+    if check["passed"] is False and strict:
+        raise KdedgeError(f"The quantization accuracy gate failed: {check['reason']}; raise "
+                          "--max-accuracy-drop, or drop --strict to ship the fp32 student.")

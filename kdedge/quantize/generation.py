@@ -24,6 +24,15 @@ from kdedge.quantize.modes import quantize_model, resolve_preset, spec_from_conf
 log = logging.getLogger("kdedge")
 
 
+def run(ctx, task: TaskData) -> dict[str, Any]:
+    """The quantize stage for a generation task: int8 of every graph of the student."""
+    cfg = ctx.cfg.quantize
+    entry = quantize_generator(ctx.input("export") / "student", ctx.work / "student-int8", cfg,
+                               task, ctx.cfg.data)
+    gate.enforce(entry["gate"], cfg.strict)
+    return {"models": {"student-int8": entry}}
+
+
 def quantize_generator(source: Path, out: Path, cfg: QuantizeConfig, task: TaskData,
                        data: DataConfig) -> dict[str, Any]:
     """Quantize each ONNX graph in `source` into `out` and measure the int8 generator."""

@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdedge import __version__
+from kdedge import __version__, tasks
 from kdedge.artifacts import MANIFEST, Manifest
 from kdedge.bench.stats import latency_at
 from kdedge.config import ReportConfig, load_config
-from kdedge.data.dataset import CLASSIFICATION
-from kdedge.evaluate import SUMMARY_METRICS, primary_metric
 from kdedge.pipeline import RESOLVED_CONFIG, stage_dirname
 from kdedge.report.formatting import (
     dig,
@@ -136,7 +134,8 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     metrics = {name: _mapping(getattr(manifests.get(name), "metrics", None))
                for name in REPORT_INPUTS}
     task, metric = task_and_metric(metrics["data"])
-    quality_metrics = (metric, *[m for m in SUMMARY_METRICS.get(task, ()) if m != metric])
+    known = tasks.get(task).metrics if task in tasks.KINDS else ()
+    quality_metrics = (metric, *[m for m in known if m != metric])
     bench = metrics["bench"]
     bench_models = dict(_mapping(bench.get("models")))
     skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
@@ -174,7 +173,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "recommendation": recommendation,
         "notes": _notes(metrics, environment, by_name, missing, skipped),
         "artifacts": rows,
-        "per_class": _per_class(metrics, rows) if task == CLASSIFICATION else None,
+        "per_class": _per_class(metrics, rows),
         "pareto": _pareto(rows, ranking_batch, metric),
         "disagreements": _disagreements(metrics["export"]),
         "generations": _generations(metrics["export"]),
@@ -194,9 +193,9 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
 def task_and_metric(data: Mapping[str, Any]) -> tuple[str, str]:
     """The task and its primary metric from the data stage's metrics; runs that predate
     regression recorded neither and were classification."""
-    task = str(data.get("task") or CLASSIFICATION)
+    task = str(data.get("task") or "classification")
     metric = data.get("primary_metric")
-    return task, str(metric) if metric else primary_metric(task)
+    return task, str(metric) if metric else tasks.get(task).primary_metric
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,7 +504,7 @@ def _quality(metrics: Any, task: str, quality_metrics: tuple[str, ...]) -> dict[
         return None
     out: dict[str, Any] = {name: _num(metrics.get(name)) for name in quality_metrics}
     out["examples"] = _int(metrics.get("examples"))
-    if task == CLASSIFICATION:
+    if isinstance(metrics.get("per_class"), Mapping):  # classifiers: per-class scores, confusion
         per_class = _mapping(metrics.get("per_class"))
         out["per_class"] = {k: list(v) for k, v in per_class.items() if isinstance(v, list)} or None
         out["confusion"] = (metrics.get("confusion") if isinstance(metrics.get("confusion"), list)

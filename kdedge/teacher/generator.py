@@ -6,7 +6,7 @@
   fine-tuning before it says anything, so fine_tune "auto" trains it.
 
 Fine-tuning is gold-target cross-entropy through the one training loop; the result is cached
-like a classification teacher's (teacher.stage).
+like a classification teacher's (teacher/cache.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kdedge.artifacts import copy_tree, read_json
+from kdedge.artifacts import MODEL_DIR, copy_tree, read_json
 from kdedge.config import DataConfig, TeacherConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses
@@ -23,9 +23,19 @@ from kdedge.distill.generation_training import TargetSplit, fit, score
 from kdedge.distill.layouts import layout_for
 from kdedge.distill.seq2seq_models import bert2bert
 from kdedge.errors import KdedgeError
+from kdedge.evaluate import truncated
 from kdedge.hf import resolve_source
+from kdedge.teacher.cache import cache_entry, store
 
 log = logging.getLogger("kdedge")
+
+
+def run(ctx, task: TaskData) -> dict[str, Any]:
+    """The teacher stage for a generation task."""
+    cfg = ctx.cfg.teacher
+    return prepare(cfg, ctx.cfg.data, task, ctx.cfg.run.seed,
+                   cache_entry(ctx.fingerprint, cfg.model, cfg.revision), ctx.work / MODEL_DIR,
+                   ctx.checkpoints)
 
 
 def load_generator(cfg: TeacherConfig, task_kind: str) -> tuple[Any, Any, bool]:
@@ -64,8 +74,6 @@ def load_generator(cfg: TeacherConfig, task_kind: str) -> tuple[Any, Any, bool]:
 def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cached: Path,
             out: Path, checkpoints: Path | None) -> dict[str, Any]:
     """Write the fine-tuned (or as-is) generator to `out`, with its BLEU / ROUGE; cached."""
-    from kdedge.teacher.stage import MODEL_DIR, store, truncated
-
     if (cached / "metrics.json").is_file():
         log.info("  fine-tuned teacher %r found in the cache (%s)", cfg.model, cached)
         copy_tree(cached / MODEL_DIR, out)

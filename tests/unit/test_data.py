@@ -6,8 +6,9 @@ import pytest
 
 from kdedge.config import DataConfig
 from kdedge.data.loaders import load_tables
-from kdedge.data.stage import _select, label_names, make_splits, resolve_task
+from kdedge.data.stage import _select, make_splits, resolve_task
 from kdedge.errors import KdedgeError
+from kdedge.tasks.classification import label_names
 
 
 def _table(count: int) -> pd.DataFrame:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kdedge import tasks
 from kdedge.data.dataset import TaskData, TaskSplit
-from kdedge.evaluate import average_ranks, primary_metric, regression_metrics, task_metrics
+from kdedge.evaluate import average_ranks, regression_metrics, task_metrics
 
 
 def test_pearson_spearman_and_mse_by_hand() -> None:
@@ -42,7 +43,8 @@ def test_task_metrics_picks_the_task() -> None:
     got = task_metrics(np.array([[2.0, 0.0], [0.0, 1.0]]), np.array([0, 0]), classes)
     assert got["accuracy"] == 0.5 and got["confusion"] == [[1, 1], [0, 0]]
     assert (scores.num_labels, classes.num_labels) == (1, 2)
-    assert (primary_metric("classification"), primary_metric("regression")) == ("accuracy", "pearson")
+    assert (tasks.get("classification").primary_metric,
+            tasks.get("regression").primary_metric) == ("accuracy", "pearson")
 
 
 def test_generation_metrics_on_known_pairs() -> None:

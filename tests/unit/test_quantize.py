@@ -15,8 +15,9 @@ from kdedge.data.dataset import TaskData, TaskSplit
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import onnx_logits
 from kdedge.quantize import gate, graph
+from kdedge.quantize.classifier import quantize_student
+from kdedge.quantize.gate import enforce as enforce_gate
 from kdedge.quantize.modes import STATIC_OPS, QuantSpec, TextCalibrationReader, calibrate, quantize_model
-from kdedge.quantize.stage import enforce_gate, quantize_student
 from kdedge.runtime import ONNX_FILE, ort_session
 
 MAX_LENGTH = 32
@@ -25,7 +26,7 @@ TEXTS = [row["sentence"] for row in toy_rows(400, seed=3)]
 
 @pytest.fixture(scope="module")
 def onnx_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kdedge.export.stage import export_onnx
+    from kdedge.export.classifier import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "student"
     export_onnx(tiny_model_dir, out, 18)
@@ -73,7 +74,7 @@ def test_dynamic_int8_quantizes_every_matmul_and_the_embeddings(
 
 def test_an_optimized_graph_is_fused_and_counted_as_quantized(onnx_dir: Path, tmp_path: Path,
                                                              ) -> None:
-    from kdedge.quantize.stage import prepare_graph
+    from kdedge.quantize.classifier import prepare_graph
 
     prepared = prepare_graph(onnx_dir, tmp_path / "scratch", "O2", preprocess=False)
     fused = graph.op_counts(graph._load(prepared))
@@ -90,8 +91,8 @@ def test_an_optimized_graph_is_fused_and_counted_as_quantized(onnx_dir: Path, tm
 
 def test_shape_inference_leaves_nothing_in_the_working_directory(
         onnx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdedge.quantize.classifier import prepare_graph
     from kdedge.quantize.modes import typed_graph
-    from kdedge.quantize.stage import prepare_graph
 
     cwd = tmp_path / "where-the-user-ran-kdedge"
     cwd.mkdir()
@@ -152,7 +153,7 @@ def regression_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from kdedge.export.stage import export_onnx
+    from kdedge.export.classifier import export_onnx
 
     folder = tmp_path_factory.mktemp("tiny-regression")
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")

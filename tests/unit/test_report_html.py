@@ -24,8 +24,8 @@ from test_report import (
     write_run,
 )
 
-from kdedge.data.dataset import REGRESSION, TaskData, TaskSplit
-from kdedge.export.stage import disagreements
+from kdedge.data.dataset import TaskData, TaskSplit
+from kdedge.export.classifier import disagreements
 from kdedge.report import charts
 from kdedge.report.compare import build_comparison, build_report_from_run
 from kdedge.report.html import CHARTS
@@ -134,7 +134,7 @@ def test_pareto_front_per_target(tmp_path: Path) -> None:
 def _task(labels: list[float] | list[int], kind: str = "classification") -> TaskData:
     texts = [f"text {i}" for i in range(len(labels))]
     split = TaskSplit(texts, np.asarray(labels))
-    names = ["score"] if kind == REGRESSION else ["neg", "pos"]
+    names = ["score"] if kind == "regression" else ["neg", "pos"]
     return TaskData(names, {"train": split, "validation": split, "test": split}, kind)
 
 
@@ -151,7 +151,7 @@ def test_export_keeps_the_teachers_most_confident_disagreements() -> None:
     assert first["teacher_confidence"] == pytest.approx(np.exp(5) / (np.exp(5) + 1))
     json.dumps(found, allow_nan=False)
 
-    gaps = disagreements(_task([1.0, 2.0, 3.0], REGRESSION), np.array([[1.0], [2.0], [3.0]]),
+    gaps = disagreements(_task([1.0, 2.0, 3.0], "regression"), np.array([[1.0], [2.0], [3.0]]),
                          np.array([[1.5], [0.0], [3.1]]), keep=2)
     assert [e["index"] for e in gaps["examples"]] == [1, 0]
     assert gaps["examples"][0]["gap"] == pytest.approx(2.0) and gaps["count"] is None

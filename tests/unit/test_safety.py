@@ -59,7 +59,7 @@ def test_remote_code_is_off_unless_the_user_passes_it(tiny_encoder_dir: Path, tm
 def test_texts_longer_than_max_length_are_counted(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from kdedge.teacher.stage import truncated
+    from kdedge.evaluate import truncated
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts = ["good film", "the movie was a very dull and boring story", "fun",

@@ -1,0 +1,123 @@
+"""Distilling a classifier or regressor: build the student, train it with the recipe's losses
+over the cached teacher outputs, keep the best epoch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
+from kdedge.data.dataset import TaskData
+from kdedge.distill import augment, losses, multi_task, teacher_cache, teachers
+from kdedge.distill.outputs import Outputs
+from kdedge.distill.recipes import RECIPES, Dims
+from kdedge.distill.students import build_student
+from kdedge.distill.trainer import train
+from kdedge.evaluate import evaluate_splits, validation_score
+from kdedge.hf import save_verified
+
+log = logging.getLogger("kdedge")
+
+
+
+def run(ctx, task: TaskData) -> dict[str, Any]:
+    """The distill stage for a labelled task."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
+    teacher_dir = ctx.input("teacher") / MODEL_DIR
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    train_split = task.splits["train"]
+    if cfg.augment.active:
+        train_split = augment.augmented(train_split, cfg.augment, ctx.input("data"),
+                                        tokenizer.mask_token, ctx.cfg.run.seed)
+
+    teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
+                       if rel.endswith((".safetensors", ".bin"))]
+    cached, cache_hit = teacher_cache.teacher_outputs(
+        teacher_cache.cache_folder(teacher_weights, train_split.texts, max_length), teacher, tokenizer,
+        train_split, max_length)
+    added = augment.count_added(train_split)
+    if added:
+        train_split, cached = augment.keep_confident(train_split, cached, cfg.augment.min_confidence)
+        log.info("  %d teacher-labelled examples added, %d kept by the confidence filter", added,
+                 augment.count_added(train_split))
+    ensemble: list[dict[str, Any]] = []
+    if cfg.recipe == "multi-teacher":
+        cached["ensemble"], ensemble = teachers.ensemble_logits(
+            ctx.cfg, ctx.input_fingerprints["data"], task, train_split, cached["logits"], ctx.work)
+    student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
+    del teacher  # the cached logits are all the loop needs from it
+    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
+
+    aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
+    joint = _joint_training(student, task, train_split, cached, aux_tasks, cfg) if aux_tasks else None
+
+    history: list[dict[str, Any]] = []
+    tasks_metrics: dict[str, Any] = {}
+    best_epoch = 0
+    dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1],
+                teachers=1 + len(ensemble), regression=task.is_regression)
+    for number, phase in enumerate(RECIPES.get(cfg.recipe)(cfg, dims), start=1):
+        training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
+        model, split, sampler = student, train_split, None
+        teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
+        evaluate = lambda m: validation_score(m, tokenizer, task, max_length)  # noqa: E731
+        if phase.all_tasks and joint is not None:
+            model, split, teacher_fn, sampler = joint
+            evaluate = lambda m: multi_task.mean_validation_score(  # noqa: E731
+                m, task, aux_tasks, tokenizer, max_length)
+        result = train(model, tokenizer, split, losses.build(phase.losses), teacher=teacher_fn,
+                       evaluate=evaluate,
+                       cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
+                       description=f"student ({phase.name})", hidden_states=phase.hidden_states,
+                       keep=phase.keep, sampler=sampler,
+                       checkpoints=None if ctx.checkpoints is None
+                       else ctx.checkpoints / f"{number}-{phase.name}")
+        history += [{"phase": phase.name, **row} for row in result.history]
+        best_epoch = result.best_epoch
+        if phase.all_tasks and joint is not None:  # the multi-task student, before any
+            # fine-tuning on the target alone: its score on every other task, and their heads
+            tasks_metrics = multi_task.evaluate_tasks(model, tokenizer, aux_tasks, max_length)
+            multi_task.save_heads(model, aux_tasks, ctx.work / multi_task.HEADS_FILE)
+    probe = task.splits["validation"].texts[:8]
+    reload_diff = save_verified(student, tokenizer, ctx.work / STUDENT_DIR, probe, max_length)
+    return {
+        "recipe": cfg.recipe,
+        "student": info,
+        "teacher_outputs_cache": "hit" if cache_hit else "miss",
+        "extra_teachers": ensemble,
+        "tasks": tasks_metrics,
+        "training_examples": len(train_split),
+        "augmented": {"added": added, "kept": augment.count_added(train_split)},
+        "history": history,
+        "best_epoch": best_epoch,
+        "reload_max_abs_diff": reload_diff,
+        **evaluate_splits(student, tokenizer, task, max_length),
+    }
+
+
+def _joint_training(student: Any, target: Any, train_split: Any, cached: dict[str, torch.Tensor],
+                    aux: list[Any], cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """(model with a head per task, joint split, teacher outputs, task sampler) for MKD."""
+    split, offsets, sizes = multi_task.joint_split(target, aux, train_split)
+    model = multi_task.MultiTaskStudent(student, [student.config.num_labels] +
+                                        [t.data.num_labels for t in aux])
+    m = cfg.multi_task
+    probabilities = multi_task.sampling_probabilities(sizes, m.sampler, m.sampler_temperature)
+    log.info("  tasks: %s", ", ".join(f"{name} {n} rows, p={p:.2f}" for name, n, p in zip(
+        ["target", *[t.name for t in aux]], sizes, probabilities, strict=True)))
+    sampler = multi_task.task_sampler(offsets, sizes, cfg.training.batch_size, probabilities)
+    return model, split, multi_task.joint_teacher(cached, aux, offsets), sampler
+
+
+def cached_outputs(cached: dict[str, torch.Tensor], index: torch.Tensor) -> Outputs:
+    """The teacher's outputs for the rows of one batch."""
+    ensemble = cached.get("ensemble")
+    return Outputs(logits=cached["logits"][index],
+                   sentence={"cls": cached["sentence_cls"][index],
+                             "mean": cached["sentence_mean"][index]},
+                   ensemble=None if ensemble is None else ensemble[index])

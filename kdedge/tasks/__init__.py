@@ -1,0 +1,38 @@
+"""The task kinds: one module each, listed here (no registration by a side-effect import).
+
+A stage finds its task's kind with `get(task.kind)` and calls it; see base.TaskKind for what a
+kind owns, and docs/architecture.md for adding one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdedge.registry import Registry
+from kdedge.tasks import causal_lm, classification, regression, seq2seq
+from kdedge.tasks.base import TaskKind
+
+KINDS: Registry[TaskKind] = Registry("task kind")
+for _module in (classification, regression, seq2seq, causal_lm):
+    KINDS.register(_module.KIND.name)(_module.KIND)
+
+AUTO = "auto"  # data.task: classification or regression, read off the labels
+
+
+def get(name: str) -> TaskKind:
+    return KINDS.get(name)
+
+
+def names() -> list[str]:
+    return KINDS.names()
+
+
+def resolve(name: str, labels: Any) -> str:
+    """data.task, with "auto" read off the labels: numbers with fractions are scores."""
+    if name != AUTO:
+        return name
+    import pandas as pd
+
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    fractional = numeric and bool((labels != labels.round()).any())
+    return regression.KIND.name if fractional else classification.KIND.name

@@ -1,0 +1,82 @@
+"""What a task kind is: the facts and the work that differ between kinds of task.
+
+A stage never asks which task it runs: it loads the task's data and calls its kind. A kind is
+one module in kdedge/tasks/ holding a `TaskKind` (or a subclass, when its labels need handling
+of their own) and is listed in kdedge/tasks/__init__.py.
+
+The work of each stage is named by an entry, "module:function" taking (ctx, task), imported
+when the stage runs (as pipeline.Stage does): the kind stays light to import, and the modules
+that do the work may read a task kind's facts without an import cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kdedge.errors import KdedgeError
+
+STAGE_WORK = ("teacher", "distill", "export", "quantize")  # the stages whose work a kind names
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    metrics: tuple[str, ...]  # the headline metrics the report shows; the first one is primary:
+    # the best epoch, retention against the teacher and the recommendation are judged by it
+    recipes: frozenset[str]  # the distillation recipes that fit this kind
+    work: Mapping[str, str]  # stage -> "module:function" doing that stage's work for this kind
+    label_dtype: Any = np.int64  # of the labels in the data stage's splits
+    generates: bool = False  # benched as a generate loop (tokens/s) rather than one forward
+    unbenched: frozenset[str] = frozenset()  # bench models this kind never writes
+    bundle_skip: str | None = None  # why the bundle stage writes nothing for this kind, if so
+    summary: str = ""  # one line for --help and the docs
+    extra: Mapping[str, Any] = field(default_factory=dict)  # kind-specific facts
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+    def check(self, recipe: str) -> None:
+        """Refuse a recipe that does not fit this kind, before any work starts."""
+        if recipe not in self.recipes:
+            raise ValueError(f"distill.recipe {recipe} does not fit a {self.name} task; use one of "
+                             f"{', '.join(sorted(self.recipes))}, or set data.task")
+
+    def _run(self, stage: str, ctx: Any, task: Any) -> dict[str, Any]:
+        entry = self.work.get(stage)
+        if entry is None:
+            raise KdedgeError(f"The {stage} stage has no work for a {self.name} task.")
+        module, _, attr = entry.partition(":")
+        return getattr(importlib.import_module(module), attr)(ctx, task)
+
+    def teacher(self, ctx: Any, task: Any) -> dict[str, Any]:
+        return self._run("teacher", ctx, task)
+
+    def distill(self, ctx: Any, task: Any) -> dict[str, Any]:
+        return self._run("distill", ctx, task)
+
+    def export(self, ctx: Any, task: Any) -> dict[str, Any]:
+        return self._run("export", ctx, task)
+
+    def quantize(self, ctx: Any, task: Any) -> dict[str, Any]:
+        return self._run("quantize", ctx, task)
+
+    # --- the data stage: labels and splits ---------------------------------------------------
+    def clean(self, tables: dict[str, Any], cfg: Any) -> dict[str, Any]:
+        """The loaded tables with labels in this kind's form; by default as they are."""
+        return tables
+
+    def label_map(self, splits: dict[str, Any], cfg: Any) -> tuple[dict[str, Any], list[str], dict]:
+        """(splits with labels as stored, label names, a summary for the data manifest)."""
+        raise NotImplementedError
+
+    def strata(self, table: Any, fraction: float) -> Any:
+        """What a seeded split keeps the proportions of; by default nothing (a plain shuffle)."""
+        import pandas as pd
+
+        return pd.Series(0, index=table.index)

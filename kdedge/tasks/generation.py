@@ -1,0 +1,33 @@
+"""What the generation kinds (seq2seq, causal-lm) share: the label column holds target texts,
+models generate token by token, and the recipes are the sequence-level ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdedge.tasks.base import TaskKind
+
+GENERATION_RECIPES = frozenset({"word-kd", "seq-kd", "imitkd", "lifelong", "gold"})
+GENERATION_WORK = {
+    "teacher": "kdedge.teacher.generator:run",
+    "distill": "kdedge.distill.generator:run",
+    "export": "kdedge.export.generation:run",
+    "quantize": "kdedge.quantize.generation:run",
+}
+GENERATION_METRICS = ("rougeL", "bleu", "rouge1", "rouge2")
+
+
+class Generation(TaskKind):
+    def label_map(self, splits: dict[str, Any], cfg: Any) -> tuple[dict[str, Any], list[str], dict]:
+        words = {name: round(float(t["label"].str.split().str.len().mean()), 2)
+                 for name, t in splits.items()}
+        return splits, [], {"target_words": words}
+
+
+def generation_kind(name: str, summary: str) -> Generation:
+    return Generation(name=name, metrics=GENERATION_METRICS, recipes=GENERATION_RECIPES,
+                      work=GENERATION_WORK, label_dtype=object, generates=True,
+                      unbenched=frozenset({"student-fp16"}),  # no fp16 generator is written yet
+                      bundle_skip="bundles hold classifiers and regressors; a generator ships as "
+                                  "its ONNX folder with optimum's onnxruntime generator",
+                      summary=summary)
