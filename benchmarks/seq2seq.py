@@ -27,7 +27,7 @@ EPOCHS = 4  # the training budget of every recipe: passes over the training pair
 # Twice the demo's teacher epochs: at 6 the teacher was still improving and scored below the
 # 2-layer student trained on gold headlines, which leaves a distilled student nothing to learn.
 TEACHER_EPOCHS = 12
-# the seq2seq demo's data settings (config.SEQ2SEQ_DEMO_PRESET), stated here so the table keeps
+# the seq2seq demo's data settings (tasks/seq2seq.py DEMO_PRESET), stated here so the table keeps
 # its meaning if the demo changes: 1000 pairs, 100 validation / test, the teacher at 1e-4
 DATA = {"data.task": "seq2seq", "data.max_train_samples": 1000, "data.max_eval_samples": 100,
         "teacher.training.epochs": TEACHER_EPOCHS, "teacher.training.learning_rate": 1e-4}

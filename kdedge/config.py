@@ -438,25 +438,6 @@ class KdedgeConfig(_Section):
         return self
 
 
-# Sized so the whole demo finishes in minutes on a 2-core CPU (see README for measured time).
-DEMO_PRESET: dict[str, Any] = {
-    "data": {"max_train_samples": 4000, "max_eval_samples": 1000, "max_length": 64},
-    "distill": {"training": {"epochs": 2}},  # the student's validation accuracy levels off here
-}
-# The seq2seq demo: BBC article -> headline with a bert2bert teacher built from the demo encoder
-# (DEMO_ASSETS.md). The article's first 64 tokens, headlines up to 24; 1000 training pairs. The
-# settings of benchmarks/seq2seq.py, whose results/seq2seq.md gives the stage times on 2 cores.
-SEQ2SEQ_DEMO_PRESET: dict[str, Any] = {
-    "data": {"max_train_samples": 1000, "max_eval_samples": 100, "max_length": 64,
-             "max_target_length": 24},
-    # at 3e-4 the teacher's validation ROUGE-L collapsed after epoch 3 (0.3 at epoch 5)
-    "teacher": {"training": {"epochs": 6, "batch_size": 16, "learning_rate": 1e-4}},
-    "distill": {"student": "2", "recipe": "imitkd",
-                "training": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-4}},
-    "bench": {"batch_sizes": [1, 8], "min_runs": 10, "min_duration_s": 2.0, "warmup_runs": 2},
-}
-
-
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """Return base updated by top, recursing into nested dicts."""
     merged = dict(base)
@@ -512,8 +493,10 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
     data = merged.get("data")
     source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
     task = data.get("task") if isinstance(data, dict) else None
-    if source == "demo":
-        merged = deep_merge(SEQ2SEQ_DEMO_PRESET if task == "seq2seq" else DEMO_PRESET, merged)
+    if source == "demo":  # the built-in demo of this task kind, sized to run in minutes
+        from kdedge import tasks
+
+        merged = deep_merge(tasks.demo_preset(task), merged)
     return validate_config(merged)
 
 

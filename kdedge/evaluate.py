@@ -139,12 +139,14 @@ def torch_logits(model: Any, tokenizer: Any, texts: Sequence[Any], max_length: i
 
 
 def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: int,
-                batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+                batch_size: int = 64, threads: int | None = None, output: str = "logits",
+                ) -> np.ndarray:
+    """The graph's `output` for every text, computed batch by batch through onnxruntime."""
     session = ort_session(path, threads)
     out = []
     for chunk in batches(texts, batch_size):
         enc = encode(tokenizer, chunk, max_length, "np")
-        out.append(session.run(["logits"], ort_feed(session, enc))[0])
+        out.append(session.run([output], ort_feed(session, enc))[0])
     return np.concatenate(out)
 
 

@@ -91,13 +91,16 @@ class Predictor:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         chunks = [self.session.run([self.output], self._encode(texts[i:i + batch_size]))[0]
                   for i in range(0, len(texts), batch_size)]
-        width = 1 if self.task == "regression" else len(self.labels)
+        width = next(o.shape[-1] for o in self.session.get_outputs() if o.name == self.output)
         return np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.float32)
 
     def predict(self, texts: Sequence[Text], batch_size: int = DEFAULT_BATCH_SIZE,
                 ) -> list[dict[str, Any]]:
-        """One dict per text: label, score and probabilities, or the regression score."""
+        """One dict per text: label, score and probabilities, the regression score, or the raw
+        output of a graph that returns no logits (an embedding)."""
         outputs = self.logits(list(texts), batch_size).astype(np.float64)
+        if self.output != "logits":
+            return [{self.output: [round(float(x), 7) for x in row]} for row in outputs]
         if self.task == "regression":
             return [{"score": float(row[0])} for row in outputs]
         shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))

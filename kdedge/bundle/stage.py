@@ -35,7 +35,6 @@ CONFIG_FILE = "config.resolved.yaml"
 REPORT_FILE = "report.json"
 # what the bundle adds to the artifact's own folder (model.onnx, tokenizer, config.json)
 BUNDLE_EXTRAS = (BUNDLE_FILE, LABELS_FILE, PREDICT_FILE, CARD_FILE, SAMPLE_TEXTS_FILE, CONFIG_FILE)
-OUTPUT_NAME = "logits"  # what every exported classifier returns (and the evaluation reads)
 FORMAT_VERSION = 1
 FALLBACK_ARTIFACT = "student-onnx"  # shipped when the report recommends nothing
 PREDICT_TEMPLATE = Path(__file__).with_name(PREDICT_FILE)
@@ -48,7 +47,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     cfg = ctx.cfg.bundle
     labels = read_json(ctx.input("data") / LABELS_FILE)
-    skipped = tasks.get(labels.get("task", "classification")).bundle_skip
+    kind = tasks.get(labels.get("task", "classification"))
+    skipped = kind.bundle_skip
     if skipped is not None:
         log.warning("  no bundle for this model: %s", skipped)
         return {"skipped": skipped}
@@ -76,7 +76,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "model": ONNX_FILE,
         "max_length": ctx.cfg.data.max_length,  # the length training and evaluation used
         "tokenizer": tokenizer_spec(out),
-        **graph_io(out / ONNX_FILE),
+        **graph_io(out / ONNX_FILE, kind.output),
         "bench": bench_settings(ctx.manifest("bench").metrics),
         "sample_texts": SAMPLE_TEXTS_FILE,
         "config": CONFIG_FILE,
@@ -156,16 +156,16 @@ def tokenizer_spec(folder: Path) -> dict[str, Any]:
             "truncation_side": config.get("truncation_side", "right")}
 
 
-def graph_io(model: Path) -> dict[str, Any]:
-    """The graph's input names and its logits output, read from the model itself."""
+def graph_io(model: Path, output: str = "logits") -> dict[str, Any]:
+    """The graph's input names and the output the bundle returns, read from the model itself."""
     from kdedge.runtime import ort_session
 
     session = ort_session(model)
     outputs = [out.name for out in session.get_outputs()]
-    if OUTPUT_NAME not in outputs:
-        raise KdedgeError(f"{model} has no {OUTPUT_NAME!r} output (it has {outputs}); re-export "
+    if output not in outputs:
+        raise KdedgeError(f"{model} has no {output!r} output (it has {outputs}); re-export "
                           "the model.")
-    return {"inputs": [inp.name for inp in session.get_inputs()], "output": OUTPUT_NAME}
+    return {"inputs": [inp.name for inp in session.get_inputs()], "output": output}
 
 
 def run_fingerprints(report: dict[str, Any], ctx: StageContext) -> dict[str, str]:

@@ -29,7 +29,8 @@ def run(ctx) -> dict[str, Any]:
 def prepare(cfg: DataConfig, seed: int, out: Path) -> dict[str, Any]:
     """Write this data's splits and label map to `out` (also used for multi-task's other tasks)."""
     tables, identity = load_tables(cfg)
-    tables = {name: _select(table, cfg, name) for name, table in tables.items()}
+    labelled = tasks.reads_labels(cfg.task)
+    tables = {name: _select(table, cfg, name, labelled) for name, table in tables.items()}
     for name in [n for n, t in tables.items() if t.empty and n in ("validation", "test")]:
         log.warning("  the source's %s split has no labels; carving one out of train instead", name)
         del tables[name]  # e.g. GLUE test splits, whose labels are hidden
@@ -58,8 +59,11 @@ def resolve_task(tables: dict[str, pd.DataFrame], cfg: DataConfig) -> str:
     return tasks.resolve(cfg.task, pd.concat([t["label"] for t in tables.values()], ignore_index=True))
 
 
-def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
-    """Keep the configured columns under the names text / text_pair / label; drop empty rows."""
+def _select(table: pd.DataFrame, cfg: DataConfig, split: str, labelled: bool = True) -> pd.DataFrame:
+    """Keep the configured columns under the names text / text_pair / label; drop empty rows.
+    A task kind that reads no labels gets an empty label column where the data has none."""
+    if not labelled and cfg.label_column not in table.columns:
+        table = table.assign(**{cfg.label_column: "-"})
     wanted = [*cfg.text_columns, cfg.label_column]
     missing = [c for c in wanted if c not in table.columns]
     if missing:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,24 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
     return {"models": models}
 
 
+SplitScores = Callable[[Path, str], dict[str, Any]]  # (ONNX file, split) -> the task's metrics
+
+
+def labelled_scores(tokenizer: Any, task: TaskData, max_length: int, threads: int | None,
+                    ) -> SplitScores:
+    """A classifier's or regressor's metrics on a split, measured through onnxruntime."""
+    def scores(path: Path, split: str) -> dict[str, Any]:
+        data = task.splits[split]
+        logits = onnx_logits(path, tokenizer, data.texts, max_length, threads=threads)
+        return task_metrics(logits, data.labels, task)
+    return scores
+
+
 def quantize_student(source: Path, out: Path, scratch: Path, cfg: QuantizeConfig,
-                     task: TaskData, max_length: int, threads: int | None) -> dict[str, Any]:
-    """Optimize, quantize and gate the ONNX model in `source`; the result goes to `out`."""
+                     task: TaskData, max_length: int, threads: int | None,
+                     scores: SplitScores | None = None) -> dict[str, Any]:
+    """Optimize, quantize and gate the ONNX model in `source`; the result goes to `out`.
+    `scores` measures a graph on a split (by default the labelled tasks' metrics)."""
     from transformers import AutoTokenizer
 
     scratch.mkdir(parents=True, exist_ok=True)
@@ -66,10 +82,10 @@ def quantize_student(source: Path, out: Path, scratch: Path, cfg: QuantizeConfig
     tokenizer = AutoTokenizer.from_pretrained(source)
     metric = task.primary_metric
     validation = task.splits["validation"]
+    scores = scores or labelled_scores(tokenizer, task, max_length, threads)
 
     def score(path: Path) -> float:
-        logits = onnx_logits(path, tokenizer, validation.texts, max_length, threads=threads)
-        return float(task_metrics(logits, validation.labels, task)[metric])
+        return float(scores(path, "validation")[metric])
 
     feed = dict(encode(tokenizer, validation.texts[:1], max_length, "np", padding="max_length"))
     calibration_texts = task.splits["train"].texts[:cfg.calibration.samples]
@@ -109,7 +125,7 @@ def quantize_student(source: Path, out: Path, scratch: Path, cfg: QuantizeConfig
                  "allowed_drop": result.allowed_drop, f"fp32_validation_{metric}": fp32_score,
                  "reason": result.reason, "fallback_used": chosen_spec["step"] != "asked",
                  "attempts": result.attempts},
-        **onnx_metrics(out, task, max_length, threads),
+        **{split: scores(out / ONNX_FILE, split) for split in ("validation", "test")},
     }
 
 

@@ -27,6 +27,16 @@ def names() -> list[str]:
     return KINDS.names()
 
 
+def demo_preset(name: str | None) -> dict[str, Any]:
+    """The config the built-in demo of data.task `name` runs with (auto: classification's)."""
+    return dict(get(classification.KIND.name if name in (None, AUTO) else name).demo_preset)
+
+
+def reads_labels(name: str) -> bool:
+    """Whether data.task `name` reads a label column ("auto" decides from the labels)."""
+    return name == AUTO or get(name).labelled
+
+
 def resolve(name: str, labels: Any) -> str:
     """data.task, with "auto" read off the labels: numbers with fractions are scores."""
     if name != AUTO:

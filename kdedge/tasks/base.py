@@ -34,8 +34,11 @@ class TaskKind:
     generates: bool = False  # benched as a generate loop (tokens/s) rather than one forward
     unbenched: frozenset[str] = frozenset()  # bench models this kind never writes
     bundle_skip: str | None = None  # why the bundle stage writes nothing for this kind, if so
-    summary: str = ""  # one line for --help and the docs
-    extra: Mapping[str, Any] = field(default_factory=dict)  # kind-specific facts
+    labelled: bool = True  # reads a label column (an unlabelled kind learns from the teacher alone)
+    output: str = "logits"  # the name of the exported graph's output that the bundle returns
+    summary: str = ""  # one line for the docs
+    demo_preset: Mapping[str, Any] = field(default_factory=dict)  # config under the built-in
+    # demo (--data demo) of this kind, sized to finish in minutes on a 2-core CPU
 
     @property
     def primary_metric(self) -> str:

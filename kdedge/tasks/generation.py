@@ -24,8 +24,9 @@ class Generation(TaskKind):
         return splits, [], {"target_words": words}
 
 
-def generation_kind(name: str, summary: str) -> Generation:
+def generation_kind(name: str, summary: str, demo_preset: dict[str, Any]) -> Generation:
     return Generation(name=name, metrics=GENERATION_METRICS, recipes=GENERATION_RECIPES,
+                      demo_preset=demo_preset,
                       work=GENERATION_WORK, label_dtype=object, generates=True,
                       unbenched=frozenset({"student-fp16"}),  # no fp16 generator is written yet
                       bundle_skip="bundles hold classifiers and regressors; a generator ships as "

@@ -9,7 +9,7 @@ import numpy as np
 
 from kdedge.errors import KdedgeError
 from kdedge.tasks.base import TaskKind
-from kdedge.tasks.classification import LABELLED_RECIPES, LABELLED_WORK
+from kdedge.tasks.classification import DEMO_PRESET, LABELLED_RECIPES, LABELLED_WORK
 
 log = logging.getLogger("kdedge")
 
@@ -67,4 +67,5 @@ def score_stats(splits: dict[str, Any], column: str) -> dict[str, dict[str, floa
 
 KIND = Regression(
     name="regression", metrics=("pearson", "spearman", "mse"), recipes=LABELLED_RECIPES,
-    work=LABELLED_WORK, label_dtype=np.float32, summary="a text or text pair to a float score")
+    work=LABELLED_WORK, label_dtype=np.float32, demo_preset=DEMO_PRESET,
+    summary="a text or text pair to a float score")

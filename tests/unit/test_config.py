@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from kdedge.config import DEMO_PRESET, build_config, dump_config, load_config
+from kdedge.config import build_config, dump_config, load_config
 from kdedge.errors import KdedgeError
+from kdedge.tasks.classification import DEMO_PRESET
 
 
 def test_demo_preset_applies_only_to_the_demo() -> None:
