@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from kdedge.registry import Registry
-from kdedge.tasks import causal_lm, classification, regression, seq2seq
+from kdedge.tasks import causal_lm, classification, embedding, regression, seq2seq
 from kdedge.tasks.base import TaskKind
 
 KINDS: Registry[TaskKind] = Registry("task kind")
-for _module in (classification, regression, seq2seq, causal_lm):
+for _module in (classification, regression, seq2seq, causal_lm, embedding):
     KINDS.register(_module.KIND.name)(_module.KIND)
 
 AUTO = "auto"  # data.task: classification or regression, read off the labels

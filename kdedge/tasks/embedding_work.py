@@ -1,0 +1,370 @@
+"""The work of the embedding task kind (tasks/embedding.py), stage by stage.
+
+- teacher: the sentence encoder as it is (pooling read from its sentence-transformers
+  1_Pooling/config.json, mean otherwise), and its embeddings of the validation and test texts,
+  the reference every later score is measured against (teacher stage's reference.safetensors);
+- distill: a student built like any other (a layer cut or a narrower transformer), trained
+  through the one loop to the cosine of the teacher's cached embeddings of the training texts,
+  with a projection when the widths differ; the best epoch by validation cosine is kept;
+- export: both encoders to ONNX (torch.onnx: pooling, projection and normalisation are in the
+  graph, whose output is `embedding`), parity-checked against PyTorch;
+- quantize: the labelled tasks' quantizer and accuracy gate, scored by cosine to the reference.
+
+A `SentenceEncoder` answers like a Hugging Face model whose `logits` are the embedding, so the
+training loop, the teacher-output cache and the evaluation helpers need nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
+from kdedge.data.dataset import TaskData
+from kdedge.distill import teacher_cache
+from kdedge.distill.losses import WeightedSum
+from kdedge.distill.outputs import Outputs, pool
+from kdedge.errors import KdedgeError
+from kdedge.evaluate import encode, onnx_logits, regression_metrics, torch_logits, truncated
+from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
+
+log = logging.getLogger("kdedge")
+
+OUTPUT = "embedding"  # the exported graph's output (tasks/embedding.py KIND.output)
+REFERENCE_FILE = "reference.safetensors"  # the teacher's embeddings of validation and test
+ENCODER_FILE = "sentence_encoder.json"  # pooling, and whether a projection follows
+PROJECTION_FILE = "projection.safetensors"
+NEIGHBOURS = 10  # recall@10
+EVAL_SPLITS = ("validation", "test")
+STUDENT_BUILDERS = ("teacher-layers", "transformer")  # students that are encoders themselves
+
+
+@dataclass
+class EncoderOutput:
+    logits: torch.Tensor  # (batch, dim): the L2-normalised sentence embedding
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class SentenceEncoder(nn.Module):
+    """A transformer encoder, pooled over its real tokens, projected to `width` when given (and
+    different from the encoder's), and L2-normalised: the vector semantic search compares."""
+
+    def __init__(self, encoder: nn.Module, pooling: str = "mean", width: int | None = None) -> None:
+        super().__init__()
+        self.encoder, self.pooling = encoder, pooling
+        hidden = encoder.config.hidden_size
+        self.projection = nn.Linear(hidden, width) if width and width != hidden else None
+
+    @property
+    def config(self) -> Any:
+        return self.encoder.config
+
+    @property
+    def dim(self) -> int:
+        return self.projection.out_features if self.projection else self.encoder.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                **_: Any) -> EncoderOutput:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           output_hidden_states=output_hidden_states, **extra)
+        vector = pool(out.last_hidden_state, attention_mask, self.pooling)
+        if self.projection is not None:
+            vector = self.projection(vector)
+        return EncoderOutput(F.normalize(vector, dim=-1), out.hidden_states)
+
+    def save(self, folder: Path, tokenizer: Any) -> None:
+        from safetensors.torch import save_file
+
+        self.encoder.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / ENCODER_FILE).write_text(json.dumps(
+            {"pooling": self.pooling, "projection": self.projection is not None, "dim": self.dim}))
+        if self.projection is not None:
+            save_file({k: v.contiguous() for k, v in self.projection.state_dict().items()},
+                      str(folder / PROJECTION_FILE))
+
+    @classmethod
+    def load(cls, folder: Path) -> SentenceEncoder:
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        meta = json.loads((folder / ENCODER_FILE).read_text())
+        model = cls(AutoModel.from_pretrained(folder, add_pooling_layer=False)
+                    if _has_pooler_option(folder) else AutoModel.from_pretrained(folder),
+                    meta["pooling"], meta["dim"])
+        if model.projection is not None:
+            model.projection.load_state_dict(load_file(str(folder / PROJECTION_FILE)))
+        return model.eval()
+
+
+def _has_pooler_option(folder: Path) -> bool:
+    """BERT-like encoders carry a pooler the embedding never reads; leaving it out keeps it out
+    of the student, the gradients and the ONNX graph."""
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    return model_type in ("bert", "roberta", "xlm-roberta", "camembert", "ernie")
+
+
+def teacher_pooling(folder: Path) -> str:
+    """The pooling a sentence-transformers folder declares (cls or mean); mean otherwise."""
+    config = folder / "1_Pooling" / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("pooling_mode_cls_token"):
+        return "cls"
+    return "mean"
+
+
+def embedding_metrics(student: np.ndarray, teacher: np.ndarray, k: int = NEIGHBOURS,
+                      ) -> dict[str, Any]:
+    """Mean cosine to the teacher's embeddings, Spearman of every pair's similarity against the
+    teacher's, and recall@k of the teacher's k nearest neighbours (each text itself excluded)."""
+    s = _unit(student)
+    t = _unit(teacher)
+    n = len(t)
+    k = min(k, n - 1)
+    sim_s, sim_t = s @ s.T, t @ t.T
+    upper = np.triu_indices(n, 1)
+    np.fill_diagonal(sim_s, -np.inf)
+    np.fill_diagonal(sim_t, -np.inf)
+    top_s = np.argpartition(-sim_s, k - 1, axis=1)[:, :k]
+    top_t = np.argpartition(-sim_t, k - 1, axis=1)[:, :k]
+    hits = [len(np.intersect1d(a, b, assume_unique=True)) for a, b in zip(top_s, top_t, strict=True)]
+    return {"cosine": round(float((s * t).sum(1).mean()), 6),
+            "spearman": regression_metrics(sim_s[upper], sim_t[upper])["spearman"],
+            "recall_at_10": round(float(np.mean(hits) / k), 6), "examples": n}
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+class CosineToTeacher(nn.Module):
+    """1 - cos(student embedding, teacher embedding), averaged over the batch. On unit vectors
+    this is half the squared distance, so it is the MSE to the teacher's embedding as well."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        if teacher is None:
+            raise KdedgeError("The embedding loss needs the teacher's embeddings.")
+        return (1 - F.cosine_similarity(student.logits, teacher.logits, dim=-1)).mean()
+
+
+def load_reference(teacher_stage: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(teacher_stage / REFERENCE_FILE))
+
+
+def _scores(vectors: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {split: embedding_metrics(vectors[split], reference[split]) for split in EVAL_SPLITS}
+
+
+# --- the stages' work -------------------------------------------------------------------------
+
+
+def teacher(ctx: Any, task: TaskData) -> dict[str, Any]:
+    """The teacher as it is, saved with its pooling, and its reference embeddings."""
+    from safetensors.numpy import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from kdedge.hf import resolve_source
+
+    cfg, max_length = ctx.cfg.teacher, ctx.cfg.data.max_length
+    if cfg.fine_tune == "always":
+        raise KdedgeError("teacher.fine_tune=always does not apply to an embedding task: the "
+                          "teacher's own embedding is the target; set teacher.fine_tune to auto.")
+    location = Path(resolve_source(cfg.model))
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    model = SentenceEncoder(AutoModel.from_pretrained(location, **kwargs),
+                            teacher_pooling(location)).eval()
+    out = ctx.work / MODEL_DIR
+    model.save(out, tokenizer)
+    vectors = {split: torch_logits(model, tokenizer, task.splits[split].texts, max_length)
+               for split in EVAL_SPLITS}
+    save_file({split: v.astype(np.float32) for split, v in vectors.items()},
+              str(ctx.work / REFERENCE_FILE))
+    probe = task.splits["validation"].texts[:8]
+    reloaded = torch_logits(SentenceEncoder.load(out), tokenizer, probe, max_length)
+    log.info("  teacher %r: %s pooling, %d-dimensional embeddings", cfg.model, model.pooling,
+             model.dim)
+    return {"model": cfg.model, "fine_tuned": False, "cache_hit": False,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "num_layers": model.config.num_hidden_layers, "pooling": model.pooling,
+            "embedding_dim": model.dim,
+            "truncated": {name: truncated(tokenizer, split.texts, max_length)
+                          for name, split in task.splits.items()},
+            "history": [], "reload_max_abs_diff": float(abs(reloaded - vectors["validation"][:8]).max()),
+            **_scores(vectors, vectors)}
+
+
+def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
+    """A smaller encoder trained to the cosine of the teacher's embeddings."""
+    from transformers import AutoTokenizer
+
+    from kdedge.distill.students import build_student
+    from kdedge.distill.trainer import train
+
+    cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
+    teacher_dir = ctx.input("teacher") / MODEL_DIR
+    teacher_model = SentenceEncoder.load(teacher_dir)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    reference = load_reference(ctx.input("teacher"))
+    encoder, info = build_student(cfg.student, teacher_model.encoder, ctx.cfg.teacher.trust_remote_code)
+    if info["builder"] not in STUDENT_BUILDERS:
+        raise KdedgeError(f"distill.student {cfg.student!r} is not an encoder of the teacher's "
+                          "architecture; an embedding student is a layer count (3), teacher layers "
+                          "(0,2,4) or a narrower transformer (transformer:layers=4,hidden_size=256).")
+    student = SentenceEncoder(encoder, teacher_model.pooling, teacher_model.dim)
+    info["parameters"] = sum(p.numel() for p in student.parameters())
+    info["projection"] = student.projection is not None
+    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
+
+    train_split = task.splits["train"]
+    weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
+               if rel.endswith(".safetensors")]
+    cached, hit = teacher_cache.teacher_outputs(
+        teacher_cache.cache_folder(weights, train_split.texts, max_length), teacher_model,
+        tokenizer, train_split, max_length)
+    del teacher_model
+
+    def validation_cosine(model: nn.Module) -> float:
+        vectors = torch_logits(model, tokenizer, task.splits["validation"].texts, max_length)
+        return embedding_metrics(vectors, reference["validation"])["cosine"]
+
+    result = train(student, tokenizer, train_split, WeightedSum([("cosine", 1.0, CosineToTeacher())]),
+                   teacher=lambda batch: Outputs(logits=cached["logits"][batch["index"]]),
+                   evaluate=validation_cosine, cfg=cfg.training, max_length=max_length,
+                   seed=ctx.cfg.run.seed, description="student (embedding)",
+                   checkpoints=None if ctx.checkpoints is None else ctx.checkpoints / "1-embedding")
+    out = ctx.work / STUDENT_DIR
+    student.save(out, tokenizer)
+    probe = task.splits["validation"].texts[:8]
+    before = torch_logits(student, tokenizer, probe, max_length)
+    after = torch_logits(SentenceEncoder.load(out), tokenizer, probe, max_length)
+    vectors = {split: torch_logits(student, tokenizer, task.splits[split].texts, max_length)
+               for split in EVAL_SPLITS}
+    return {"recipe": cfg.recipe, "student": info, "teacher_outputs_cache": "hit" if hit else "miss",
+            "training_examples": len(train_split), "history": [
+                {"phase": "embedding", **row} for row in result.history],
+            "best_epoch": result.best_epoch, "reload_max_abs_diff": float(abs(before - after).max()),
+            **_scores(vectors, reference)}
+
+
+def export(ctx: Any, task: TaskData) -> dict[str, Any]:
+    """Both encoders to ONNX, pooling and normalisation inside the graph, checked against
+    PyTorch at one unpadded text and a padded batch, scored through onnxruntime."""
+    from transformers import AutoTokenizer
+
+    from kdedge.export.classifier import model_sources
+    from kdedge.export.torch_export import copy_model_files
+
+    cfg, max_length = ctx.cfg.export, ctx.cfg.data.max_length
+    reference = load_reference(ctx.input("teacher"))
+    models = {}
+    for name, source in model_sources(ctx).items():
+        out = ctx.work / name
+        model = SentenceEncoder.load(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        export_onnx(model, out / ONNX_FILE, cfg.opset)
+        copy_model_files(source, out)
+        shutil.copy2(source / ENCODER_FILE, out / ENCODER_FILE)
+        parity = check_parity(model, tokenizer, out, task.splits["validation"].texts[:cfg.parity_samples],
+                              max_length, cfg.atol)
+        log.info("  %s: %.1f MB, max |onnx - pytorch| = %.2e (atol %.0e)", name,
+                 (out / ONNX_FILE).stat().st_size / 1e6, parity["max_abs_diff"], cfg.atol)
+        if not parity["passed"]:
+            raise KdedgeError(f"The {name} ONNX encoder differs from PyTorch by "
+                              f"{parity['max_abs_diff']:.2e}, above export.atol {cfg.atol:.0e}; "
+                              "raise export.atol only if that difference is acceptable.")
+        vectors = {split: onnx_logits(out, tokenizer, task.splits[split].texts, max_length,
+                                      threads=ctx.cfg.run.threads, output=OUTPUT)
+                   for split in EVAL_SPLITS}
+        models[name] = {"path": name, "exporter": "torch.onnx", "bytes": (out / ONNX_FILE).stat().st_size,
+                        "opset": cfg.opset, "parity": parity, **_scores(vectors, reference)}
+    return {"models": models}
+
+
+def export_onnx(model: SentenceEncoder, path: Path, opset: int) -> None:
+    from kdedge.export.torch_export import INPUT_NAMES, dummy_inputs
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = dummy_inputs(model.config.vocab_size, model.config.pad_token_id or 0)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in INPUT_NAMES}
+    axes[OUTPUT] = {0: "batch_size"}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes on masks built from the input shape
+            torch.onnx.export(_EmbeddingOnly(model.eval()), tuple(inputs[n] for n in INPUT_NAMES),
+                              str(tmp), input_names=list(INPUT_NAMES), output_names=[OUTPUT],
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                              dynamo=False)
+    except Exception as err:  # the exporter raises many untyped errors
+        tmp.unlink(missing_ok=True)
+        raise KdedgeError(f"torch.onnx cannot export the sentence encoder "
+                          f"({str(err).splitlines()[0][:200]}).") from None
+    tmp.replace(path)
+
+
+class _EmbeddingOnly(nn.Module):
+    def __init__(self, model: SentenceEncoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, token_type_ids).logits
+
+
+def check_parity(model: SentenceEncoder, tokenizer: Any, onnx_dir: Path, texts: list[Any],
+                 max_length: int, atol: float) -> dict[str, Any]:
+    """Max |embedding difference| between PyTorch and onnxruntime at batch 1 and a padded batch."""
+    session = ort_session(onnx_dir)
+    worst, shapes = 0.0, []
+    for chunk in ([texts[0]], texts):
+        expected = torch_logits(model, tokenizer, chunk, max_length, batch_size=len(chunk))
+        enc = encode(tokenizer, chunk, max_length, "np")
+        got = session.run([OUTPUT], ort_feed(session, enc))[0]
+        worst = max(worst, float(abs(expected - got).max()))
+        shapes.append(list(enc["input_ids"].shape))
+    return {"max_abs_diff": worst, "atol": atol, "passed": worst <= atol, "shapes": shapes}
+
+
+def quantize(ctx: Any, task: TaskData) -> dict[str, Any]:
+    """int8 of the student through the labelled tasks' quantizer, gated on validation cosine."""
+    from transformers import AutoTokenizer
+
+    from kdedge.quantize import gate
+    from kdedge.quantize.classifier import quantize_student
+
+    cfg, max_length = ctx.cfg.quantize, ctx.cfg.data.max_length
+    threads = ctx.cfg.bench.threads[0] if ctx.cfg.bench.threads else ctx.cfg.run.threads
+    source = ctx.input("export") / "student"
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    reference = load_reference(ctx.input("teacher"))
+
+    def scores(path: Path, split: str) -> dict[str, Any]:
+        vectors = onnx_logits(path, tokenizer, task.splits[split].texts, max_length,
+                              threads=threads, output=OUTPUT)
+        return embedding_metrics(vectors, reference[split])
+
+    scratch = ctx.work / ".scratch"
+    try:
+        entry = quantize_student(source, ctx.work / "student-int8", scratch, cfg, task, max_length,
+                                 threads, scores=scores)
+    finally:
+        gate.cleanup(scratch)
+    gate.enforce(entry["gate"], cfg.strict)
+    return {"models": {"student-int8": entry}}
