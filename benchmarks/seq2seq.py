@@ -151,9 +151,9 @@ def rouge_l(run_dir: Path, split: str, model: str = "student") -> np.ndarray:
     from kdedge.artifacts import Manifest
     from kdedge.config import load_config
     from kdedge.data.dataset import load_task
-    from kdedge.distill.layouts import layout_for
     from kdedge.evaluate import rouge_f1
     from kdedge.export.generation import load_onnx_generator
+    from kdedge.models.layouts import layout_for
     from kdedge.pipeline import stage_dirname
 
     kept = run_dir / f"{split}-{model}-rougeL.json"

@@ -228,7 +228,7 @@ class GenerationDistillConfig(_Section):
     """
 
     decoder: Literal["transformer", "gru"] = "transformer"  # the teacher's decoder layers, or a
-    # GRU with attention over the encoder states (distill/gru_decoder.py)
+    # GRU with attention over the encoder states (models/gru_decoder.py)
     decoder_layers: int | None = Field(None, ge=1)  # transformer: default as many as the encoder
     # keeps; gru: the GRU's depth (default 1)
     gru_hidden: int | None = Field(None, ge=8)  # the GRU's width; default the teacher's

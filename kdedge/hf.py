@@ -117,7 +117,9 @@ def save_verified(model: Any, tokenizer: Any, folder: Path, probe_texts: list[An
     from transformers import AutoModelForSequenceClassification
 
     from kdedge.evaluate import torch_logits
+    from kdedge.models import register_auto_classes
 
+    register_auto_classes()  # a BiRNN student reloads through the Auto classes
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     reloaded = AutoModelForSequenceClassification.from_pretrained(folder)

@@ -143,6 +143,9 @@ def _torch_loader(device: str) -> Callable[[Path, int], Loaded]:
         import torch
         from transformers import AutoModelForSequenceClassification
 
+        from kdedge.models import register_auto_classes
+
+        register_auto_classes()  # a BiRNN student loads through the Auto classes
         model = AutoModelForSequenceClassification.from_pretrained(folder).to(device)
         model.eval()
         accepted = set(inspect.signature(model.forward).parameters)
@@ -183,7 +186,9 @@ def _torch_generate_loader(device: str) -> Callable[[Path, int], Loaded]:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        import kdedge.distill.gru_decoder  # noqa: F401  (registers the GRU student's classes)
+        from kdedge.models import register_auto_classes
+
+        register_auto_classes()
 
         config = AutoConfig.from_pretrained(folder)
         family = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM

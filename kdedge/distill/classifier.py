@@ -10,13 +10,14 @@ import torch
 
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.data.dataset import TaskData
-from kdedge.distill import augment, losses, multi_task, teacher_cache, teachers
-from kdedge.distill.outputs import Outputs
+from kdedge.distill import augment, losses, multi_task, teachers
 from kdedge.distill.recipes import RECIPES, Dims
-from kdedge.distill.students import build_student
-from kdedge.distill.trainer import train
 from kdedge.evaluate import evaluate_splits, validation_score
 from kdedge.hf import save_verified
+from kdedge.models.students import build_student
+from kdedge.training import teacher_cache
+from kdedge.training.outputs import Outputs
+from kdedge.training.trainer import train
 
 log = logging.getLogger("kdedge")
 

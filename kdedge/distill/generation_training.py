@@ -25,11 +25,11 @@ import torch
 from kdedge.config import GenerationDistillConfig, TrainingConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import generation
-from kdedge.distill.layouts import Layout
 from kdedge.distill.losses import WeightedSum
-from kdedge.distill.outputs import Outputs
-from kdedge.distill.trainer import TrainResult, model_inputs, train
 from kdedge.evaluate import generation_metrics
+from kdedge.models.layouts import Layout
+from kdedge.training.outputs import Outputs
+from kdedge.training.trainer import TrainResult, model_inputs, train
 
 log = logging.getLogger("kdedge")
 

@@ -14,7 +14,7 @@ from typing import Any
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.config import DistillConfig, KdedgeConfig
 from kdedge.data.dataset import TaskData
-from kdedge.distill import losses, teacher_cache
+from kdedge.distill import losses
 from kdedge.distill.generation_training import (
     ImitationContexts,
     TargetSplit,
@@ -22,10 +22,11 @@ from kdedge.distill.generation_training import (
     score,
     teacher_logits,
 )
-from kdedge.distill.layouts import layout_for
 from kdedge.distill.recipes import RECIPES, Dims
-from kdedge.distill.seq2seq_models import fewer_decoder_layers, fewer_layers
 from kdedge.errors import KdedgeError
+from kdedge.models.layouts import layout_for
+from kdedge.models.seq2seq import fewer_decoder_layers, fewer_layers
+from kdedge.training import teacher_cache
 
 log = logging.getLogger("kdedge")
 
@@ -152,7 +153,7 @@ def build_student(cfg: DistillConfig, teacher: Any) -> tuple[Any, dict[str, Any]
         raise KdedgeError(f"distill.student asks for {count} encoder layers of a teacher with "
                           f"{total[0]}; ask for fewer.")
     if g.decoder == "gru":
-        from kdedge.distill.gru_decoder import gru_student
+        from kdedge.models.gru_decoder import gru_student
 
         student = gru_student(teacher, encoder, hidden=g.gru_hidden, layers=g.decoder_layers or 1)
         return student, {"source": f"{count} encoder layers of the teacher + a "

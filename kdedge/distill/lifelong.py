@@ -30,9 +30,9 @@ from kdedge.config import KdedgeConfig, TaskConfig
 from kdedge.data.dataset import TaskData, load_task
 from kdedge.distill import losses
 from kdedge.distill.generation_training import TargetSplit, fit, score, teacher_logits
-from kdedge.distill.layouts import CausalLayout, Layout, layout_for
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.errors import KdedgeError
+from kdedge.models.layouts import CausalLayout, Layout, layout_for
 
 log = logging.getLogger("kdedge")
 

@@ -24,9 +24,9 @@ from kdedge.config import KdedgeConfig, TaskConfig
 from kdedge.data import stage as data_stage
 from kdedge.data.dataset import TaskData, TaskSplit, load_task
 from kdedge.distill import teachers
-from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import evaluate_splits, headline, validation_score
+from kdedge.training.outputs import Outputs
 
 log = logging.getLogger("kdedge")
 

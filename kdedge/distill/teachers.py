@@ -18,11 +18,11 @@ import torch
 from kdedge.artifacts import MODEL_DIR, sha256_file
 from kdedge.config import KdedgeConfig, TeacherConfig
 from kdedge.data.dataset import TaskData, TaskSplit
-from kdedge.distill import teacher_cache
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import headline
 from kdedge.teacher.cache import teacher_key
 from kdedge.teacher.classifier import prepare
+from kdedge.training import teacher_cache
 
 log = logging.getLogger("kdedge")
 

@@ -73,7 +73,9 @@ def check_parity(source: Path, onnx_dir: Path, texts: list[Any], max_length: int
     """Max |logits difference| between PyTorch and onnxruntime at batch 1 and a padded batch."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import kdedge.distill.bilstm  # noqa: F401  (a BiRNN student loads through the Auto classes)
+    from kdedge.models import register_auto_classes
+
+    register_auto_classes()  # a BiRNN student loads through the Auto classes
 
     model = AutoModelForSequenceClassification.from_pretrained(source).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)

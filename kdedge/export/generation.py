@@ -33,7 +33,7 @@ def export_generator(source: Path, out: Path, task: GenerationTask) -> dict[str,
     from optimum.exporters.onnx import main_export
 
     if _is_gru(source):  # kdedge's own student: optimum does not know it
-        from kdedge.distill.gru_decoder import GruSeq2SeqModel, export_gru_onnx
+        from kdedge.models.gru_decoder import GruSeq2SeqModel, export_gru_onnx
 
         files = export_gru_onnx(GruSeq2SeqModel.from_pretrained(source), out)
         for item in Path(source).iterdir():  # config, generation config, tokenizer
@@ -53,7 +53,7 @@ def export_generator(source: Path, out: Path, task: GenerationTask) -> dict[str,
 
 
 def _is_gru(folder: Path) -> bool:
-    from kdedge.distill.gru_decoder import MODEL_TYPE
+    from kdedge.models.gru_decoder import MODEL_TYPE
 
     config = Path(folder) / "config.json"
     return config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE
@@ -69,7 +69,7 @@ def load_onnx_generator(folder: Path, task: GenerationTask, **kwargs: Any) -> An
     from optimum.onnxruntime import ORTModelForCausalLM, ORTModelForSeq2SeqLM
 
     if _is_gru(folder):
-        from kdedge.distill.gru_decoder import GruOnnxGenerator
+        from kdedge.models.gru_decoder import GruOnnxGenerator
 
         options = kwargs.get("session_options")
         return GruOnnxGenerator(folder, options.intra_op_num_threads if options else None)
@@ -130,11 +130,12 @@ def run(ctx, task: Any) -> dict[str, Any]:
     test examples with every model's output for the report."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    import kdedge.distill.gru_decoder  # noqa: F401  (a GRU student loads through the Auto classes)
-    from kdedge.distill.layouts import layout_for
     from kdedge.errors import KdedgeError
     from kdedge.export.classifier import model_sources
+    from kdedge.models import register_auto_classes
+    from kdedge.models.layouts import layout_for
 
+    register_auto_classes()  # a GRU student loads through the Auto classes
     cfg, data = ctx.cfg.export, ctx.cfg.data
     models: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
@@ -177,8 +178,8 @@ def folder_bytes(folder: Path) -> int:
 def generation_scores(model: Any, tokenizer: Any, task: Any, max_length: int,
                       max_new_tokens: int) -> tuple[dict[str, Any], list[str]]:
     """Validation and test BLEU / ROUGE of greedy generations, and the test generations."""
-    from kdedge.distill.layouts import layout_for
     from kdedge.evaluate import generation_metrics
+    from kdedge.models.layouts import layout_for
 
     layout = layout_for(model.config, tokenizer, max_length)
     metrics, test = {}, []

@@ -49,7 +49,9 @@ def export_torch_onnx(model_dir: Path, out: Path, opset: int) -> None:
     """
     from transformers import AutoModelForSequenceClassification
 
-    import kdedge.distill.bilstm  # noqa: F401  registers the kdedge-birnn Auto classes
+    from kdedge.models import register_auto_classes
+
+    register_auto_classes()
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()

@@ -29,7 +29,9 @@ def optimize(source_dir: Path, out_dir: Path, level: str) -> Path:
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    import kdedge.distill.bilstm  # noqa: F401  (config.json of a BiRNN student loads too)
+    from kdedge.models import register_auto_classes
+
+    register_auto_classes()  # config.json of a BiRNN student loads too
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -31,12 +31,12 @@ from torch import nn
 
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.data.dataset import TaskData
-from kdedge.distill import teacher_cache
 from kdedge.distill.losses import WeightedSum
-from kdedge.distill.outputs import Outputs, pool
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import encode, onnx_logits, regression_metrics, torch_logits, truncated
 from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
+from kdedge.training import teacher_cache
+from kdedge.training.outputs import Outputs, pool
 
 log = logging.getLogger("kdedge")
 
@@ -213,8 +213,8 @@ def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
     """A smaller encoder trained to the cosine of the teacher's embeddings."""
     from transformers import AutoTokenizer
 
-    from kdedge.distill.students import build_student
-    from kdedge.distill.trainer import train
+    from kdedge.models.students import build_student
+    from kdedge.training.trainer import train
 
     cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
     teacher_dir = ctx.input("teacher") / MODEL_DIR

@@ -12,11 +12,11 @@ from kdedge.config import TeacherConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses
 from kdedge.distill.recipes import gold_loss
-from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import evaluate_splits, truncated, validation_score
 from kdedge.hf import head_labels, load_classifier, save_verified
 from kdedge.teacher.cache import cache_entry, store
+from kdedge.training.trainer import train
 
 log = logging.getLogger("kdedge")
 

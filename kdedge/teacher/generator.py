@@ -20,11 +20,11 @@ from kdedge.config import DataConfig, TeacherConfig
 from kdedge.data.dataset import TaskData
 from kdedge.distill import losses
 from kdedge.distill.generation_training import TargetSplit, fit, score
-from kdedge.distill.layouts import layout_for
-from kdedge.distill.seq2seq_models import bert2bert
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import truncated
 from kdedge.hf import resolve_source
+from kdedge.models.layouts import layout_for
+from kdedge.models.seq2seq import bert2bert
 from kdedge.teacher.cache import cache_entry, store
 
 log = logging.getLogger("kdedge")

@@ -11,8 +11,8 @@ import torch
 from kdedge.config import AugmentConfig
 from kdedge.data.dataset import TaskSplit
 from kdedge.distill import augment, losses
-from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
+from kdedge.training.outputs import Outputs
 
 
 def test_mask_words_masks_spans_and_keeps_length() -> None:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import toy_rows
 
-from kdedge.distill.bilstm import MODEL_TYPE, BiRNNConfig, build_birnn, project_embeddings
 from kdedge.export.torch_export import (
     TORCH_EXPORT_MODEL_TYPES,
     export_torch_onnx,
     graph_inputs,
     needs_torch_export,
 )
+from kdedge.models.birnn import MODEL_TYPE, BiRNNConfig, build_birnn, project_embeddings
 from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
 
 TEXTS = ["good movie", "the film was very dull and the plot is flat", "fun",
@@ -88,7 +88,7 @@ def test_padding_does_not_change_logits(teacher: Any, tokenizer: Any, cell: str)
 
 
 def test_hidden_states_for_representation_losses(teacher: Any, tokenizer: Any) -> None:
-    from kdedge.distill.outputs import Outputs
+    from kdedge.training.outputs import Outputs
 
     student = _student(teacher)
     enc = tokenizer(TEXTS, return_tensors="pt", padding="max_length", max_length=24)
@@ -215,7 +215,7 @@ def test_shared_training_loop_lowers_the_loss(teacher: Any, tokenizer: Any) -> N
     from kdedge.config import TrainingConfig
     from kdedge.data.dataset import TaskSplit
     from kdedge.distill import losses
-    from kdedge.distill.trainer import train
+    from kdedge.training.trainer import train
 
     rows = toy_rows(64, seed=1)
     split = TaskSplit([row["sentence"] for row in rows],

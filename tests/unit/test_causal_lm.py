@@ -15,7 +15,7 @@ from conftest import VOCAB, run_cli
 
 from kdedge.config import build_config
 from kdedge.data.dataset import TaskData, TaskSplit
-from kdedge.distill.layouts import CausalLayout, layout_for
+from kdedge.models.layouts import CausalLayout, layout_for
 
 PAIRS = [("review good film", "good"), ("review bad plot", "bad"),
          ("review great cast", "great"), ("review awful film", "awful"),

@@ -15,11 +15,12 @@ from conftest import toy_rows
 
 from kdedge.config import TrainingConfig
 from kdedge.data.dataset import TaskSplit
-from kdedge.distill import checkpoint, losses
-from kdedge.distill.outputs import Outputs
-from kdedge.distill.trainer import train
+from kdedge.distill import losses
 from kdedge.errors import KdedgeError
 from kdedge.torch_utils import seed_everything
+from kdedge.training import checkpoint
+from kdedge.training.outputs import Outputs
+from kdedge.training.trainer import train
 
 CFG = TrainingConfig(epochs=3, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1)
 

@@ -168,8 +168,8 @@ class CountingTokenizer:
 
 def test_teacher_sequences_are_generated_once_and_read_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdedge.distill.layouts import Seq2SeqLayout
-    from kdedge.distill.teacher_cache import sequence_cache_file, teacher_sequences
+    from kdedge.models.layouts import Seq2SeqLayout
+    from kdedge.training.teacher_cache import sequence_cache_file, teacher_sequences
 
     monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path))
     teacher = tiny_bart(1)
@@ -227,8 +227,8 @@ def test_onnx_generation_gives_the_pytorch_greedy_tokens(task: str, tmp_path: Pa
 def test_bert2bert_from_one_encoder_and_a_shallower_student(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from kdedge.distill.seq2seq_models import bert2bert, fewer_layers
     from kdedge.errors import KdedgeError
+    from kdedge.models.seq2seq import bert2bert, fewer_layers
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     teacher = bert2bert(tiny_model_dir, tokenizer).eval()
@@ -266,13 +266,13 @@ def test_bert2bert_exports_without_a_cache_and_generates_the_same_tokens(
         tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from kdedge.distill.seq2seq_models import bert2bert
     from kdedge.export.generation import (
         export_generator,
         generation_parity,
         has_cache,
         load_onnx_generator,
     )
+    from kdedge.models.seq2seq import bert2bert
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = bert2bert(tiny_model_dir, tokenizer).eval()

@@ -13,9 +13,9 @@ from kdedge.config import build_config
 from kdedge.data.dataset import TaskData, TaskSplit
 from kdedge.distill import generation
 from kdedge.distill.generation_training import ImitationContexts, TargetSplit, collate
-from kdedge.distill.layouts import Seq2SeqLayout, layout_for
-from kdedge.distill.seq2seq_models import bert2bert
 from kdedge.errors import KdedgeError
+from kdedge.models.layouts import Seq2SeqLayout, layout_for
+from kdedge.models.seq2seq import bert2bert
 
 PAIRS = [("the film was good and the plot was fine", "good film"),
          ("a bad plot and a worse cast", "bad plot"),

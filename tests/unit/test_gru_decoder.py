@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from kdedge.distill.generation import IGNORE, imitation_loss
-from kdedge.distill.gru_decoder import (
+from kdedge.export.torch_export import graph_inputs
+from kdedge.models.gru_decoder import (
     DECODER_INPUTS,
     DECODER_ONNX,
     ENCODER_INPUTS,
@@ -22,10 +23,9 @@ from kdedge.distill.gru_decoder import (
     GruSeq2SeqConfig,
     GruSeq2SeqModel,
     export_gru_onnx,
-    greedy_onnx,
     gru_student,
 )
-from kdedge.export.torch_export import graph_inputs
+from kdedge.models.gru_runtime import greedy_onnx
 
 SOURCES = ["good film", "the plot was very dull and the cast is flat"]
 TARGETS = ["nice", "awful boring story"]
@@ -40,7 +40,7 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def teacher(tiny_model_dir: Path, tokenizer: Any) -> Any:
-    from kdedge.distill.seq2seq_models import bert2bert
+    from kdedge.models.seq2seq import bert2bert
 
     torch.manual_seed(0)  # bert2bert draws the decoder's cross-attention
     return bert2bert(tiny_model_dir, tokenizer).eval()

@@ -11,7 +11,7 @@ import torch
 from test_causal_lm import loaded, task_of, tiny_gpt2_dir  # noqa: F401  (a fixture)
 
 from kdedge.config import build_config
-from kdedge.distill.layouts import layout_for
+from kdedge.models.layouts import layout_for
 
 FIRST = [("the film was", "good"), ("the plot is", "bad"), ("a movie and", "fun"),
          ("the cast was", "dull")] * 4  # the earlier task

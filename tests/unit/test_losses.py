@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kdedge.distill import losses
-from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
+from kdedge.training.outputs import Outputs
 
 STUDENT = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
 TEACHER = torch.tensor([[1.0, 0.0], [0.0, 3.0]])

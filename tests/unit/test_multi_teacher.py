@@ -15,9 +15,9 @@ from kdedge.data.dataset import TaskSplit
 from kdedge.distill import losses
 from kdedge.distill.losses import MultiTeacherKD
 from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
-from kdedge.distill.outputs import Outputs
-from kdedge.distill.trainer import train
 from kdedge.errors import KdedgeError
+from kdedge.training.outputs import Outputs
+from kdedge.training.trainer import train
 
 STUDENT = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
 TEACHERS = torch.tensor([[[1.0, 0.0], [0.0, 2.0]],  # instance 0: teacher A, teacher B

@@ -85,7 +85,7 @@ def test_fp16_on_a_cpu_is_refused_before_training(tiny_model_dir: Path) -> None:
     from kdedge.config import TrainingConfig
     from kdedge.data.dataset import TaskSplit
     from kdedge.distill import losses
-    from kdedge.distill.trainer import train
+    from kdedge.training.trainer import train
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -108,7 +108,7 @@ def test_bf16_autocast_trains_on_a_cpu(tiny_model_dir: Path) -> None:
     from kdedge.config import TrainingConfig
     from kdedge.data.dataset import TaskSplit
     from kdedge.distill import losses
-    from kdedge.distill.trainer import train
+    from kdedge.training.trainer import train
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     before = model.classifier.weight.detach().clone()

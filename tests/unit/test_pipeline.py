@@ -334,7 +334,7 @@ def test_a_bilstm_student_distills_exports_and_quantizes(tiny_run: tuple[KdedgeC
 
 
 def test_bad_student_options_are_refused() -> None:
-    from kdedge.distill.students import parse_spec
+    from kdedge.models.students import parse_spec
 
     assert dict(parse_spec("bigru:hidden_size=8,dropout=0.2", 6).options) == {
         "cell": "gru", "hidden_size": 8, "dropout": 0.2}

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdedge.distill.students import build_student, evenly_spaced, parse_spec
 from kdedge.errors import KdedgeError
+from kdedge.models.students import build_student, evenly_spaced, parse_spec
 
 
 def test_evenly_spaced_keeps_the_top_layer() -> None:

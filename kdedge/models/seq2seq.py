@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import nn
 
-from kdedge.distill.students import evenly_spaced, layer_stack
 from kdedge.errors import KdedgeError
+from kdedge.models.transformer import evenly_spaced, layer_stack
 
 
 def bert2bert(checkpoint: Path, tokenizer: Any) -> Any:

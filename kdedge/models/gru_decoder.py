@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,13 +49,12 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.utils import ModelOutput
 
 from kdedge.distill.generation import IGNORE, shift_right
-from kdedge.distill.seq2seq_models import _keep
-from kdedge.distill.students import evenly_spaced
 from kdedge.errors import KdedgeError
+from kdedge.models.gru_runtime import DECODER_ONNX, ENCODER_ONNX, GruOnnxRunner
+from kdedge.models.seq2seq import _keep
+from kdedge.models.transformer import evenly_spaced
 
 MODEL_TYPE = "kdedge-gru-seq2seq"
-ENCODER_ONNX = "encoder_model.onnx"
-DECODER_ONNX = "decoder_model.onnx"
 ENCODER_INPUTS = ("input_ids", "attention_mask")
 ENCODER_OUTPUTS = ("last_hidden_state", "decoder_state")
 DECODER_INPUTS = ("decoder_input_ids", "decoder_state", "encoder_hidden_states",
@@ -260,8 +258,10 @@ class GruSeq2SeqModel(PreTrainedModel, GenerationMixin):
             encoder_attentions=getattr(encoder_outputs, "attentions", None))
 
 
-AutoConfig.register(MODEL_TYPE, GruSeq2SeqConfig, exist_ok=True)
-AutoModelForSeq2SeqLM.register(GruSeq2SeqConfig, GruSeq2SeqModel, exist_ok=True)
+def register_auto() -> None:
+    """Let transformers' Auto classes load a saved GRU student (model_type kdedge-gru-seq2seq)."""
+    AutoConfig.register(MODEL_TYPE, GruSeq2SeqConfig, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(GruSeq2SeqConfig, GruSeq2SeqModel, exist_ok=True)
 
 
 def gru_student(teacher: Any, encoder_layers: int | Sequence[int], hidden: int | None = None,
@@ -289,7 +289,7 @@ def gru_student(teacher: Any, encoder_layers: int | Sequence[int], hidden: int |
            for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")}
     if ids["decoder_start_token_id"] is None or ids["pad_token_id"] is None:
         raise KdedgeError("The teacher's config has no decoder_start_token_id / pad_token_id; "
-                          "build it with kdedge.distill.seq2seq_models.bert2bert.")
+                          "build it with kdedge.models.seq2seq.bert2bert.")
     config = GruSeq2SeqConfig(
         encoder=copy.deepcopy(encoder.config), vocab_size=table.shape[0],
         embedding_dim=table.shape[1],
@@ -390,19 +390,15 @@ def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> l
     return [ENCODER_ONNX, DECODER_ONNX]
 
 
-class GruOnnxGenerator:
-    """The two graphs of `export_gru_onnx` behind a `generate` like optimum's generators, so
-    evaluation and the bench drive it the same way: greedy, EOS-stopped, or exactly
-    `min_new_tokens` tokens when that equals `max_new_tokens` (EOS never ends a row then)."""
+class GruOnnxGenerator(GruOnnxRunner):
+    """GruOnnxRunner behind a `generate` like optimum's generators, so evaluation drives it the
+    same way: greedy, EOS-stopped, or exactly `min_new_tokens` tokens when that equals
+    `max_new_tokens` (EOS never ends a row then)."""
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        from kdedge.runtime import ort_session
-
-        folder = Path(folder)
+        super().__init__(folder, threads)
         self.config = (GruSeq2SeqConfig.from_pretrained(folder)
-                       if (folder / "config.json").is_file() else None)
-        self.encoder = ort_session(folder / ENCODER_ONNX, threads)
-        self.decoder = ort_session(folder / DECODER_ONNX, threads)
+                       if (Path(folder) / "config.json").is_file() else None)
 
     def generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int = 20,
                  min_new_tokens: int | None = 0, **_: Any) -> torch.Tensor:
@@ -410,37 +406,3 @@ class GruOnnxGenerator:
         return torch.from_numpy(self.greedy(input_ids, attention_mask, max_new_tokens,
                                             cfg.decoder_start_token_id, cfg.eos_token_id,
                                             cfg.pad_token_id, min_new_tokens or 0))
-
-    def greedy(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, start: int,
-               eos: int, pad: int, min_new_tokens: int = 0) -> np.ndarray:
-        """int64 [batch, 1 + steps]: the start token, then one token per step; a row that has
-        produced eos continues with pad, and decoding stops once every row has (so steps may
-        be fewer than max_new_tokens), matching transformers' greedy search; eos cannot be
-        chosen in the first `min_new_tokens` steps."""
-        input_ids = np.asarray(input_ids, dtype=np.int64)
-        attention_mask = np.asarray(attention_mask, dtype=np.int64)
-        states, state = self.encoder.run(None, {"input_ids": input_ids,
-                                                "attention_mask": attention_mask})
-        tokens = np.full((input_ids.shape[0], 1), start, dtype=np.int64)
-        finished = np.zeros(input_ids.shape[0], dtype=bool)
-        for position in range(max_new_tokens):
-            logits, state = self.decoder.run(None, {"decoder_input_ids": tokens[:, -1:],
-                                                    "decoder_state": state,
-                                                    "encoder_hidden_states": states,
-                                                    "encoder_attention_mask": attention_mask})
-            logits = logits[:, -1]
-            if position < min_new_tokens:
-                logits[:, eos] = -np.inf
-            step = np.where(finished, pad, logits.argmax(-1)).astype(np.int64)
-            tokens = np.concatenate([tokens, step[:, None]], axis=1)
-            finished |= step == eos
-            if finished.all():
-                break
-        return tokens
-
-
-def greedy_onnx(folder: Path, input_ids: Any, attention_mask: Any, max_new_tokens: int,
-                start: int, eos: int, pad: int, threads: int | None = None) -> np.ndarray:
-    """Greedy decoding over the two graphs of `export_gru_onnx`, as `generate` does it."""
-    return GruOnnxGenerator(folder, threads).greedy(input_ids, attention_mask, max_new_tokens,
-                                                     start, eos, pad)

@@ -19,9 +19,9 @@ import torch
 from kdedge import parallel
 from kdedge.data.dataset import TaskSplit
 from kdedge.demo import cache_dir
-from kdedge.distill.outputs import pool
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import batches, encode
+from kdedge.training.outputs import pool
 
 log = logging.getLogger("kdedge")
 

@@ -24,12 +24,12 @@ from torch import nn
 from kdedge import parallel
 from kdedge.config import TrainingConfig
 from kdedge.data.dataset import TaskSplit
-from kdedge.distill import checkpoint
 from kdedge.distill.losses import WeightedSum
-from kdedge.distill.outputs import Outputs
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import encode
 from kdedge.progress import advance, progress_bar
+from kdedge.training import checkpoint
+from kdedge.training.outputs import Outputs
 
 log = logging.getLogger("kdedge")
 

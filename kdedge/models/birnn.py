@@ -2,7 +2,7 @@
 different student of the QE-distillation (Gajbhiye et al. 2021) and MKD (Liu et al. 2019) papers.
 
 It is a `transformers.PreTrainedModel` with its own config type ("kdedge-birnn"), registered with
-the Auto classes when this module is imported, so the rest of kdedge (the training loop,
+the Auto classes by `kdedge.models.register_auto_classes()`, so the rest of kdedge (the training loop,
 `save_verified`, parity checks, the quantizer) handles it like any Hugging Face classifier:
 `save_pretrained` writes safetensors and `AutoModelForSequenceClassification.from_pretrained`
 reads them back.
@@ -188,8 +188,25 @@ def _check_right_padded(mask: torch.Tensor) -> None:
                          "set tokenizer.padding_side = 'right'.")
 
 
-AutoConfig.register(MODEL_TYPE, BiRNNConfig, exist_ok=True)
-AutoModelForSequenceClassification.register(BiRNNConfig, BiRNNForSequenceClassification, exist_ok=True)
+def register_auto() -> None:
+    """Let transformers' Auto classes load a saved BiRNN (config.json model_type kdedge-birnn)."""
+    AutoConfig.register(MODEL_TYPE, BiRNNConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(BiRNNConfig, BiRNNForSequenceClassification,
+                                                exist_ok=True)
+
+
+def _flag(value: str) -> bool:
+    return {"true": True, "false": False}[value.lower()]
+
+
+# "bilstm:key=value,..." options and their parsers
+OPTIONS: dict[str, Any] = {"embedding_dim": int, "hidden_size": int, "num_layers": int,
+                           "dropout": float, "init_embeddings": _flag}
+
+
+def build(spec: Any, teacher: nn.Module, **_: Any) -> nn.Module:
+    """A BiLSTM / BiGRU with attention pooling (the QE-distillation and MKD students)."""
+    return build_birnn(teacher, **dict(spec.options))
 
 
 def build_birnn(teacher: PreTrainedModel, *, cell: str = "lstm", embedding_dim: int | None = None,
