@@ -24,7 +24,6 @@ from kdedge.errors import KdedgeError
 
 DEFAULT_TIMEOUT_S = 1800.0  # per model: import + load + every batch size
 MAX_DISTINCT_BATCHES = 64  # batches cycled per batch size; bounds the prepared inputs' memory
-PHASES = ("load", "inference", "teardown")  # announced by the child; "startup" comes first
 
 
 def pad_token_of(folder: Path, tokenizer: Any) -> tuple[str, int]:

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdedge.distill import generation
+from kdedge.distill.divergence import tempered_kl
 from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
-from kdedge.distill.outputs import Outputs
 from kdedge.registry import Registry
+from kdedge.training.outputs import Outputs
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
 
@@ -61,11 +62,7 @@ class SoftTargetKL(nn.Module):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
         assert teacher is not None, "the kl loss needs teacher outputs"
-        t = self.temperature
-        log_p_student = F.log_softmax(student.logits / t, dim=-1)
-        log_p_teacher = F.log_softmax(teacher.logits / t, dim=-1)
-        kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-        return kl * t * t
+        return tempered_kl(student.logits, teacher.logits, self.temperature).mean()
 
 
 @LOSSES.register("mse_logits")
@@ -309,10 +306,8 @@ class LifelongWordKD(nn.Module):
         total = student.logits.sum() * 0.0
         if bool(real.any()):
             assert teacher is not None, "l2kd_word needs the teacher's logits"
-            t = self.temperature
-            log_s = F.log_softmax(student.logits[real].float() / t, dim=-1)
-            log_t = F.log_softmax(teacher.logits[real].float() / t, dim=-1)
-            total = total + t * t * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+            total = total + tempered_kl(student.logits[real], teacher.logits[real],
+                                        self.temperature).mean()
         if pseudo is not None and bool((mask & pseudo[:, None]).any()):
             replayed = mask & pseudo[:, None]
             total = total + F.cross_entropy(student.logits[replayed].float(),

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdedge.distill.outputs import Outputs
+from kdedge.distill.divergence import tempered_kl
+from kdedge.training.outputs import Outputs
 
 
 def has_gold(labels: torch.Tensor) -> torch.Tensor:
@@ -48,10 +49,7 @@ def per_teacher_kd(student: torch.Tensor, ensemble: torch.Tensor, temperature: f
     """(batch, teachers): T^2 KL(teacher_k || student) at T per row, or squared score error."""
     if regression:
         return (ensemble[..., 0] - student[:, None, 0]) ** 2
-    t = temperature
-    log_s = F.log_softmax(student / t, dim=-1)[:, None, :]
-    log_t = F.log_softmax(ensemble / t, dim=-1)
-    return (log_t.exp() * (log_t - log_s)).sum(-1) * t * t
+    return tempered_kl(student[:, None, :], ensemble, temperature)
 
 
 class TeacherSelector:

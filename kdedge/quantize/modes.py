@@ -24,11 +24,9 @@ from kdedge.errors import KdedgeError
 
 log = logging.getLogger("kdedge")
 
-PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
 # (activation type, weight type) per preset, as optimum's AutoQuantizationConfig sets them
 PRESET_TYPES = {"arm64": ("uint8", "int8"), "avx2": ("uint8", "uint8"),
                 "avx512": ("uint8", "uint8"), "avx512_vnni": ("uint8", "int8")}
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Static QDQ quantizes the ops that carry the weights (and Q K^T, attention x V); calibrating
 # only their tensors also skips the attention-mask tensors (-3.4e38) that break histograms.
 STATIC_OPS = ("MatMul", "Gemm", "Gather")
