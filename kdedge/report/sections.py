@@ -787,7 +787,8 @@ def reproducibility(report: Mapping[str, Any]) -> Section:
              fmt_num((s or {}).get("duration_s"), 1), cell((s or {}).get("started_at"))]
             for name, s in (repro.get("stages") or {}).items()]
     return Section("reproducibility", "Reproducibility", (
-        facts([("seed", cell(repro.get("seed"))), ("config", Code(config)),
+        facts([("seed", NA if repro.get("seed") is None else str(repro["seed"])),
+               ("config", Code(config)),
                ("kdedge git sha", cell(repro.get("kdedge_git_sha"))),
                ("report written by kdedge", cell(repro.get("report_kdedge_version"))),
                ("reproduce, from where the run was started",
