@@ -112,3 +112,33 @@ def test_every_section_of_the_page_is_a_section_of_the_markdown(tmp_path: Path) 
         assert f'<section id="{section.id}"' in html
         # Markdown has no pictures, so the charts section is the page's alone
         assert (f"## {section.title}\n" in md) == (section.id != "charts"), section.id
+
+
+def test_generation_sections_and_the_lifelong_stream_in_both_files(tmp_path: Path) -> None:
+    data = _report(tmp_path)
+    assert "generation" not in [s.id for s in build_sections(data)]  # a classifier: none
+    for row in data["artifacts"]:
+        if row["name"] == "student-int8":
+            row["latency"]["1"].update(tokens_per_s=1234.5, time_to_first_token_ms=3.25)
+    data["generations"] = {"split": "test", "examples": [
+        {"index": 0, "source": "le chat", "gold": "the cat", "teacher-onnx": "the cat",
+         "student-int8": "a <cat>"}]}
+    data["training"]["distill"]["lifelong"] = {
+        "stream": ["first", "second"],
+        "after_step": [{"step": 1, "task": "first", "replayed": 0,
+                        "test_rougeL": {"first": 10.0, "second": 1.0}}],
+        "teachers_test_rougeL": {"first": 11, "second": 13}}
+    md, html = _written(data, tmp_path / "out")
+
+    assert "| student-int8 | 1,234.5 |" not in md  # tokens/s is a rate, not a count
+    assert "| student-int8 | 1234.5 | 3.25 | 2.00 | n/a | n/a | 20.00 |" in md
+    assert ('<td class="text">student-int8</td><td>1234.5</td><td>3.25</td><td>2.00</td>'
+            "<td>n/a</td>") in html
+    assert "| le chat | the cat | the cat | a &lt;cat&gt; |" in md
+    assert ('<td class="text wrap">le chat</td><td class="text">the cat</td>'
+            '<td class="text">the cat</td><td class="text">a &lt;cat&gt;</td>') in html
+    assert "#### The lifelong stream" in md
+    assert "| after step 1 (first, 0 replayed) | 10.00 | 1.00 |" in md
+    assert "| each task's teacher | 11.00 | 13.00 |" in md
+    assert "<h4>The lifelong stream</h4>" in html
+    assert ('<td class="text">each task&#39;s teacher</td><td>11.00</td><td>13.00</td>') in html
