@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from kdedge.report.builders import build_sections, comparison_sections, comparison_subtitle, subtitle
 from kdedge.report.sections import (
     Builder,
     Bullets,
@@ -25,10 +26,6 @@ from kdedge.report.sections import (
     Section,
     Table,
     Text,
-    build_sections,
-    comparison_sections,
-    comparison_subtitle,
-    subtitle,
 )
 
 CHARTS = ("quality-vs-latency", "latency-distribution", "training-loss", "training-validation",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kdedge.registry import Registry
+from kdedge.report.builders import build_sections, comparison_sections, comparison_subtitle, subtitle
 from kdedge.report.formatting import NA
 from kdedge.report.html import render_comparison_html, render_html
 from kdedge.report.sections import (
@@ -28,10 +29,6 @@ from kdedge.report.sections import (
     Section,
     Table,
     Text,
-    build_sections,
-    comparison_sections,
-    comparison_subtitle,
-    subtitle,
 )
 
 # A report format: (report data, extra section builders) -> the file's text.
@@ -44,7 +41,7 @@ COMPARISON_FORMATS.register("html")(render_comparison_html)
 
 def render(fmt: str, data: Mapping[str, Any], extra_builders: Sequence[Builder] = ()) -> str:
     """The text of report.<fmt>; an unknown format names the known ones. extra_builders: a
-    caller's own sections (see sections.build_sections), in every format that has sections."""
+    caller's own sections (see builders.build_sections), in every format that has sections."""
     return FORMATS.get(fmt)(data, extra_builders)
 
 

@@ -1,7 +1,7 @@
 """Report stage: read the upstream manifests, write report.json / .md / .html, return the verdict.
 
 It never measures: compare.py turns manifests into report data, render.py turns that data into
-text (section by section, sections.py), and this module only wires them to the run directory.
+text (section by section, builders.py), and this module only wires them to the run directory.
 """
 
 from __future__ import annotations

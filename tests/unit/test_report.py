@@ -342,8 +342,8 @@ def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
 
 
 def test_training_history_shows_recipe_phases() -> None:
+    from kdedge.report.builders import history_table
     from kdedge.report.render import table_lines
-    from kdedge.report.sections import history_table
 
     history = [{"phase": "anneal", "epoch": 1, "train_loss": 0.5, "validation_accuracy": 0.7,
                 "seconds": 2.0},

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from test_report import ACCURACY, P50, fake_metrics, write_run
 
-from kdedge.report import sections
+from kdedge.report import builders
+from kdedge.report.builders import build_sections
 from kdedge.report.compare import build_report_from_run
 from kdedge.report.render import render
-from kdedge.report.sections import Code, Section, Table, Text, build_sections
+from kdedge.report.sections import Code, Section, Table, Text
 from kdedge.report.stage import write_reports
 
 EMBEDDING = "<embedding> & recall|k"
@@ -48,15 +49,15 @@ def test_a_changed_builder_output_shows_in_both_files(tmp_path: Path,
     data = _report(tmp_path)
 
     def parity(report: dict[str, Any]) -> Section:
-        built = sections.parity(report)
+        built = builders.parity(report)
         table = next(b for b in built.blocks if isinstance(b, Table))
         rows = tuple((row[0], "moved/" + row[1], *row[2:]) for row in table.rows)
         return Section(built.id, "Export parity, checked twice",
                        (Text("Both ONNX files were re-checked."),
                         Table(table.header, rows, table.text_cols)))
 
-    monkeypatch.setattr(sections, "BUILDERS", tuple(parity if b is sections.parity else b
-                                                    for b in sections.BUILDERS))
+    monkeypatch.setattr(builders, "BUILDERS", tuple(parity if b is builders.parity else b
+                                                    for b in builders.BUILDERS))
     md, html = _written(data, tmp_path / "out")
     assert "## Export parity, checked twice\n\nBoth ONNX files were re-checked.\n" in md
     assert "| student | moved/student | 17 | 2.00e-06 |" in md
