@@ -1,13 +1,13 @@
 """Report stage: read the upstream manifests, write report.json / .md / .html, return the verdict.
 
 It never measures: compare.py turns manifests into report data, render.py turns that data into
-text, and this module only wires the two to the run directory.
+text (section by section, builders.py), and this module only wires them to the run directory.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from kdedge.errors import KdedgeError
 from kdedge.pipeline import stage_dirname
 from kdedge.report.compare import REPORT_INPUTS, build_comparison, build_report, build_report_from_run
 from kdedge.report.render import COMPARISON_FORMATS, file_name, render, render_comparison
+from kdedge.report.sections import Builder
 from kdedge.report.targets import load_added
 
 if TYPE_CHECKING:
@@ -37,9 +38,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return summarize(data, [path.name for path in paths])
 
 
-def write_reports(data: dict[str, Any], folder: Path, formats: Iterable[str]) -> list[Path]:
-    """Render every format first, then write each atomically: a bad format writes nothing."""
-    texts = {fmt: render(fmt, data) for fmt in dict.fromkeys(formats)}  # ordered, no repeats
+def write_reports(data: dict[str, Any], folder: Path, formats: Iterable[str],
+                  extra_builders: Sequence[Builder] = ()) -> list[Path]:
+    """Render every format first, then write each atomically: a bad format writes nothing.
+    extra_builders: sections of the caller's own (a task kind's), in every format."""
+    texts = {fmt: render(fmt, data, extra_builders)
+             for fmt in dict.fromkeys(formats)}  # ordered, no repeats
     paths = []
     for fmt, text in texts.items():
         path = folder / file_name(fmt)

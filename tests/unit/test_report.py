@@ -182,7 +182,7 @@ def test_speedup_and_size_ratios_against_teacher_onnx(tmp_path: Path) -> None:
     assert quant["matmul_int8"] == 18
     assert report["training"]["distill"]["parameter_ratio"] == pytest.approx(4.0)
     md = render_markdown(report)
-    assert "| student-int8 (recommended) | onnxruntime | int8 | 87.00% |" in md
+    assert "| student-int8 (recommended) | cpu | onnxruntime | int8 | 87.00% |" in md
     assert "5.00×" in md and "4.00×" in md
 
 
@@ -268,7 +268,8 @@ def test_stage_writes_reports_that_round_trip(tmp_path: Path) -> None:
         assert (f"| {name}" in md) == (name not in OPTIONAL)
     for text in ("Test CPU 9000", "avx512\\_vnni yes", "fp00000000000005", "config.resolved.yaml",
                  "18 of 20", "2.00e-06", "pass", "- files.all.path: toy.csv",
-                 "| teacher-pytorch | 12.00 | 14.40 | 18.00 | 83.3 | 0.83× |",
+                 "| teacher-pytorch | 1 | 12.00 | 14.40 | 15.60 | 18.00 | 10.80 | 24.00 | 83.3 | 0.83× "
+                 "| 50 |",
                  "providers CPUExecutionProvider, intra\\_op\\_threads 4"):
         assert text in md
 
@@ -288,7 +289,8 @@ def test_missing_parts_render_as_na(tmp_path: Path) -> None:
     # student-onnx qualifies but has no latency: the teacher is the safe default
     assert report["recommendation"]["artifact"] == "teacher-onnx"
     md = render_markdown(report)
-    assert "| student-int8 | n/a | n/a | n/a | n/a | n/a |" in md
+    assert "| student-int8 | cpu | onnxruntime | int8 | n/a | n/a | n/a | n/a | n/a |" in md
+    assert "Not benchmarked: student-pytorch; student-onnx; student-int8 (no int8 model in this run)." in md
     assert "No quantized model in this run (n/a)." in md
     assert "The bench skipped student-int8: no int8 model in this run." in md
     json.loads(render_json(report))
@@ -340,13 +342,14 @@ def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
 
 
 def test_training_history_shows_recipe_phases() -> None:
-    from kdedge.report.render import _history
+    from kdedge.report.builders import history_table
+    from kdedge.report.render import table_lines
 
     history = [{"phase": "anneal", "epoch": 1, "train_loss": 0.5, "validation_accuracy": 0.7,
                 "seconds": 2.0},
                {"phase": "finetune", "epoch": 1, "train_loss": 0.4, "validation_accuracy": 0.8,
                 "seconds": 3.0, "examples_per_s": 412.345}]
-    lines = _history(history, best_epoch=1)
+    lines = table_lines(history_table(history, best_epoch=1))
     assert lines[0] == "| Phase | Epoch | Train loss | Validation accuracy | Seconds | Examples/s |"
     assert lines[2] == "| anneal | 1 | 0.5000 | 70.00% | 2.0 | n/a |"  # best_epoch: in the last phase
     assert lines[3] == "| finetune | 1 (best) | 0.4000 | 80.00% | 3.0 | 412.3 |"
@@ -412,8 +415,9 @@ def test_regression_is_judged_by_pearson(tmp_path: Path) -> None:
     assert "accuracy" not in render_json(report).replace("min_retained_accuracy", "")
     md = render_markdown(report)
     assert "accuracy" not in md.lower()
-    for text in ("| Artifact | Runtime | Precision | Test Pearson | Spearman | MSE | Retained vs",
-                 "| student-int8 (recommended) | onnxruntime | int8 | 0.8700 | 0.8500 | 0.1300 | 96.7% |",
+    for text in ("| Artifact | Target | Runtime | Precision | Test Pearson | Spearman | MSE | Retained vs",
+                 "| student-int8 (recommended) | cpu | onnxruntime | int8 | 0.8700 | 0.8500 | 0.1300 "
+                 "| 96.7% |",
                  "whose test Pearson is at least 95.0% of teacher-onnx's (0.8550 here)",
                  "- test Spearman: 0.8700 → 0.8500 (-0.0200)",
                  "| Epoch | Train loss | Validation Pearson | Seconds |",

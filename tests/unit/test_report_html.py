@@ -62,7 +62,7 @@ def test_user_strings_are_escaped_in_html_and_markdown(tmp_path: Path) -> None:
 
     assert "<script" not in html.lower()  # the page has no script of its own either
     assert "<b>kd</b>" not in html and "&lt;b&gt;kd&lt;/b&gt;" in html
-    escaped = ("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; a|b *bold* `tick` "
+    escaped = ("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; a|b *bold* `tick` "
                "[x](http://y)")
     assert html.count(escaped) >= 4  # label rows, the disagreement text, gold, teacher model
     assert "http://y" not in re.findall(r'(?:href|src)="([^"]*)"', html)
