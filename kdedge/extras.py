@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 
 COMPRESS_MODULES = ("torch", "transformers", "optimum", "onnx", "datasets", "safetensors",
-                    "pandas", "pyarrow", "sacrebleu", "rouge_score", "accelerate")
+                    "pandas", "pyarrow", "sacrebleu", "rouge_score", "accelerate", "jinja2")
 INSTALL_COMPRESS = 'pip install "kdedge[compress]"'
 
 

@@ -99,7 +99,7 @@ def test_pseudo_samples_are_cut_at_the_separator_and_end_with_eos(tiny_gpt2_dir:
 
 
 def test_the_report_tabulates_the_stream_step_by_step() -> None:
-    from kdedge.report.render import lifelong_rows
+    from kdedge.report.builders import lifelong_rows
 
     life = {"stream": ["first", "target"],
             "after_step": [{"step": 1, "task": "first", "replayed": 0,
