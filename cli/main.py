@@ -66,8 +66,9 @@ def compress(
     label_column: Annotated[str | None, typer.Option(help="[data.label_column]; for seq2seq "
                                                      "the target text.")] = None,
     task: Annotated[str | None, typer.Option(help="classification, regression, seq2seq (with "
-                                             "'demo' data: BBC article -> headline) or "
-                                             "causal-lm (prompt -> continuation). "
+                                             "'demo' data: BBC article -> headline), "
+                                             "causal-lm (prompt -> continuation) or embedding "
+                                             "(sentence vectors for search; no labels). "
                                              "[data.task]")] = None,
     teacher: Annotated[str | None, typer.Option(help="Directory, hub id or 'demo'. "
                                                 "[teacher.model]")] = None,
