@@ -13,7 +13,7 @@ from kdedge.distill.outputs import Outputs
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.distill.students import build_student
 from kdedge.distill.trainer import train
-from kdedge.evaluate import evaluate_splits, validation_score
+from kdedge.evaluate import evaluate_splits, primary_metric, student_beats_teacher, validation_score
 from kdedge.hf import save_verified
 from kdedge.teacher.stage import MODEL_DIR
 from kdedge.torch_utils import set_threads
@@ -91,6 +91,10 @@ def run(ctx) -> dict[str, Any]:
             multi_task.save_heads(model, aux_tasks, ctx.work / multi_task.HEADS_FILE)
     probe = task.splits["validation"].texts[:8]
     reload_diff = save_verified(student, tokenizer, ctx.work / STUDENT_DIR, probe, max_length)
+    scores = evaluate_splits(student, tokenizer, task, max_length)
+    beaten = student_beats_teacher(ctx.manifest("teacher").metrics, scores, primary_metric(task.kind))
+    if beaten:
+        log.warning("  %s", beaten["sentence"])
     return {
         "recipe": cfg.recipe,
         "student": info,
@@ -102,7 +106,7 @@ def run(ctx) -> dict[str, Any]:
         "history": history,
         "best_epoch": best_epoch,
         "reload_max_abs_diff": reload_diff,
-        **evaluate_splits(student, tokenizer, task, max_length),
+        **scores,
     }
 
 
