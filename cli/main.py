@@ -109,7 +109,7 @@ def compress(
     accelerate_config: AccelerateConfigOption = None,
 ) -> None:
     """Run the whole chain: data, teacher, distill, export, quantize, bench, report, bundle."""
-    from kdedge import pipeline
+    from kdedge import pipeline, preflight
     from kdedge.config import load_config
     from kdedge.errors import KdedgeError
     from kdedge.extras import require_compress
@@ -134,6 +134,7 @@ def compress(
     }
     overrides = {**parse_sets(set_ or []), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(config, overrides)
+    preflight.check(cfg)  # every model, student and column, before any stage (also --dry-run)
     run_dir = pipeline.default_run_dir(cfg)
     pipeline.prepare_run(cfg, run_dir, resume=resume or dry_run, force=force)
     if dry_run:

