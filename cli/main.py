@@ -48,11 +48,13 @@ STAGE_HELP = {
 
 @app.callback()
 def _options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors, debug lines "
+                                        "and the output of tools run underneath (pip).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     _state["debug"] = _state["debug"] or debug
-    _setup_logging(logging.WARNING if quiet or not _is_main() else logging.INFO)
+    level = logging.DEBUG if _state["debug"] else logging.INFO
+    _setup_logging(logging.WARNING if quiet or not _is_main() else level)
 
 
 @app.command()
