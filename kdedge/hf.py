@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from kdedge.errors import KdedgeError
+
+PROBE_TIMEOUT_S = 1.5  # how long the hub may take to accept a connection before we call it offline
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def resolve_source(source: str) -> str:
@@ -130,3 +138,98 @@ def save_verified(model: Any, tokenizer: Any, folder: Path, probe_texts: list[An
         raise KdedgeError(f"The model saved to {folder} reloads with logits off by {diff:.2e}; "
                           "its config does not match its weights.")
     return diff
+
+
+def offline_requested() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set to a true value: use the cache only."""
+    return any(os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached (one connection attempt, at most PROBE_TIMEOUT_S), or None.
+
+    Asked once per process, before anything loads from the hub: huggingface_hub would retry a
+    dead connection for half a minute, printing each failure.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((url.hostname or "", port), timeout=PROBE_TIMEOUT_S).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err.strerror or type(err).__name__)
+
+    probe = threading.Thread(target=connect, daemon=True)  # name resolution has no timeout
+    probe.start()
+    probe.join(PROBE_TIMEOUT_S + 0.2)
+    if not outcome:
+        return f"no answer from {endpoint} within {PROBE_TIMEOUT_S:g} s"
+    return None if outcome[0] is None else f"{endpoint}: {outcome[0].lower()}"
+
+
+def go_offline() -> None:
+    """Make every later hub call read the local cache only (as HF_HUB_OFFLINE=1 would)."""
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for module in ("huggingface_hub.constants", "datasets.config"):  # already imported: they
+        if module in sys.modules:  # read the variables at import time
+            sys.modules[module].HF_HUB_OFFLINE = True
+
+
+def model_config(source: str, what: str, revision: str | None = None,
+                 trust_remote_code: bool = False) -> Any:
+    """The config of a model ("demo", a directory or a hub id), without downloading weights.
+
+    A hub id needs the hub or the local cache: with no network (or HF_HUB_OFFLINE) a model not in
+    the cache fails at once with one line, and one in the cache is used offline.
+    """
+    location = resolve_source(source)
+    hub = not Path(location).is_dir()
+    if hub and offline_requested() and not _in_cache(location, revision):
+        raise KdedgeError(f"HF_HUB_OFFLINE is set, so {what} {source!r} cannot be downloaded from "
+                          "the Hugging Face hub, and it is not in its cache; unset HF_HUB_OFFLINE, "
+                          "or pass a local model directory.")
+    if hub and not offline_requested():
+        reason = hub_unreachable()
+        if reason is not None:
+            if not _in_cache(location, revision):
+                raise KdedgeError(f"No network ({reason}), so {what} {source!r} cannot be "
+                                  "downloaded from the Hugging Face hub, and it is not in its "
+                                  "cache; connect, or pass a local model directory.")
+            logging.getLogger("kdedge").warning(
+                "  no network (%s): models are read from the Hugging Face cache only", reason)
+            go_offline()
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        return AutoConfig.from_pretrained(location, **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise KdedgeError(f"Model {source!r} needs its own code to load; pass "
+                              "--trust-remote-code only if you trust its authors.") from None
+        raise KdedgeError(f"Cannot load model {source!r} ({str(err).splitlines()[0]}).") from None
+    except OSError as err:
+        raise KdedgeError(f"Cannot load {what} {source!r} ({str(err).splitlines()[0][:160]}); check "
+                          "the hub id and the network, or pass a local directory.") from None
+
+
+def _in_cache(repo_id: str, revision: str | None) -> bool:
+    """Whether the hub cache holds this model's config (huggingface_hub alone: no transformers
+    import, so a run with no network fails in about a second)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id: the loader names that problem itself
+        return False
+    return isinstance(found, str)

@@ -6,6 +6,7 @@ train / validation / test files), or a Hugging Face `datasets` name.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,41 @@ def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any
         raise KdedgeError(f"Data path {cfg.source!r} does not exist; check --data (a CSV, JSONL or "
                           "Parquet file, a folder of split files, or a datasets name).")
     return _hub(cfg.source, cfg.dataset_config)
+
+
+DEMO_SOURCES = ("demo", "demo-news", "demo-headlines")
+DEMO_COLUMNS = ["text", "label"]  # what every built-in demo table holds
+
+
+def columns(cfg: DataConfig) -> dict[str, list[str]] | None:
+    """The columns of each split file of a local or demo source, read from the headers only
+    (no rows), so a wrong --text-column fails before any work; None for a datasets name, or a
+    file whose header cannot be read alone (the data stage then says what is wrong with it)."""
+    if cfg.source in DEMO_SOURCES:
+        return {"all": DEMO_COLUMNS}
+    path = Path(cfg.source).expanduser()
+    if not path.exists():
+        if _looks_like_path(cfg.source):
+            load_tables(cfg)  # raises the missing-path error
+        return None
+    files = {"all": path} if path.is_file() else _split_files(path)
+    try:
+        return {split: _header(file) for split, file in files.items()}
+    except Exception:  # any unreadable header is read again, and named, by the data stage
+        return None
+
+
+def _header(path: Path) -> list[str]:
+    name = path.name.lower()
+    if ".parquet" in name:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if ".jsonl" in name or (".json" in name and _is_json_lines(path)):
+        return list(pd.read_json(path, lines=True, nrows=1).columns)
+    if ".tsv" in name or ".csv" in name:
+        return list(pd.read_csv(path, nrows=0, sep="\t" if ".tsv" in name else ",").columns)
+    raise ValueError(name)
 
 
 def _looks_like_path(source: str) -> bool:
@@ -117,26 +153,36 @@ def _is_json_lines(path: Path) -> bool:
 def _local(path: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     from kdedge.artifacts import sha256_file
 
-    if path.is_file():
-        files = {"all": path}
-    else:
-        files = {}
-        for split, aliases in SPLIT_ALIASES.items():
-            for candidate in sorted(path.iterdir()):
-                stem = candidate.name.lower().split(".")[0]
-                if candidate.is_file() and stem in aliases:
-                    files[split] = candidate
-                    break
-        if "train" not in files:
-            raise KdedgeError(f"Data folder {path} has no train file; add train.csv (or .jsonl, "
-                              ".parquet), optionally with validation and test files.")
+    files = {"all": path} if path.is_file() else _split_files(path)
     tables = {split: read_file(file) for split, file in files.items()}
     identity = {"kind": "local", "files": {s: {"path": str(f.resolve()), "sha256": sha256_file(f)}
                                            for s, f in files.items()}}
     return tables, identity
 
 
+def _split_files(path: Path) -> dict[str, Path]:
+    """A data folder's train / validation / test files (train required)."""
+    files = {}
+    for split, aliases in SPLIT_ALIASES.items():
+        for candidate in sorted(path.iterdir()):
+            stem = candidate.name.lower().split(".")[0]
+            if candidate.is_file() and stem in aliases:
+                files[split] = candidate
+                break
+    if "train" not in files:
+        raise KdedgeError(f"Data folder {path} has no train file; add train.csv (or .jsonl, "
+                          ".parquet), optionally with validation and test files.")
+    return files
+
+
 def _hub(name: str, config_name: str | None) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from kdedge.hf import go_offline, hub_unreachable, offline_requested
+
+    reason = None if offline_requested() else hub_unreachable()
+    if reason is not None:  # datasets would retry each request; its cache may still hold this one
+        logging.getLogger("kdedge").warning(
+            "  no network (%s): datasets are read from the Hugging Face cache only", reason)
+        go_offline()
     try:
         import datasets
 

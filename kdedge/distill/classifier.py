@@ -12,7 +12,7 @@ from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.data.dataset import TaskData
 from kdedge.distill import augment, losses, multi_task, teachers
 from kdedge.distill.recipes import RECIPES, Dims
-from kdedge.evaluate import evaluate_splits, validation_score
+from kdedge.evaluate import evaluate_splits, student_beats_teacher, validation_score
 from kdedge.hf import save_verified
 from kdedge.models.students import build_student
 from kdedge.training import teacher_cache
@@ -86,6 +86,10 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
             multi_task.save_heads(model, aux_tasks, ctx.work / multi_task.HEADS_FILE)
     probe = task.splits["validation"].texts[:8]
     reload_diff = save_verified(student, tokenizer, ctx.work / STUDENT_DIR, probe, max_length)
+    scores = evaluate_splits(student, tokenizer, task, max_length)
+    beaten = student_beats_teacher(ctx.manifest("teacher").metrics, scores, task.primary_metric)
+    if beaten:
+        log.warning("  %s", beaten["sentence"])
     return {
         "recipe": cfg.recipe,
         "student": info,
@@ -97,7 +101,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         "history": history,
         "best_epoch": best_epoch,
         "reload_max_abs_diff": reload_diff,
-        **evaluate_splits(student, tokenizer, task, max_length),
+        **scores,
     }
 
 

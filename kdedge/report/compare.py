@@ -24,6 +24,7 @@ from kdedge import __version__, tasks
 from kdedge.artifacts import MANIFEST, Manifest
 from kdedge.bench.stats import latency_at
 from kdedge.config import ReportConfig, load_config
+from kdedge.evaluate import student_beats_teacher
 from kdedge.pipeline import RESOLVED_CONFIG, stage_dirname
 from kdedge.report.formatting import (
     dig,
@@ -160,6 +161,9 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     _add_reference_ratios(rows, by_name, batch_sizes, metric)
     recommendation = recommend(by_name, min_retained_accuracy=min_retained_accuracy,
                                batch_size=ranking_batch, metric=metric)
+    beaten = student_beats_teacher(metrics["teacher"], metrics["distill"], metric)
+    if beaten:  # the verdict itself says the reference is weak, and how to fix it
+        recommendation["summary"] += " Caution: " + beaten["sentence"]
     missing = [name for name in REPORT_INPUTS if manifests.get(name) is None]
     environment = _environment(manifests)
     report = {
@@ -179,7 +183,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "generations": _generations(metrics["export"]),
         "export": _export(metrics, metric),
         "quantization": _quantization(metrics, quality_metrics),
-        "training": _training(metrics, manifests, metric),
+        "training": {**_training(metrics, manifests, metric), "student_beats_teacher": beaten},
         "data": _data(metrics),
         "benchmark": _benchmark(bench, batch_sizes, skipped) if bench else None,
         "added_targets": [_added_target(results) for results in added],
@@ -766,12 +770,21 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
         return None
     spread = ({"label_stats": data.get("label_stats")} if "label_stats" in data
               else {"label_counts": data.get("label_counts")})  # regression scores, or classes
+    truncated = _mapping(metrics["teacher"].get("truncated"))  # counted with the teacher's tokenizer
     return {
         "source": data.get("source"),
         "labels": [str(label) for label in data.get("labels") or []],
         "num_labels": _int(data.get("num_labels")),
         "splits": {str(k): _int(v) for k, v in _mapping(data.get("splits")).items()},
         **spread,
+        "checks": {  # None in runs that predate the data checks
+            "duplicates": _mapping(data.get("duplicates")) or None,
+            "dropped_rows": _mapping(data.get("dropped_rows")) or None,
+            "rare_classes": data.get("rare_classes"),
+            "imbalance": _mapping(data.get("imbalance")) or None,
+            "truncated": {str(k): _int(v) for k, v in truncated.items()} or None,
+            "warnings": [str(w) for w in data.get("warnings") or []],
+        },
     }
 
 
@@ -879,6 +892,13 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
     """Warnings a reader must see before trusting the tables."""
     notes = [f"The {name} stage has no manifest in this run; its parts of the report show n/a."
              for name in missing]
+    notes += [str(w) for w in metrics["data"].get("warnings") or []]  # the data checks' findings
+    truncated = {str(k): _int(v) or 0 for k, v in _mapping(metrics["teacher"].get("truncated")).items()}
+    if sum(truncated.values()):
+        notes.append(f"{sum(truncated.values())} texts ("
+                     + ", ".join(f"{k} {v}" for k, v in truncated.items())
+                     + ") are longer than data.max_length tokens and were cut there; raise "
+                       "data.max_length if their ends matter.")
     by_reason: dict[str, list[str]] = {}
     for name, reason in skipped.items():  # an absent GPU skips every model on it alike
         by_reason.setdefault(reason, []).append(name)

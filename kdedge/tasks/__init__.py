@@ -27,14 +27,20 @@ def names() -> list[str]:
     return KINDS.names()
 
 
+def declared(name: str | None) -> TaskKind:
+    """The kind data.task names before any data is read; "auto" (or none) gives classification's,
+    which regression shares: labels, students, recipes and demo."""
+    return get(classification.KIND.name if name in (None, AUTO) else name)
+
+
 def demo_preset(name: str | None) -> dict[str, Any]:
-    """The config the built-in demo of data.task `name` runs with (auto: classification's)."""
-    return dict(get(classification.KIND.name if name in (None, AUTO) else name).demo_preset)
+    """The config the built-in demo of data.task `name` runs with."""
+    return dict(declared(name).demo_preset)
 
 
 def reads_labels(name: str) -> bool:
-    """Whether data.task `name` reads a label column ("auto" decides from the labels)."""
-    return name == AUTO or get(name).labelled
+    """Whether data.task `name` reads a label column."""
+    return declared(name).labelled
 
 
 def resolve(name: str, labels: Any) -> str:

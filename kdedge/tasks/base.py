@@ -35,6 +35,7 @@ class TaskKind:
     unbenched: frozenset[str] = frozenset()  # bench models this kind never writes
     bundle_skip: str | None = None  # why the bundle stage writes nothing for this kind, if so
     labelled: bool = True  # reads a label column (an unlabelled kind learns from the teacher alone)
+    student_spec: bool = True  # its student is a models/students.py family picked by distill.student
     output: str = "logits"  # the name of the exported graph's output that the bundle returns
     summary: str = ""  # one line for the docs
     demo_preset: Mapping[str, Any] = field(default_factory=dict)  # config under the built-in

@@ -26,7 +26,7 @@ class Generation(TaskKind):
 
 def generation_kind(name: str, summary: str, demo_preset: dict[str, Any]) -> Generation:
     return Generation(name=name, metrics=GENERATION_METRICS, recipes=GENERATION_RECIPES,
-                      demo_preset=demo_preset,
+                      demo_preset=demo_preset, student_spec=False,
                       work=GENERATION_WORK, label_dtype=object, generates=True,
                       unbenched=frozenset({"student-fp16"}),  # no fp16 generator is written yet
                       bundle_skip="bundles hold classifiers and regressors; a generator ships as "

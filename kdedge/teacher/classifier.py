@@ -49,9 +49,12 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
                           "to auto for this teacher so kdedge trains one.")
     fine_tune = cfg.fine_tune == "always" or not matched
     history: list[dict[str, float]] = []
+    best_epoch = None
     if fine_tune:
-        log.info("  fine-tuning teacher %r on %d examples (%d epoch(s))", cfg.model,
-                 len(task.splits["train"]), cfg.training.epochs)
+        stop = (f"up to {cfg.training.epochs} epochs, until validation stops improving"
+                if cfg.training.patience else f"{cfg.training.epochs} epoch(s)")
+        log.info("  fine-tuning teacher %r on %d examples (%s)", cfg.model,
+                 len(task.splits["train"]), stop)
         gold = losses.build([(gold_loss(task.is_regression), 1.0, {})])  # CE, or MSE to scores
         result = train(model, tokenizer, task.splits["train"], gold,
                        teacher=lambda batch: None,
@@ -59,7 +62,7 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
                        cfg=cfg.training, max_length=max_length, seed=seed,
                        description="teacher", checkpoints=checkpoints,
                        config_key="teacher.training")
-        history = result.history
+        history, best_epoch = result.history, result.best_epoch
     metrics = {
         "model": cfg.model,
         "fine_tuned": fine_tune,
@@ -69,6 +72,7 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
         "truncated": {name: truncated(tokenizer, split.texts, max_length)
                       for name, split in task.splits.items()},
         "history": history,
+        "best_epoch": best_epoch,
         **evaluate_splits(model, tokenizer, task, max_length),
     }
     cut = sum(metrics["truncated"].values())

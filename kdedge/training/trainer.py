@@ -97,7 +97,8 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
           config_key: str = "distill.training", collate: Collate | None = None,
           prepare: Prepare | None = None,
           epoch_summary: Callable[[], dict[str, float]] | None = None) -> TrainResult:
-    """Train for cfg.epochs, evaluating after each epoch.
+    """Train for cfg.epochs, evaluating after each epoch; with cfg.patience, stop early once
+    the validation score has not improved for that many epochs (keep="best" only).
 
     Leaves the model at its best epoch on validation (keep="best"), or at its last one
     (keep="last", for phases whose validation score means nothing yet, e.g. before the head
@@ -136,6 +137,11 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         result = TrainResult(resumed.best_epoch, resumed.best_score, resumed.history)
         log.info("  %s: continuing after epoch %d from its checkpoint", description, resumed.epoch)
     for epoch in range(first, cfg.epochs + 1):
+        if keep == "best" and cfg.patience and epoch - 1 - result.best_epoch >= cfg.patience:
+            log.info("  %s: stopping after epoch %d, its validation score has not improved for %d "
+                     "epoch(s); keeping epoch %d (%.4f)", description, epoch - 1, cfg.patience,
+                     result.best_epoch, result.best_score)
+            break
         model.train()
         schedule_state = loss_fn.begin_epoch(epoch)
         started, total_loss, seen = time.perf_counter(), 0.0, 0

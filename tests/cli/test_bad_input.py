@@ -136,7 +136,7 @@ def test_a_teacher_with_corrupt_weights(tiny_csv: Path, tiny_model_dir: Path, tm
     weights = teacher / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a cut-off download
     line = bad_input(["compress", "--data", str(tiny_csv), *TOY, "--teacher", str(teacher),
-                      "--out", str(tmp_path / "r")], capsys, monkeypatch)
+                      "--student", "1", "--out", str(tmp_path / "r")], capsys, monkeypatch)
     assert line.startswith(f"error: The weights of model {str(teacher)!r} cannot be read (")
     assert line.endswith("); the file is corrupt or incomplete: download or save the model again.")
 

@@ -34,7 +34,8 @@ def test_split_is_seeded_stratified_and_disjoint() -> None:
 
 def test_existing_splits_are_kept_and_caps_apply() -> None:
     cfg = DataConfig(source="x", max_train_samples=100, max_eval_samples=20)
-    splits, unused = make_splits({"train": _table(400), "test": _table(80)}, cfg, seed=0)
+    test = _table(80).assign(text=lambda t: "held-out " + t["text"])
+    splits, unused = make_splits({"train": _table(400), "test": test}, cfg, seed=0)
     assert len(splits["train"]) == 100 and len(splits["test"]) == 20 and len(splits["validation"]) == 20
     assert len(unused) == 400 - 40 - 100 and list(unused.columns) == ["text"]  # labels dropped
     assert not set(unused["text"]) & set(splits["train"]["text"])
@@ -43,14 +44,15 @@ def test_existing_splits_are_kept_and_caps_apply() -> None:
 def test_missing_column_lists_the_available_ones() -> None:
     table = pd.DataFrame({"review": ["x"], "stars": [1]})
     cfg = DataConfig(source="x.csv", text_columns=("text",), label_column="stars")
-    with pytest.raises(KdedgeError, match=r"Column 'text' is not in the all data; available columns: "
+    with pytest.raises(KdedgeError, match=r"Column 'text' is not in the data; available columns: "
                                           r"review, stars\. Name the right one with --text-column\."):
         _select(table, cfg, "all")
 
 
 def test_rows_without_text_or_label_are_dropped() -> None:
     table = pd.DataFrame({"text": ["a", None, "c"], "label": ["x", "y", None]})
-    assert _select(table, DataConfig(source="x"), "train")["text"].tolist() == ["a"]
+    kept, dropped = _select(table, DataConfig(source="x"), "train")
+    assert kept["text"].tolist() == ["a"] and dropped == {"missing": 2, "empty": 0}
 
 
 def test_numeric_labels_keep_numeric_order() -> None:
@@ -159,3 +161,101 @@ def test_a_held_out_split_with_hidden_scores_is_carved_from_train(tmp_path: Path
     assert metrics["task"] == "regression"
     assert metrics["splits"] == {"train": 80, "validation": 10, "test": 10}
     assert metrics["label_stats"]["test"]["min"] >= 0.0
+
+
+def _labelled(texts: list[str], labels: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def test_duplicated_texts_stay_in_one_split_and_are_counted(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from kdedge.data.dataset import load_task
+
+    rows = _table(300)
+    copies = rows.iloc[:60].copy()  # 40 exact copies, 20 that differ in case and spacing only
+    copies.loc[copies.index[40:], "text"] = copies["text"].iloc[40:].str.upper().str.replace(" ", "   ")
+    source = tmp_path / "dups.csv"
+    pd.concat([rows, copies], ignore_index=True).to_csv(source, index=False)
+    with caplog.at_level("WARNING", logger="kdedge"):
+        work, metrics = _run_data_stage(tmp_path, source)
+    task = load_task(work)
+    normal = {name: {" ".join(str(t).split()).casefold() for t in split.texts}
+              for name, split in task.splits.items()}
+    assert not normal["test"] & normal["train"] and not normal["validation"] & normal["train"]
+    assert sum(map(len, task.splits.values())) == 360  # copies kept, in one split each
+    found = metrics["duplicates"]
+    assert (found["exact"], found["near"], found["conflicting_labels"]) == (40, 20, 0)
+    assert found["in_train"] == {"validation": 0, "test": 0} and found["removed_from_train"] == 0
+    assert sum(found["within"].values()) == 60
+    message = ("60 rows repeat another row's text (40 exactly, 20 once whitespace and case are "
+               "normalised); copies were kept in one split, so no validation or test text is in train.")
+    assert metrics["warnings"] == [message] and message in caplog.text
+
+
+def test_ignoring_duplicates_says_how_many_test_texts_leak(tmp_path: Path) -> None:
+    rows = _table(200)
+    source = tmp_path / "dups.csv"
+    pd.concat([rows, rows], ignore_index=True).to_csv(source, index=False)  # every text twice
+    _, metrics = _run_data_stage(tmp_path, source, duplicates="ignore")
+    leaks = metrics["duplicates"]["in_train"]
+    assert leaks["test"] > 0 and metrics["warnings"][0] == (
+        f"200 rows repeat another row's text (200 exactly, 0 once whitespace and case are normalised); "
+        f"{leaks['test']} test and {leaks['validation']} validation rows also occur in train, which "
+        "inflates their scores; set data.duplicates=group to keep copies in one split.")
+
+
+def test_train_rows_repeating_a_given_test_split_are_dropped(tmp_path: Path) -> None:
+    folder = tmp_path / "given"
+    folder.mkdir()
+    train = _table(100)
+    train.to_csv(folder / "train.csv", index=False)
+    train.iloc[:20].assign(text=lambda t: " " + t["text"].str.title()).to_csv(folder / "test.csv",
+                                                                              index=False)
+    _, metrics = _run_data_stage(tmp_path, folder)
+    assert metrics["duplicates"]["removed_from_train"] == 20
+    assert metrics["splits"] == {"train": 72, "validation": 8, "test": 20}  # 10% of the 80 left
+    assert metrics["duplicates"]["in_train"] == {"validation": 0, "test": 0}
+    assert metrics["warnings"][0].endswith(
+        "copies were kept in one split, so no validation or test text is in train (20 train rows "
+        "that repeat a held-out text were dropped).")
+
+
+def test_a_single_example_class_and_a_95_5_imbalance_are_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    texts = [f"text {i}" for i in range(401)]
+    labels = ["ham"] * 380 + ["spam"] * 20 + ["odd"]
+    source = tmp_path / "skewed.csv"
+    _labelled(texts, labels).to_csv(source, index=False)
+    with caplog.at_level("WARNING", logger="kdedge"):
+        _, metrics = _run_data_stage(tmp_path, source)
+    assert metrics["rare_classes"] == {"odd": {"train": 1, "validation": 0, "test": 0},
+                                       "spam": {"train": 16, "validation": 2, "test": 2}}
+    assert metrics["imbalance"] == {"ratio": 304.0, "heavy": True}
+    expected = [
+        "Class 'odd' has 1 example in train, 0 examples in validation, 0 examples in test, fewer "
+        "than data.min_class_examples=5 in some split; its scores there are noise: add examples or "
+        "merge the class.",
+        "Class 'spam' has 16 examples in train, 2 examples in validation, 2 examples in test, fewer "
+        "than data.min_class_examples=5 in some split; its scores there are noise: add examples or "
+        "merge the class.",
+        "The classes are imbalanced in train (ham 95%, odd 0%, spam 5%; the largest has 304x the "
+        "smallest): accuracy flatters a model that favours the large class, so read macro-F1 "
+        "beside it.",
+    ]
+    assert metrics["warnings"] == expected
+    assert all(message in caplog.text for message in expected)
+
+
+def test_a_95_5_split_alone_is_an_imbalance_warning(tmp_path: Path) -> None:
+    source = tmp_path / "skewed.csv"
+    _labelled([f"t {i}" for i in range(1000)], ["ham"] * 950 + ["spam"] * 50).to_csv(source, index=False)
+    _, metrics = _run_data_stage(tmp_path, source)
+    assert metrics["rare_classes"] == {} and metrics["imbalance"] == {"ratio": 19.0, "heavy": True}
+    assert metrics["warnings"] == [
+        "The classes are imbalanced in train (ham 95%, spam 5%; the largest has 19x the smallest): "
+        "accuracy flatters a model that favours the large class, so read macro-F1 beside it."]
+    balanced = tmp_path / "even.csv"
+    _labelled([f"t {i}" for i in range(100)], ["a", "b"] * 50).to_csv(balanced, index=False)
+    (tmp_path / "even").mkdir()
+    _, metrics = _run_data_stage(tmp_path / "even", balanced)
+    assert metrics["warnings"] == [] and metrics["imbalance"] == {"ratio": 1.0, "heavy": False}

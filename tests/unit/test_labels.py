@@ -24,6 +24,6 @@ def test_label_ids_out_of_range_become_missing_and_their_rows_are_dropped(
     table = _with_label_names(split)
     assert table["label"].tolist()[:2] == ["pos", "neg"] and table["label"][2:].isna().all()
     with caplog.at_level(logging.WARNING, logger="kdedge"):
-        kept = _select(table, DataConfig(), "test")
-    assert kept["label"].tolist() == ["pos", "neg"]
-    assert "dropped 2 test rows with a missing text or label" in caplog.text
+        kept, dropped = _select(table, DataConfig(), "test")
+    assert kept["label"].tolist() == ["pos", "neg"] and dropped == {"missing": 2, "empty": 0}
+    assert "dropped 2 rows of the test split with a missing text or label" in caplog.text

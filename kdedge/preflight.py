@@ -1,0 +1,57 @@
+"""Checks before the first stage: every model, student spec and column a run names.
+
+A wrong --student or --text-column, a missing model directory or a hub id with no network
+would otherwise surface minutes in, after the data stage or teacher fine-tuning. Here each
+fails at once with the stage's own one-line message; nothing is trained or written.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from kdedge import tasks as task_kinds
+from kdedge.config import DataConfig, KdedgeConfig, TeacherConfig
+
+
+def check(cfg: KdedgeConfig) -> None:
+    """Raise the first problem the run would hit, as one KdedgeError line."""
+    tasks = [*cfg.distill.multi_task.tasks, *cfg.distill.lifelong.tasks]
+    for data in [cfg.data, *(task.data for task in tasks)]:
+        _check_columns(data)
+    teachers: list[TeacherConfig] = [cfg.teacher, *cfg.distill.multi_teacher.teachers,
+                                     *(task.teacher for task in tasks)]
+    configs = [_teacher_config(t) for t in teachers]
+    if task_kinds.declared(cfg.data.task).student_spec:  # a generator's student has its own builder
+        _check_student(cfg.distill.student, configs[0], cfg.teacher.trust_remote_code)
+
+
+def _teacher_config(teacher: TeacherConfig) -> Any:
+    """The teacher's config; the demo teacher's layer count alone while it is not fetched yet
+    (a dry run does not download it)."""
+    from kdedge import demo
+    from kdedge.hf import model_config
+
+    if teacher.model == "demo" and not demo.teacher_cached():
+        return SimpleNamespace(num_hidden_layers=demo.TEACHER_LAYERS)
+    return model_config(teacher.model, "teacher", teacher.revision, teacher.trust_remote_code)
+
+
+def _check_columns(data: DataConfig) -> None:
+    from kdedge.data.loaders import columns
+    from kdedge.data.stage import check_columns
+
+    for split, names in (columns(data) or {}).items():
+        check_columns(names, data, split)
+
+
+def _check_student(text: str, teacher: Any, trust_remote_code: bool) -> None:
+    from kdedge.hf import model_config
+    from kdedge.models.students import parse_spec
+
+    layers = getattr(teacher, "num_hidden_layers", None)
+    if layers is None:  # an architecture without the usual field: the distill stage decides
+        return
+    spec = parse_spec(text, layers)
+    if spec.builder == "pretrained":
+        model_config(spec.source, "student", None, trust_remote_code)
