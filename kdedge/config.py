@@ -366,8 +366,9 @@ class BenchConfig(_Section):
 
     models: tuple[str, ...] = ("teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8",
                                "student-fp16")
-    # an absent target (no GPU here, no TensorRT in this onnxruntime) is skipped with the reason
-    targets: tuple[Literal["cpu", "cuda", "tensorrt"], ...] = ("cpu", "cuda", "tensorrt")
+    # default: the targets this machine has; an asked one that is absent (no GPU here, no
+    # TensorRT in this onnxruntime) is skipped once, with the reason
+    targets: tuple[Literal["cpu", "cuda", "tensorrt"], ...] | None = None
     batch_sizes: tuple[int, ...] = (1, 32)
     sequence_lengths: tuple[int, ...] | None = None  # default: (data.max_length,)
     threads: tuple[int, ...] | None = None  # same for every model; default: physical cores

@@ -140,6 +140,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     bench = metrics["bench"]
     bench_models = dict(_mapping(bench.get("models")))
     skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
+    skipped_targets = {str(k): str(v) for k, v in _mapping(bench.get("skipped_targets")).items()}
     for results in added:
         target = results["target"]
         bench_models |= {f"{name}@{target}": entry for name, entry in results["models"].items()}
@@ -148,9 +149,9 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     batch_sizes = _batch_sizes(bench, bench_models)
     ranking_batch = 1 if 1 in batch_sizes else (batch_sizes[0] if batch_sizes else None)
 
-    # the CPU artifacts always have a row (n/a when absent); other targets' when benched or skipped
-    extra = [str(name) for name in [*bench_models, *skipped]
-             if name not in ARTIFACTS and (name in bench_models or "@" in str(name))]
+    # the CPU artifacts always have a row (n/a when absent); other targets' only when benched:
+    # a row that never ran there would show the CPU's quality under a target it never saw
+    extra = [str(name) for name in bench_models if name not in ARTIFACTS]
     written = _mapping(metrics["quantize"].get("models"))
     specs = [spec for spec in ARTIFACT_SPECS
              if spec.name not in OPTIONAL or spec.name in bench_models or spec.name in written]
@@ -172,7 +173,8 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "min_retained_accuracy": min_retained_accuracy,
         "batch_sizes": batch_sizes,
         "recommendation": recommendation,
-        "notes": _notes(metrics, environment, by_name, missing, skipped),
+        "notes": _notes(metrics, environment, missing, skipped, skipped_targets),
+        "remarks": _remarks(environment, by_name, metrics["quantize"]),
         "artifacts": rows,
         "per_class": _per_class(metrics, rows) if task == CLASSIFICATION else None,
         "pareto": _pareto(rows, ranking_batch, metric),
@@ -182,7 +184,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "quantization": _quantization(metrics, quality_metrics),
         "training": _training(metrics, manifests, metric),
         "data": _data(metrics),
-        "benchmark": _benchmark(bench, batch_sizes, skipped) if bench else None,
+        "benchmark": _benchmark(bench, batch_sizes, skipped, skipped_targets) if bench else None,
         "added_targets": [_added_target(results) for results in added],
         "environment": environment,
         "reproducibility": _reproducibility(manifests, seed),
@@ -531,7 +533,8 @@ def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, An
                ) -> dict[str, Any] | None:
     """Test F1 per label for every artifact that has it: a fast model that drops a rare class
     shows here even when its overall accuracy passes the floor."""
-    f1 = {row["name"]: dig(row, "test", "per_class", "f1") for row in rows}
+    f1 = {row["name"]: dig(row, "test", "per_class", "f1") for row in rows
+          if row["target"] == "cpu"}  # another target runs the same file: no new column
     f1 = {name: values for name, values in f1.items() if isinstance(values, list)}
     if not f1:
         return None
@@ -777,7 +780,7 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
 
 
 def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[str, str],
-               ) -> dict[str, Any]:
+               skipped_targets: dict[str, str]) -> dict[str, Any]:
     """The grid and protocol; `sweep` lists every measured point when the grid has more than
     the headline configuration (one thread count and one sequence length)."""
     threads, lengths = _ints(bench.get("threads")), _ints(bench.get("sequence_lengths",
@@ -800,6 +803,7 @@ def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[s
         "targets": [str(t) for t in bench.get("targets") or ["cpu"]],
         "protocol": bench.get("protocol"),
         "skipped": skipped,
+        "skipped_targets": skipped_targets,
         "sweep": sweep if len(threads) > 1 or len(lengths) > 1 else [],
     }
 
@@ -875,11 +879,13 @@ def _reproducibility(manifests: Mapping[str, Manifest | None], seed: int | None,
 
 
 def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | None,
-           rows: Mapping[str, Mapping[str, Any]], missing: list[str],
-           skipped: Mapping[str, str]) -> list[str]:
+           missing: list[str], skipped: Mapping[str, str], skipped_targets: Mapping[str, str],
+           ) -> list[str]:
     """Warnings a reader must see before trusting the tables."""
     notes = [f"The {name} stage has no manifest in this run; its parts of the report show n/a."
              for name in missing]
+    notes += [f"The bench skipped target {target}, which bench.targets asked for: {reason}."
+              for target, reason in skipped_targets.items()]
     by_reason: dict[str, list[str]] = {}
     for name, reason in skipped.items():  # an absent GPU skips every model on it alike
         by_reason.setdefault(reason, []).append(name)
@@ -901,21 +907,27 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
         if graph.get("matmul_int8") == 0:
             notes.append(f"{name}: no MatMul was quantized to int8, so it cannot be faster than "
                          "its fp32 source.")
-    isa = dig(env, "cpu", "isa") if env else None
-    if isinstance(isa, Mapping) and isa and rows["student-int8"].get("benchmarked"):
-        if not (isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("asimddp")):
-            notes.append("This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product "
-                         "instructions: int8 speed-ups measured here understate what such CPUs "
-                         "give.")
-        for name, entry in _mapping(metrics["quantize"].get("models")).items():
-            preset = _mapping(entry).get("preset")
-            if preset == "avx512_vnni" and not isa.get("avx512_vnni"):
-                notes.append(f"{name} was quantized for avx512_vnni, but the bench CPU lacks it.")
     if env:
         notes += [f"The {other['stage']} stage ran on another CPU ({other['cpu_model']}); the "
                   f"environment below is the {env['stage']} stage's, which measured speed."
                   for other in env["other_machines"]]
     return notes
+
+
+def _remarks(env: Mapping[str, Any] | None, rows: Mapping[str, Mapping[str, Any]],
+             quantize: Mapping[str, Any]) -> list[str]:
+    """Facts that explain a number without casting doubt on it (the machine's int8 support)."""
+    isa = dig(env, "cpu", "isa") if env else None
+    if not (isinstance(isa, Mapping) and isa and rows["student-int8"].get("benchmarked")):
+        return []
+    remarks = []
+    if not (isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("asimddp")):
+        remarks.append("This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product "
+                       "instructions: int8 speed-ups measured here understate what such CPUs give.")
+    for name, entry in _mapping(quantize.get("models")).items():
+        if _mapping(entry).get("preset") == "avx512_vnni" and not isa.get("avx512_vnni"):
+            remarks.append(f"{name} was quantized for avx512_vnni, but the bench CPU lacks it.")
+    return remarks
 
 
 # ---------------------------------------------------------------------------------------------
