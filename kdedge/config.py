@@ -401,6 +401,8 @@ class BundleConfig(_Section):
     artifact: Literal["auto", "student-int8", "student-onnx", "teacher-onnx"] = "auto"  # auto:
     # the report's recommendation, or the fp32 student when it recommends nothing
     sample_texts: int = Field(32, ge=1)  # test texts copied to sample_texts.txt
+    web: bool = True  # web/: the transformers.js layout (fp32 and q8), for transformer students
+    mobile: bool = True  # mobile/: model.ort and its operator list for a reduced onnxruntime
 
 
 class KdedgeConfig(_Section):

@@ -19,7 +19,7 @@ from kdedge.config import QuantizeConfig
 from kdedge.data.dataset import TaskData, load_task
 from kdedge.environment import cpu_info
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import encode, onnx_logits, primary_metric, task_metrics
+from kdedge.evaluate import encode, primary_metric, shipping_score
 from kdedge.export.stage import onnx_metrics
 from kdedge.quantize import gate, graph
 from kdedge.quantize.modes import (
@@ -81,9 +81,8 @@ def quantize_student(source: Path, out: Path, scratch: Path, cfg: QuantizeConfig
     metric = primary_metric(task.kind)
     validation = task.splits["validation"]
 
-    def score(path: Path) -> float:
-        logits = onnx_logits(path, tokenizer, validation.texts, max_length, threads=threads)
-        return float(task_metrics(logits, validation.labels, task)[metric])
+    def score(path: Path) -> float:  # the worse of one text per call and batched
+        return shipping_score(path, tokenizer, task, "validation", max_length, threads)
 
     feed = dict(encode(tokenizer, validation.texts[:1], max_length, "np", padding="max_length"))
     calibration_texts = task.splits["train"].texts[:cfg.calibration.samples]
