@@ -274,7 +274,57 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: f
         },
         "candidates": candidates,
         "trade_offs": trade_offs,
+        "per_target": per_target(rows, floor=floor, batch_size=batch_size, metric=metric),
     }
+
+
+def per_target(rows: Mapping[str, Mapping[str, Any]], *, floor: float | None,
+               batch_size: int | None, metric: str) -> list[dict[str, Any]]:
+    """What to ship on each target that timed a candidate: this machine's CPU first, then its
+    GPUs and the devices added with --add-bench, in the order their rows appear.
+
+    Quality belongs to the file, so the floor and the gate are judged as on the CPU; speed is
+    the target's own, so among the candidates that qualify and were timed there at
+    `batch_size`, the lowest p50 wins (ties: the smaller artifact). The choice may differ per
+    target: an int8 model that wins on a VNNI CPU may lose to fp32 on a GPU.
+    """
+    key = None if batch_size is None else str(batch_size)
+    targets = list(dict.fromkeys(row.get("target") or "cpu" for row in rows.values()))
+    verdicts = []
+    for target in targets:
+        timed = []
+        for name in CANDIDATES:
+            row = rows.get(name if target == "cpu" else f"{name}@{target}") or {}
+            p50 = dig(row.get("latency"), key, "p50_ms") if key else None
+            if p50 is None:
+                continue
+            gate_failed = dig(row, "quantization_gate", "passed") is False
+            score = _test_score(row, metric)
+            qualifies = (floor is not None and score is not None and score >= floor - _EPS
+                         and not gate_failed)
+            timed.append({"artifact": name, "p50_ms": p50, "qualifies": qualifies,
+                          "size_bytes": row.get("size_bytes")})
+        if not timed:
+            continue
+        ranked = sorted((t for t in timed if t["qualifies"]),
+                        key=lambda t: (t["p50_ms"], _inf_if_none(t["size_bytes"]),
+                                       CANDIDATES.index(t["artifact"])))
+        best = ranked[0] if ranked else None
+        slower = [t["artifact"] for t in ranked[1:]]
+        below = [t["artifact"] for t in timed if not t["qualifies"]]
+        if best is None:
+            sentence = (f"{target}: nothing to ship; no artifact timed there "
+                        f"({', '.join(below)}) keeps the {metric_name(metric)} floor.")
+        else:
+            against = (f"faster than {', '.join(slower)} there" if slower
+                       else "the only qualifying candidate timed there")
+            against += f"; below the floor: {', '.join(below)}" if below else ""
+            sentence = (f"{target}: ship {best['artifact']} ({fmt_ms(best['p50_ms'])} p50 at "
+                        f"batch {batch_size}, {against}).")
+        verdicts.append({"target": target, "artifact": best["artifact"] if best else None,
+                         "p50_ms": best["p50_ms"] if best else None, "batch_size": batch_size,
+                         "timed": [t["artifact"] for t in timed], "sentence": sentence})
+    return verdicts
 
 
 def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, key: str | None,
@@ -417,6 +467,8 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
         "quality_source": ".".join([*spec.quality_at, "test"]) if spec.quality_at else None,
         "test": test,
         "validation": validation,
+        "evaluation": _evaluation(node.get("evaluation")),
+        "batched": _batched(node.get("batched"), test, task, quality_metrics),
         f"retained_{primary}": None,  # filled against the reference once every row exists
         f"{primary}_delta": None,
         "benchmarked": bool(entry),
@@ -432,6 +484,28 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
         "quantization_gate": _gate(node.get("gate")),
         "vs_reference": None,
     }
+
+
+def _evaluation(evaluation: Any) -> dict[str, Any] | None:
+    """How the row's quality was measured: an ONNX artifact one text per call, as a bundle is
+    called (batch_size 1, no padding); None where the stage did not say (PyTorch, older runs)."""
+    evaluation = _mapping(evaluation)
+    return {"batch_size": _int(evaluation.get("batch_size")),
+            "padding": bool(evaluation.get("padding"))} if evaluation else None
+
+
+def _batched(batched: Any, test: Mapping[str, Any] | None, task: str,
+             quality_metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """The same splits scored several texts per call, padded: shown beside the headline when
+    `differs` (dynamic int8 scales activations per batch, so padding and neighbours count)."""
+    batched = _mapping(batched)
+    if not batched:
+        return None
+    splits = {split: {k: v for k, v in (_quality(batched.get(split), task, quality_metrics)
+                                        or {}).items() if k in (*quality_metrics, "examples")}
+              or None for split in ("test", "validation")}
+    differs = any(dig(splits["test"], m) != dig(test, m) for m in quality_metrics)
+    return {"batch_size": _int(batched.get("batch_size")), **splits, "differs": differs}
 
 
 def _gate(gate: Any) -> dict[str, Any] | None:

@@ -209,6 +209,11 @@ def test_gpu_targets_and_the_sweep_are_reported_apart_from_the_cpu(tmp_path: Pat
     assert gpu["vs_reference"]["speedup"] == {"1": pytest.approx(4.0), "32": pytest.approx(4.0)}
     # a model not timed on the GPU has no row there (no quality copied from the CPU), one note
     assert "teacher-pytorch@cuda" not in rows and "student-pytorch@cuda" not in rows
+    # what to ship differs per target: int8 on the CPU, the fp32 student on the GPU
+    assert [(v["target"], v["artifact"]) for v in report["recommendation"]["per_target"]] == [
+        ("cpu", "student-int8"), ("cuda", "student-onnx")]
+    assert report["recommendation"]["per_target"][1]["sentence"] == (
+        "cuda: ship student-onnx (0.50 ms p50 at batch 1, faster than teacher-onnx there).")
     assert [name for name in report["per_class"]["f1"] if "@" in name] == []
     # the headline is the first thread count and length; the recommendation stays on the CPU
     assert rows["student-int8"]["latency"]["1"]["p50_ms"] == pytest.approx(2.0)
@@ -515,6 +520,13 @@ def test_a_device_bench_joins_the_report_as_its_own_target(tmp_path: Path) -> No
     assert "teacher-onnx@pi5" not in rows
     assert "The bench skipped teacher-onnx@pi5: not in the bundle." in report["notes"]
     assert report["recommendation"]["artifact"] == "student-int8"  # ranked on this machine
+    verdicts = {v["target"]: v for v in report["recommendation"]["per_target"]}
+    assert list(verdicts) == ["cpu", "pi5"]
+    assert verdicts["cpu"]["artifact"] == "student-int8"
+    assert verdicts["pi5"] == {"target": "pi5", "artifact": "student-int8", "p50_ms": 8.0,
+                               "batch_size": 1, "timed": ["student-int8"],
+                               "sentence": "pi5: ship student-int8 (8.00 ms p50 at batch 1, the "
+                                           "only qualifying candidate timed there)."}
     added = report["added_targets"]
     assert added == [{"target": "pi5", "cpu_model": "Cortex-A76", "arch": "aarch64",
                       "isa": {"asimddp": True}, "os": "Linux 6.6",
