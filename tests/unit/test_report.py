@@ -186,6 +186,18 @@ def test_speedup_and_size_ratios_against_teacher_onnx(tmp_path: Path) -> None:
     assert "5.00×" in md and "4.00×" in md
 
 
+def test_an_asked_for_absent_target_is_one_warning_and_no_rows(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    reason = "torch 2.13.0+cpu sees no CUDA device"
+    metrics["bench"]["skipped_targets"] = {"cuda": reason}
+    report = build_report_from_run(write_run(tmp_path / "run", metrics))
+    assert [row["name"] for row in report["artifacts"] if row["target"] != "cpu"] == []
+    assert report["benchmark"]["skipped_targets"] == {"cuda": reason}
+    assert [n for n in report["notes"] if "cuda" in n] == [
+        f"The bench skipped target cuda, which bench.targets asked for: {reason}."]
+    assert [v["target"] for v in report["recommendation"]["per_target"]] == ["cpu"]
+
+
 def test_gpu_targets_and_the_sweep_are_reported_apart_from_the_cpu(tmp_path: Path) -> None:
     metrics = fake_metrics(ACCURACY, P50)
     bench = metrics["bench"]
