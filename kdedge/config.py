@@ -385,8 +385,9 @@ class BenchConfig(_Section):
 
     models: tuple[str, ...] = ("teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8",
                                "student-fp16")
-    # an absent target (no GPU here, no TensorRT in this onnxruntime) is skipped with the reason
-    targets: tuple[Literal["cpu", "cuda", "tensorrt"], ...] = ("cpu", "cuda", "tensorrt")
+    # default: the targets this machine has; an asked one that is absent (no GPU here, no
+    # TensorRT in this onnxruntime) is skipped once, with the reason
+    targets: tuple[Literal["cpu", "cuda", "tensorrt"], ...] | None = None
     batch_sizes: tuple[int, ...] = (1, 32)
     sequence_lengths: tuple[int, ...] | None = None  # default: (data.max_length,)
     threads: tuple[int, ...] | None = None  # same for every model; default: physical cores
@@ -419,6 +420,8 @@ class BundleConfig(_Section):
     artifact: Literal["auto", "student-int8", "student-onnx", "teacher-onnx"] = "auto"  # auto:
     # the report's recommendation, or the fp32 student when it recommends nothing
     sample_texts: int = Field(32, ge=1)  # test texts copied to sample_texts.txt
+    web: bool = True  # web/: the transformers.js layout (fp32 and q8), for transformer students
+    mobile: bool = True  # mobile/: model.ort and its operator list for a reduced onnxruntime
 
 
 class KdedgeConfig(_Section):

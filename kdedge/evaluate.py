@@ -150,6 +150,42 @@ def onnx_logits(path: Path, tokenizer: Any, texts: Sequence[Any], max_length: in
     return np.concatenate(out)
 
 
+# How a bundle is called: one text per call, so no padding. Dynamic int8 quantizes activations
+# with one scale per tensor, so a prediction depends on the other texts of its batch and on their
+# padding; the headline quality of an ONNX artifact is measured this way, the way an app gets it.
+SHIPPING_BATCH = 1
+BATCHED = 32  # predict.py's default for many texts: padded to the longest of each batch
+
+
+def onnx_quality(path: Path, tokenizer: Any, task: TaskData, max_length: int,
+                 threads: int | None = None, splits: Sequence[str] = ("validation", "test"),
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Each split's metrics one text per call (the shipping way), the same splits' summary
+    metrics at BATCHED texts per call under "batched", and the per-call logits by split."""
+    logits = {name: onnx_logits(path, tokenizer, task.splits[name].texts, max_length,
+                                batch_size=SHIPPING_BATCH, threads=threads) for name in splits}
+    batched = {name: headline(task, task_metrics(
+        onnx_logits(path, tokenizer, task.splits[name].texts, max_length, batch_size=BATCHED,
+                    threads=threads), task.splits[name].labels, task)) for name in splits}
+    metrics: dict[str, Any] = {name: task_metrics(out, task.splits[name].labels, task)
+                               for name, out in logits.items()}
+    metrics["evaluation"] = {"batch_size": SHIPPING_BATCH, "padding": False}
+    metrics["batched"] = {"batch_size": BATCHED, "padding": "to the longest text of each batch",
+                          **batched}
+    return metrics, logits
+
+
+def shipping_score(path: Path, tokenizer: Any, task: TaskData, split: str, max_length: int,
+                   threads: int | None = None) -> float:
+    """The worse of a split's primary metric one text per call and at BATCHED per call: a
+    quantized model must keep its accuracy however the app calls it (every primary metric is
+    higher-is-better)."""
+    texts, labels, metric = task.splits[split].texts, task.splits[split].labels, task.primary_metric
+    return min(float(task_metrics(onnx_logits(path, tokenizer, texts, max_length, batch_size=size,
+                                              threads=threads), labels, task)[metric])
+               for size in (SHIPPING_BATCH, BATCHED))
+
+
 def evaluate_splits(model: Any, tokenizer: Any, task: TaskData, max_length: int,
                     ) -> dict[str, Any]:
     """Validation and test metrics of a PyTorch model (on the main process: the other processes

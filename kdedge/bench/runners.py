@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,30 @@ def runtime_for(framework: str, target: str, generation: bool = False) -> str | 
     name = f"{framework}-generate" if generation else framework
     name = name if target == "cpu" else f"{name}-{target}"
     return name if name in RUNTIMES else None
+
+
+def target_unavailable(target: str) -> str | None:
+    """Why no runtime can time anything on `target` here (no GPU, no provider), or None.
+
+    Asked once per target, so an absent GPU is one skipped target, not one skipped row per
+    model; a runtime that fails although another on the target works is still skipped alone.
+    """
+    names = [runtime_for(framework, target, generation) for framework in ("pytorch", "onnxruntime")
+             for generation in (False, True)]
+    reasons = [RUNTIMES.get(name).unavailable() for name in dict.fromkeys(names) if name]
+    if not reasons or any(reason is None for reason in reasons):
+        return None
+    return "; ".join(dict.fromkeys(r for r in reasons if r))
+
+
+def split_targets(asked: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The targets to time and the asked ones absent here with the reason; by default (None)
+    every target this machine has, so a CPU-only machine times only the CPU."""
+    wanted = list(asked) if asked is not None else list(TARGETS)
+    reasons = {target: target_unavailable(target) for target in wanted}
+    present = [target for target, reason in reasons.items() if reason is None]
+    absent = {t: r for t, r in reasons.items() if r is not None} if asked is not None else {}
+    return present, absent
 
 
 def _torch_cuda_unavailable() -> str | None:

@@ -4,8 +4,9 @@ Each (model, target) entry is measured in its own spawned process per thread cou
 grid of sequence lengths and batch sizes. An entry is named after its model on the CPU
 (`student-int8`) and `model@target` elsewhere (`student-fp16@cuda`). Writes results.json
 (everything, with the raw timings) and returns the same tree without the raw timings as the
-manifest's metrics. An entry whose target is absent here, whose folder is missing or whose
-process fails is listed under "skipped" with the reason; the others are still measured.
+manifest's metrics. The targets default to those this machine has; one asked for but absent
+here is listed once under "skipped_targets" with the reason. An entry whose folder is missing
+or whose process fails is listed under "skipped" with the reason; the others are still measured.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kdedge.artifacts import write_json
 from kdedge.bench.isolate import HWM_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
 from kdedge.bench.measure import bench_model
-from kdedge.bench.runners import RUNTIMES, missing_files, runtime_for
+from kdedge.bench.runners import RUNTIMES, missing_files, runtime_for, split_targets
 from kdedge.bench.stats import without_timings
 from kdedge.errors import KdedgeError
 from kdedge.progress import progress_bar
@@ -104,7 +105,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         MODELS.get(name)
     data = load_task(ctx.input("data"))
     kind = tasks.get(data.kind)
-    entries = plan([m for m in cfg.models if m not in kind.unbenched], cfg.targets, kind.generates)
+    targets, absent = split_targets(cfg.targets)
+    entries = plan([m for m in cfg.models if m not in kind.unbenched], targets, kind.generates)
     threads = list(cfg.threads or (physical_cores(),))
     sequence_lengths = list(cfg.sequence_lengths or (ctx.cfg.data.max_length,))
     texts = list(data.splits["test"].texts[:MAX_TEXTS])
@@ -112,7 +114,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         raise KdedgeError("The test split is empty, so there are no real texts to bench with; "
                           "raise data.test_fraction or data.max_eval_samples.")
     results = results_header(threads, sequence_lengths, cfg, len(texts))
-    results["targets"] = list(cfg.targets)
+    results["targets"] = targets
+    results["skipped_targets"] = absent
+    for target, reason in absent.items():
+        log.warning("bench: target %s skipped (%s)", target, reason)
     steps = len(threads) * len(sequence_lengths) * len(cfg.batch_sizes)
     done = 0
     with progress_bar("bench", len(entries) * steps) as progress:

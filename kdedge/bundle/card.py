@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kdedge.bundle.web import KDEDGE_MODEL_TYPE_PREFIX
 from kdedge.report.formatting import (
     NA,
     dig,
@@ -39,6 +40,7 @@ def render_card(report: Mapping[str, Any], meta: Mapping[str, Any],
         _accuracy(report, row, ref, name),
         _speed(report, row, name),
         _how_to_run(meta, labels),
+        _where_it_runs(meta),
         _limits(report, meta, labels),
     ]
     return "\n\n".join(s.rstrip() for s in sections) + "\n"
@@ -142,13 +144,36 @@ def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[st
                          f"{fmt_metric(dig(ref, split, m), m)} |")
     lines.append(f"| Test examples | {fmt_int(dig(row, 'test', 'examples'))} | "
                  f"{fmt_int(dig(ref, 'test', 'examples'))} |")
-    lines += ["", f"It keeps {fmt_pct(row.get(f'retained_{metric}'))} of the teacher's test "
-                  f"{metric_name(metric)}."]
+    lines += ["", *_how_measured(row, metric), "",
+              f"It keeps {fmt_pct(row.get(f'retained_{metric}'))} of the teacher's test "
+              f"{metric_name(metric)}."]
     gate = row.get("quantization_gate")
     if gate:
         lines[-1] += (f" Quantization gate: {'passed' if gate.get('passed') else 'failed'}"
                       f" ({_cell(gate.get('reason'))}).")
     return "\n".join(lines)
+
+
+def _how_measured(row: Mapping[str, Any], metric: str) -> list[str]:
+    """Which way of calling the model the numbers above hold for, and the other way's result."""
+    evaluation, batched = row.get("evaluation") or {}, row.get("batched") or {}
+    if evaluation.get("batch_size") != 1:
+        return []
+    size, name_ = batched.get("batch_size"), metric_name(metric)
+    line = ("These numbers are for one text per call (no padding): what `predict(\"one text\")` "
+            "and most apps get.")
+    if not batched:
+        return [line]
+    if batched.get("differs"):
+        return [f"{line} Called with {fmt_int(size)} texts at once, padded to the longest (the "
+                f"default of `python predict.py` for many texts), the test {name_} is "
+                f"{fmt_metric(dig(batched, 'test', metric), metric)} and the validation {name_} "
+                f"{fmt_metric(dig(batched, 'validation', metric), metric)}"
+                + (": dynamic int8 scales activations per batch, so a prediction can depend on "
+                   "the other texts of its batch. The quantization gate judged the worse of the "
+                   "two." if row.get("precision") == "int8" else
+                   " (padding changes floating-point sums slightly).")]
+    return [f"{line} Called with {fmt_int(size)} texts at once, padded, it scores the same."]
 
 
 def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
@@ -176,6 +201,11 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
               f"- Peak memory while predicting (resident set): "
               f"{fmt_bytes(memory.get('inference_peak_rss_bytes'))}.",
               f"- The report's verdict: {_cell(dig(report, 'recommendation', 'summary'))}"]
+    verdicts = dig(report, "recommendation", "per_target") or []
+    if verdicts:
+        lines += ["- What to ship on each target measured (`kdedge report RUN --add-bench` adds a "
+                  "device, `kdedge bundle RUN` rewrites this card):",
+                  *[f"  - {_cell(v.get('sentence'))}" for v in verdicts]]
     return "\n".join(lines)
 
 
@@ -202,6 +232,42 @@ def _how_to_run(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
         "kdedge bench . --output bench-results.json",
         "```",
     ])
+
+
+def _where_it_runs(meta: Mapping[str, Any]) -> str:
+    """Every runtime that loads this bundle, and plainly the ones that cannot and why."""
+    web, mobile = meta.get("web") or {}, meta.get("mobile") or {}
+    model_type = meta.get("model_type")
+    own = str(model_type).startswith(KDEDGE_MODEL_TYPE_PREFIX)
+    lines = ["## Where it runs", "", "| Runtime | Loads it | How |", "|---|---|---|",
+             "| Python, onnxruntime | yes | `predict.py` (above), or any onnxruntime client that "
+             f"feeds {_cell(', '.join(meta.get('inputs', [])))} from tokenizer.json |"]
+    if own:
+        lines.append(f"| Python, optimum / transformers | no | config.json says `model_type: "
+                     f"{_cell(model_type)}`, kdedge's own architecture, which transformers "
+                     "knows only inside a process that imported kdedge; use predict.py |")
+    else:
+        lines.append("| Python, optimum | yes | `ORTModelForSequenceClassification"
+                     ".from_pretrained(\".\")`, then a transformers `pipeline` with this "
+                     "folder's tokenizer |")
+    if web.get("path"):
+        lines.append("| JavaScript, transformers.js (browser, Node) | yes | `pipeline("
+                     "\"text-classification\", \"web\")` with `env.localModelPath` set to this "
+                     f"folder; dtypes {', '.join(web.get('dtypes', []))} (default "
+                     f"{web.get('default_dtype')}) |")
+    else:
+        reason = web.get("skipped") or "not written (bundle.web is off)"
+        lines.append(f"| JavaScript, transformers.js | no | {_cell(reason)} |")
+    if mobile.get("path"):
+        lines.append(f"| Android / iOS, onnxruntime mobile | yes | `{mobile.get('model')}` "
+                     f"(ORT format, onnxruntime {mobile.get('onnxruntime')}); a reduced build "
+                     f"takes `{mobile.get('operators')}` |")
+    else:
+        lines.append("| Android / iOS, onnxruntime mobile | no | not written (bundle.mobile is "
+                     "off) |")
+    lines += ["", "Every runtime reads the same tokenizer.json; inputs are cut at "
+                  f"{fmt_int(meta.get('max_length'))} tokens everywhere."]
+    return "\n".join(lines)
 
 
 def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:

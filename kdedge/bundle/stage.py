@@ -3,7 +3,8 @@
 `08_bundle/bundle/` holds model.onnx with its tokenizer files, labels.json, bundle.json (what
 the model takes and returns, and the sha256 of every file), predict.py (needs only onnxruntime,
 numpy and tokenizers), sample_texts.txt (test texts for `kdedge bench` on a target device), the
-run's resolved config, and README.md, the model card. Every number in the card is read from the
+run's resolved config, README.md, the model card, web/ (the transformers.js layout, web.py) and
+mobile/ (onnxruntime's ORT format, mobile.py). Every number in the card is read from the
 report's data; this stage measures nothing.
 """
 
@@ -42,7 +43,10 @@ PREDICT_TEMPLATE = Path(__file__).with_name(PREDICT_FILE)
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Write the bundle for cfg.bundle.artifact into ctx.work; return what it holds."""
+    from kdedge.bench.stage import MODELS
     from kdedge.bundle.card import render_card
+    from kdedge.bundle.mobile import write_mobile
+    from kdedge.bundle.web import web_sources, write_web
     from kdedge.pipeline import RESOLVED_CONFIG
 
     cfg = ctx.cfg.bundle
@@ -74,6 +78,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "precision": row.get("precision"),
         "task": labels.get("task"),
         "model": ONNX_FILE,
+        "model_type": model_type(out),
         "max_length": ctx.cfg.data.max_length,  # the length training and evaluation used
         "tokenizer": tokenizer_spec(out),
         **graph_io(out / ONNX_FILE, kind.output),
@@ -84,6 +89,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 "fingerprints": run_fingerprints(report, ctx)},
         "kdedge_version": __version__,
     }
+    if cfg.web:
+        meta["web"] = write_web(out, web_sources(name, report, lambda n: MODELS.get(n).folder(
+            ctx.input)), labels, ctx.cfg.data.max_length)
+    if cfg.mobile:
+        meta["mobile"] = write_mobile(out)
     atomic_write_text(out / CARD_FILE, render_card(report, meta, labels))
     meta["files"] = list_outputs(out)  # every file but bundle.json itself
     write_json(out / BUNDLE_FILE, meta)
@@ -137,6 +147,12 @@ def model_folder(ctx: StageContext, name: str) -> Path:
         raise KdedgeError(f"Cannot bundle {name}: {reason}; run the stage that writes it, or "
                           "choose another bundle.artifact.")
     return folder
+
+
+def model_type(folder: Path) -> str | None:
+    """config.json's model_type: which runtimes besides predict.py can load the bundle."""
+    path = folder / "config.json"
+    return read_json(path).get("model_type") if path.is_file() else None
 
 
 def tokenizer_spec(folder: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.data.dataset import TaskData
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import encode, onnx_logits, task_metrics, torch_logits
+from kdedge.evaluate import encode, onnx_quality, torch_logits
 from kdedge.export.torch_export import export_torch_onnx, needs_torch_export
 from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
 
@@ -98,14 +98,12 @@ def onnx_metrics(folder: Path, task: TaskData, max_length: int, threads: int | N
 
 def onnx_scores(folder: Path, task: TaskData, max_length: int, threads: int | None,
                 ) -> tuple[dict[str, Any], np.ndarray]:
-    """onnx_metrics, and the test split's outputs for comparing two models example by example."""
+    """onnx_metrics (one text per call, as a bundle is called, and batched beside it), and the
+    test split's outputs for comparing two models example by example."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    outputs = {name: onnx_logits(folder, tokenizer, task.splits[name].texts, max_length,
-                                 threads=threads) for name in ("validation", "test")}
-    metrics = {name: task_metrics(out, task.splits[name].labels, task)
-               for name, out in outputs.items()}
+    metrics, outputs = onnx_quality(folder, AutoTokenizer.from_pretrained(folder), task,
+                                    max_length, threads)
     return metrics, outputs["test"]
 
 

@@ -1,5 +1,7 @@
 """The accuracy gate: a quantized model ships only if its validation score (the task's primary
-metric, measured through onnxruntime) stays within quantize.max_drop of the fp32 model's.
+metric, measured through onnxruntime) stays within quantize.max_drop of the fp32 model's. The
+score is the worse of one text per call and batched (evaluate.shipping_score): dynamic int8
+depends on the batch, and the model must keep its accuracy however an app calls it.
 
 When the asked-for mode breaks the bound, fallbacks are tried in order: per-channel weights,
 then also keeping the sensitive nodes (embeddings, pooler, classifier) in float, then also

@@ -140,6 +140,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     bench = metrics["bench"]
     bench_models = dict(_mapping(bench.get("models")))
     skipped = {str(k): str(v) for k, v in _mapping(bench.get("skipped")).items()}
+    skipped_targets = {str(k): str(v) for k, v in _mapping(bench.get("skipped_targets")).items()}
     for results in added:
         target = results["target"]
         bench_models |= {f"{name}@{target}": entry for name, entry in results["models"].items()}
@@ -148,9 +149,9 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     batch_sizes = _batch_sizes(bench, bench_models)
     ranking_batch = 1 if 1 in batch_sizes else (batch_sizes[0] if batch_sizes else None)
 
-    # the CPU artifacts always have a row (n/a when absent); other targets' when benched or skipped
-    extra = [str(name) for name in [*bench_models, *skipped]
-             if name not in ARTIFACTS and (name in bench_models or "@" in str(name))]
+    # the CPU artifacts always have a row (n/a when absent); other targets' only when benched:
+    # a row that never ran there would show the CPU's quality under a target it never saw
+    extra = [str(name) for name in bench_models if name not in ARTIFACTS]
     written = _mapping(metrics["quantize"].get("models"))
     specs = [spec for spec in ARTIFACT_SPECS
              if spec.name not in OPTIONAL or spec.name in bench_models or spec.name in written]
@@ -175,7 +176,8 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "min_retained_accuracy": min_retained_accuracy,
         "batch_sizes": batch_sizes,
         "recommendation": recommendation,
-        "notes": _notes(metrics, environment, by_name, missing, skipped),
+        "notes": _notes(metrics, environment, missing, skipped, skipped_targets),
+        "remarks": _remarks(environment, by_name, metrics["quantize"]),
         "artifacts": rows,
         "per_class": _per_class(metrics, rows),
         "pareto": _pareto(rows, ranking_batch, metric),
@@ -185,7 +187,7 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
         "quantization": _quantization(metrics, quality_metrics),
         "training": {**_training(metrics, manifests, metric), "student_beats_teacher": beaten},
         "data": _data(metrics),
-        "benchmark": _benchmark(bench, batch_sizes, skipped) if bench else None,
+        "benchmark": _benchmark(bench, batch_sizes, skipped, skipped_targets) if bench else None,
         "added_targets": [_added_target(results) for results in added],
         "environment": environment,
         "reproducibility": _reproducibility(manifests, seed),
@@ -275,7 +277,57 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], *, min_retained_accuracy: f
         },
         "candidates": candidates,
         "trade_offs": trade_offs,
+        "per_target": per_target(rows, floor=floor, batch_size=batch_size, metric=metric),
     }
+
+
+def per_target(rows: Mapping[str, Mapping[str, Any]], *, floor: float | None,
+               batch_size: int | None, metric: str) -> list[dict[str, Any]]:
+    """What to ship on each target that timed a candidate: this machine's CPU first, then its
+    GPUs and the devices added with --add-bench, in the order their rows appear.
+
+    Quality belongs to the file, so the floor and the gate are judged as on the CPU; speed is
+    the target's own, so among the candidates that qualify and were timed there at
+    `batch_size`, the lowest p50 wins (ties: the smaller artifact). The choice may differ per
+    target: an int8 model that wins on a VNNI CPU may lose to fp32 on a GPU.
+    """
+    key = None if batch_size is None else str(batch_size)
+    targets = list(dict.fromkeys(row.get("target") or "cpu" for row in rows.values()))
+    verdicts = []
+    for target in targets:
+        timed = []
+        for name in CANDIDATES:
+            row = rows.get(name if target == "cpu" else f"{name}@{target}") or {}
+            p50 = dig(row.get("latency"), key, "p50_ms") if key else None
+            if p50 is None:
+                continue
+            gate_failed = dig(row, "quantization_gate", "passed") is False
+            score = _test_score(row, metric)
+            qualifies = (floor is not None and score is not None and score >= floor - _EPS
+                         and not gate_failed)
+            timed.append({"artifact": name, "p50_ms": p50, "qualifies": qualifies,
+                          "size_bytes": row.get("size_bytes")})
+        if not timed:
+            continue
+        ranked = sorted((t for t in timed if t["qualifies"]),
+                        key=lambda t: (t["p50_ms"], _inf_if_none(t["size_bytes"]),
+                                       CANDIDATES.index(t["artifact"])))
+        best = ranked[0] if ranked else None
+        slower = [t["artifact"] for t in ranked[1:]]
+        below = [t["artifact"] for t in timed if not t["qualifies"]]
+        if best is None:
+            sentence = (f"{target}: nothing to ship; no artifact timed there "
+                        f"({', '.join(below)}) keeps the {metric_name(metric)} floor.")
+        else:
+            against = (f"faster than {', '.join(slower)} there" if slower
+                       else "the only qualifying candidate timed there")
+            against += f"; below the floor: {', '.join(below)}" if below else ""
+            sentence = (f"{target}: ship {best['artifact']} ({fmt_ms(best['p50_ms'])} p50 at "
+                        f"batch {batch_size}, {against}).")
+        verdicts.append({"target": target, "artifact": best["artifact"] if best else None,
+                         "p50_ms": best["p50_ms"] if best else None, "batch_size": batch_size,
+                         "timed": [t["artifact"] for t in timed], "sentence": sentence})
+    return verdicts
 
 
 def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, key: str | None,
@@ -418,6 +470,8 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
         "quality_source": ".".join([*spec.quality_at, "test"]) if spec.quality_at else None,
         "test": test,
         "validation": validation,
+        "evaluation": _evaluation(node.get("evaluation")),
+        "batched": _batched(node.get("batched"), test, task, quality_metrics),
         f"retained_{primary}": None,  # filled against the reference once every row exists
         f"{primary}_delta": None,
         "benchmarked": bool(entry),
@@ -433,6 +487,28 @@ def _artifact_row(spec: ArtifactSpec, metrics: Mapping[str, Mapping[str, Any]],
         "quantization_gate": _gate(node.get("gate")),
         "vs_reference": None,
     }
+
+
+def _evaluation(evaluation: Any) -> dict[str, Any] | None:
+    """How the row's quality was measured: an ONNX artifact one text per call, as a bundle is
+    called (batch_size 1, no padding); None where the stage did not say (PyTorch, older runs)."""
+    evaluation = _mapping(evaluation)
+    return {"batch_size": _int(evaluation.get("batch_size")),
+            "padding": bool(evaluation.get("padding"))} if evaluation else None
+
+
+def _batched(batched: Any, test: Mapping[str, Any] | None, task: str,
+             quality_metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """The same splits scored several texts per call, padded: shown beside the headline when
+    `differs` (dynamic int8 scales activations per batch, so padding and neighbours count)."""
+    batched = _mapping(batched)
+    if not batched:
+        return None
+    splits = {split: {k: v for k, v in (_quality(batched.get(split), task, quality_metrics)
+                                        or {}).items() if k in (*quality_metrics, "examples")}
+              or None for split in ("test", "validation")}
+    differs = any(dig(splits["test"], m) != dig(test, m) for m in quality_metrics)
+    return {"batch_size": _int(batched.get("batch_size")), **splits, "differs": differs}
 
 
 def _gate(gate: Any) -> dict[str, Any] | None:
@@ -534,7 +610,8 @@ def _per_class(metrics: Mapping[str, Mapping[str, Any]], rows: list[dict[str, An
                ) -> dict[str, Any] | None:
     """Test F1 per label for every artifact that has it: a fast model that drops a rare class
     shows here even when its overall accuracy passes the floor."""
-    f1 = {row["name"]: dig(row, "test", "per_class", "f1") for row in rows}
+    f1 = {row["name"]: dig(row, "test", "per_class", "f1") for row in rows
+          if row["target"] == "cpu"}  # another target runs the same file: no new column
     f1 = {name: values for name, values in f1.items() if isinstance(values, list)}
     if not f1:
         return None
@@ -789,7 +866,7 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
 
 
 def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[str, str],
-               ) -> dict[str, Any]:
+               skipped_targets: dict[str, str]) -> dict[str, Any]:
     """The grid and protocol; `sweep` lists every measured point when the grid has more than
     the headline configuration (one thread count and one sequence length)."""
     threads, lengths = _ints(bench.get("threads")), _ints(bench.get("sequence_lengths",
@@ -812,6 +889,7 @@ def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[s
         "targets": [str(t) for t in bench.get("targets") or ["cpu"]],
         "protocol": bench.get("protocol"),
         "skipped": skipped,
+        "skipped_targets": skipped_targets,
         "sweep": sweep if len(threads) > 1 or len(lengths) > 1 else [],
     }
 
@@ -887,8 +965,8 @@ def _reproducibility(manifests: Mapping[str, Manifest | None], seed: int | None,
 
 
 def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | None,
-           rows: Mapping[str, Mapping[str, Any]], missing: list[str],
-           skipped: Mapping[str, str]) -> list[str]:
+           missing: list[str], skipped: Mapping[str, str], skipped_targets: Mapping[str, str],
+           ) -> list[str]:
     """Warnings a reader must see before trusting the tables."""
     notes = [f"The {name} stage has no manifest in this run; its parts of the report show n/a."
              for name in missing]
@@ -899,6 +977,8 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
                      + ", ".join(f"{k} {v}" for k, v in truncated.items())
                      + ") are longer than data.max_length tokens and were cut there; raise "
                        "data.max_length if their ends matter.")
+    notes += [f"The bench skipped target {target}, which bench.targets asked for: {reason}."
+              for target, reason in skipped_targets.items()]
     by_reason: dict[str, list[str]] = {}
     for name, reason in skipped.items():  # an absent GPU skips every model on it alike
         by_reason.setdefault(reason, []).append(name)
@@ -920,21 +1000,27 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
         if graph.get("matmul_int8") == 0:
             notes.append(f"{name}: no MatMul was quantized to int8, so it cannot be faster than "
                          "its fp32 source.")
-    isa = dig(env, "cpu", "isa") if env else None
-    if isinstance(isa, Mapping) and isa and rows["student-int8"].get("benchmarked"):
-        if not (isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("asimddp")):
-            notes.append("This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product "
-                         "instructions: int8 speed-ups measured here understate what such CPUs "
-                         "give.")
-        for name, entry in _mapping(metrics["quantize"].get("models")).items():
-            preset = _mapping(entry).get("preset")
-            if preset == "avx512_vnni" and not isa.get("avx512_vnni"):
-                notes.append(f"{name} was quantized for avx512_vnni, but the bench CPU lacks it.")
     if env:
         notes += [f"The {other['stage']} stage ran on another CPU ({other['cpu_model']}); the "
                   f"environment below is the {env['stage']} stage's, which measured speed."
                   for other in env["other_machines"]]
     return notes
+
+
+def _remarks(env: Mapping[str, Any] | None, rows: Mapping[str, Mapping[str, Any]],
+             quantize: Mapping[str, Any]) -> list[str]:
+    """Facts that explain a number without casting doubt on it (the machine's int8 support)."""
+    isa = dig(env, "cpu", "isa") if env else None
+    if not (isinstance(isa, Mapping) and isa and rows["student-int8"].get("benchmarked")):
+        return []
+    remarks = []
+    if not (isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("asimddp")):
+        remarks.append("This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product "
+                       "instructions: int8 speed-ups measured here understate what such CPUs give.")
+    for name, entry in _mapping(quantize.get("models")).items():
+        if _mapping(entry).get("preset") == "avx512_vnni" and not isa.get("avx512_vnni"):
+            remarks.append(f"{name} was quantized for avx512_vnni, but the bench CPU lacks it.")
+    return remarks
 
 
 # ---------------------------------------------------------------------------------------------

@@ -362,8 +362,10 @@ def quantize(ctx: Any, task: TaskData) -> dict[str, Any]:
 
     scratch = ctx.work / ".scratch"
     try:
-        entry = quantize_student(source, ctx.work / "student-int8", scratch, cfg, task, max_length,
-                                 threads, scores=scores)
+        entry = quantize_student(
+            source, ctx.work / "student-int8", scratch, cfg, task, max_length, threads,
+            score=lambda path: scores(path, "validation")[task.primary_metric],
+            measure=lambda path: {split: scores(path, split) for split in EVAL_SPLITS})
     finally:
         gate.cleanup(scratch)
     gate.enforce(entry["gate"], cfg.strict)

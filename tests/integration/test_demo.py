@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -9,10 +10,12 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 from headless import CHROMIUM, check_in_browser
 
 from kdedge.artifacts import Manifest
+from kdedge.data.dataset import load_task
 from kdedge.pipeline import STAGE_NAMES, stage_dirname
 from kdedge.report.html import CHARTS
 from kdedge_cli import main as cli_main
@@ -59,6 +62,23 @@ def test_compress_on_a_slice_of_the_demo(demo_cache: Path, tmp_path: Path,
     assert (run_dir / stage_dirname("report") / "report.md").read_text().count("student-int8") >= 2
     schema = Path(__file__).resolve().parents[2] / "kdedge" / "report" / "schema.json"
     jsonschema.Draft202012Validator(json.loads(schema.read_text())).validate(report)
+    rows = {row["name"]: row for row in report["artifacts"]}
+    if metrics["bench"]["targets"] == ["cpu"]:  # no GPU here: no GPU rows and no GPU warnings
+        assert [name for name in rows if "@" in name] == []
+        assert [n for n in report["notes"] if "cuda" in n.lower() or "tensorrt" in n.lower()] == []
+    # the report's int8 accuracy is what predict.py gives one text at a time, on the same rows
+    shipped = tmp_path / "int8-bundle"
+    shutil.copytree(run_dir / stage_dirname("bundle") / "bundle", shipped)
+    shutil.copyfile(run_dir / stage_dirname("quantize") / "student-int8" / "model.onnx",
+                    shipped / "model.onnx")
+    spec = importlib.util.spec_from_file_location("demo_predict", shipped / "predict.py")
+    assert spec is not None and spec.loader is not None
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    test_split = load_task(run_dir / stage_dirname("data")).splits["test"]
+    got = [r["label_id"] for r in predict.Predictor(shipped).predict(test_split.texts, batch_size=1)]
+    assert round(float(np.mean(np.array(got) == test_split.labels)), 6) == \
+        rows["student-int8"]["test"]["accuracy"]
     disagree = metrics["export"]["disagreements"]
     assert 0 < disagree["count"] < 300 and len(disagree["examples"]) == min(8, disagree["count"])
     if CHROMIUM is None:

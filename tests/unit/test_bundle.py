@@ -94,7 +94,7 @@ def test_bundle_ships_the_recommended_artifact_with_hashes(
     assert sha256(bundle / "model.onnx") == sha256(source / "model.onnx")
     assert sha256(bundle / "tokenizer.json") == sha256(source / "tokenizer.json")
 
-    names = {p.name for p in bundle.iterdir()}
+    names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert names >= SHIPPED
     assert set(meta["files"]) == names - {"bundle.json"}
     for name, entry in meta["files"].items():
@@ -171,6 +171,19 @@ def test_card_repeats_the_report_numbers(bundle: Path, meta: dict[str, Any],
         assert f"| {stage} | `{fp}` |" in lines
     assert "train 320, validation 40, test 40" in card
     assert 'python predict.py "some text"' in card and "at most 32 tokens" in card
+    verdicts = report["recommendation"]["per_target"]
+    assert [v["target"] for v in verdicts] == ["cpu"]
+    for verdict in verdicts:
+        assert f"  - {verdict['sentence']}" in lines
+    measured = ('These numbers are for one text per call (no padding): what `predict("one text")` '
+                "and most apps get.")
+    batched = row["batched"]
+    if batched["differs"]:
+        assert (f"{measured} Called with 32 texts at once, padded to the longest (the default of "
+                f"`python predict.py` for many texts), the test accuracy is "
+                f"{fmt_metric(batched['test']['accuracy'], 'accuracy')}") in card
+    else:
+        assert f"{measured} Called with 32 texts at once, padded, it scores the same." in lines
 
 
 # --- predict.py --------------------------------------------------------------------------------
@@ -202,13 +215,19 @@ def test_predict_gives_the_labels_of_the_pipeline_onnx_evaluation(
     assert np.allclose([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in results],
                        probs, atol=1e-5)
     assert all(r["score"] == max(r["probabilities"].values()) for r in results)
-    # the labels score exactly the test accuracy the report holds for this artifact
+    # one text per call, as an app calls it, the labels score exactly the report's headline
+    # test accuracy for this artifact; 32 per call (predict.py's default), its batched figure
     from kdedge.data.dataset import load_task
 
     gold = load_task(run_dir / pipeline.stage_dirname("data")).splits["test"].labels
-    accuracy = float(np.mean([r["label_id"] for r in results] == gold))
     row = next(r for r in report["artifacts"] if r["name"] == meta["artifact"])
-    assert round(accuracy, 6) == row["test"]["accuracy"]
+    assert row["evaluation"] == {"batch_size": 1, "padding": False}
+    assert row["batched"]["batch_size"] == 32
+    for size, reported in ((1, row["test"]["accuracy"]), (32, row["batched"]["test"]["accuracy"])):
+        labels = [r["label_id"] for r in predictor.predict(texts, batch_size=size)]
+        assert round(float(np.mean(labels == gold)), 6) == reported
+    assert row["batched"]["differs"] is (row["batched"]["test"]["accuracy"] != row["test"]["accuracy"]
+                                         or row["batched"]["test"]["macro_f1"] != row["test"]["macro_f1"])
 
 
 def test_predict_tokenizes_like_transformers_for_long_texts_and_pairs(
@@ -408,3 +427,146 @@ def test_a_missing_torch_import_anywhere_becomes_the_same_line(
     assert code == 2 and err.strip() == (
         'error: `kdedge report` needs the compression dependencies (transformers not installed); '
         'install them with pip install "kdedge[compress]".')
+
+
+# --- web/, mobile/ and the runtimes that load a bundle -----------------------------------------
+
+JS_CLASSIFY = """
+import { readFileSync } from "node:fs";
+import { env, pipeline } from "@huggingface/transformers";
+
+const [bundle, textsFile, dtype] = process.argv.slice(2);
+env.allowRemoteModels = false;
+env.localModelPath = bundle;
+const classify = await pipeline("text-classification", "web", dtype ? { dtype } : {});
+const labels = [];
+for (const text of JSON.parse(readFileSync(textsFile, "utf8"))) {
+  labels.push((await classify(text))[0].label);
+}
+console.log(JSON.stringify(labels));
+"""
+
+
+def test_web_folder_holds_the_transformers_js_layout(
+        tiny_run: tuple[KdedgeConfig, Path], bundle: Path, meta: dict[str, Any],
+        report: dict[str, Any]) -> None:
+    _, run_dir = tiny_run
+    rows = {r["name"]: r for r in report["artifacts"]}
+    int8_shipped = rows["student-int8"]["quantization_gate"]["passed"] is not False
+    assert meta["model_type"] == "bert"
+    default = "q8" if meta["precision"] == "int8" else "fp32"
+    dtypes = ["fp32", "q8"] if int8_shipped else ["fp32"]
+    if meta["family"] == "teacher":
+        dtypes = ["fp32"]
+    dtypes.sort(key=lambda d: d != default)
+    assert meta["web"] == {"path": "web", "dtypes": dtypes, "default_dtype": default,
+                           "model_type": "bert"}
+    web = bundle / "web"
+    config = json.loads((web / "config.json").read_text())
+    assert config["transformers.js_config"] == {"dtype": default}
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
+    family = meta["family"]
+    assert sha256(web / "onnx" / "model.onnx") == sha256(
+        artifact_folder(run_dir, f"{family}-onnx") / "model.onnx")
+    if "q8" in dtypes:
+        assert sha256(web / "onnx" / "model_quantized.onnx") == sha256(
+            artifact_folder(run_dir, "student-int8") / "model.onnx")
+    assert sha256(web / "tokenizer.json") == sha256(bundle / "tokenizer.json")
+    assert json.loads((web / "tokenizer_config.json").read_text())["model_max_length"] == 32
+    card = (bundle / "README.md").read_text()
+    assert (f"`pipeline(\"text-classification\", \"web\")` with `env.localModelPath` set to this "
+            f"folder; dtypes {', '.join(dtypes)} (default {default}) |") in card
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                    reason="transformers.js needs node and npm, which this machine lacks")
+def test_transformers_js_gives_the_labels_of_predict(
+        tiny_run: tuple[KdedgeConfig, Path], bundle: Path, meta: dict[str, Any],
+        tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from kdedge.evaluate import onnx_logits
+
+    # onnxruntime-node's install script fetches CUDA binaries unless told not to (its README)
+    install = ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+               "@huggingface/transformers@4", "--onnxruntime-node-install-cuda=skip",
+               "--onnxruntime-node-install=skip"]
+    done = subprocess.run(install, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    texts = _test_texts(tiny_run[1])
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "classify.mjs").write_text(JS_CLASSIFY)
+
+    def js_labels(*dtype: str) -> list[str]:
+        out = subprocess.run(["node", "classify.mjs", str(bundle), "texts.json", *dtype],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)
+
+    # the default dtype is the bundled model: the labels predict.py gives one text at a time
+    expected = [r["label"] for r in load_predict(bundle).predict(texts, batch_size=1, folder=bundle)]
+    assert len(expected) == 40 and js_labels() == expected
+    for dtype, name in (("fp32", f"{meta['family']}-onnx"), ("q8", "student-int8")):
+        if dtype in meta["web"]["dtypes"]:
+            source = artifact_folder(tiny_run[1], name)
+            logits = onnx_logits(source, AutoTokenizer.from_pretrained(source), texts, 32,
+                                 batch_size=1)
+            assert js_labels(dtype) == [["neg", "pos"][i] for i in logits.argmax(-1)]
+
+
+def test_mobile_model_ort_predicts_the_labels_of_predict(bundle: Path, meta: dict[str, Any],
+                                                         tiny_run: tuple[KdedgeConfig, Path]) -> None:
+    import onnxruntime as ort
+
+    assert meta["mobile"] | {"path": "mobile", "model": "mobile/model.ort",
+                             "operators": "mobile/required_operators.config"} == meta["mobile"]
+    operators = (bundle / "mobile" / "required_operators.config").read_text()
+    lines = [line for line in operators.splitlines() if not line.startswith("#")]
+    domains = {line.split(";")[0] for line in lines}
+    ops = {op for line in lines for op in line.split(";")[2].split(",")}
+    assert "ai.onnx" in domains and {"Gather", "Softmax"} <= ops  # embeddings, attention
+    assert "# - mobile/model.ort" in operators  # no temporary path in a shipped file
+    texts = _test_texts(tiny_run[1])
+    predictor = load_predict(bundle).Predictor(bundle)
+    session = ort.InferenceSession(str(bundle / "mobile" / "model.ort"),
+                                   providers=["CPUExecutionProvider"])
+    got = [int(session.run(["logits"], predictor._encode([text]))[0].argmax()) for text in texts]
+    assert got == [r["label_id"] for r in predictor.predict(texts, batch_size=1)]
+
+
+def test_optimum_loads_the_bundle_and_agrees_with_predict(bundle: Path,
+                                                          tiny_run: tuple[KdedgeConfig, Path]) -> None:
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+    from transformers import pipeline as hf_pipeline
+
+    model = ORTModelForSequenceClassification.from_pretrained(bundle)
+    classify = hf_pipeline("text-classification", model=model,
+                           tokenizer=AutoTokenizer.from_pretrained(bundle))
+    texts = _test_texts(tiny_run[1])
+    got = [classify(text, truncation=True, max_length=32)[0]["label"] for text in texts]
+    assert got == [r["label"] for r in load_predict(bundle).predict(texts, batch_size=1)]
+
+
+def test_a_kdedge_architecture_gets_no_web_folder_and_a_card_that_says_so(tmp_path: Path) -> None:
+    from kdedge.bundle.card import render_card
+    from kdedge.bundle.web import write_web
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "kdedge-birnn"}))
+    labels = {"labels": ["neg", "pos"], "text_columns": ["text"], "task": "classification"}
+    web = write_web(tmp_path, {"fp32": folder}, labels, 32)
+    assert web["skipped"].startswith("transformers.js has no 'kdedge-birnn' architecture")
+    assert not (tmp_path / "web").exists()
+    meta = {"artifact": "student-int8", "model_type": "kdedge-birnn", "web": web,
+            "inputs": ["input_ids", "attention_mask"], "max_length": 32,
+            "mobile": {"path": "mobile", "model": "mobile/model.ort", "onnxruntime": "1.31.1",
+                       "operators": "mobile/required_operators.config"}}
+    lines = render_card({}, meta, labels).splitlines()
+    assert ("| Python, optimum / transformers | no | config.json says `model_type: kdedge-birnn`, "
+            "kdedge's own architecture, which transformers knows only inside a process that "
+            "imported kdedge; use predict.py |") in lines
+    assert f"| JavaScript, transformers.js | no | {web['skipped']} |" in lines
+    assert ("| Python, onnxruntime | yes | `predict.py` (above), or any onnxruntime client that "
+            "feeds input_ids, attention_mask from tokenizer.json |") in lines

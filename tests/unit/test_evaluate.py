@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import toy_rows
 
 from kdedge import tasks
 from kdedge.data.dataset import TaskData, TaskSplit
@@ -73,3 +76,47 @@ def test_rouge_f1_scores_each_example() -> None:
     np.testing.assert_allclose(scores["rouge2"], [3 / 5, 2 / 3, 0.0], atol=1e-9)
     with pytest.raises(ValueError, match="no references"):
         rouge_f1([], [])
+
+
+def test_onnx_quality_scores_one_text_per_call_with_the_batched_figure_beside(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    import warnings
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import quantize_dynamic
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoTokenizer
+
+    from kdedge.evaluate import encode, onnx_quality, shipping_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main_export(model_name_or_path=str(tiny_model_dir), output=tmp_path,
+                    task="text-classification", do_validation=False)
+    int8 = tmp_path / "int8.onnx"
+    quantize_dynamic(tmp_path / "model.onnx", int8)  # per-batch activation scales
+    texts = [row["sentence"] for row in toy_rows(70, seed=3)]
+    labels = np.random.default_rng(0).integers(0, 2, len(texts))
+    task = TaskData(["neg", "pos"], {"test": TaskSplit(texts, labels)})
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    metrics, logits = onnx_quality(int8, tokenizer, task, 16, splits=("test",))
+
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+
+    def run(chunk: list[str]) -> np.ndarray:
+        enc = encode(tokenizer, chunk, 16, "np")
+        return session.run(["logits"], {k: v for k, v in enc.items() if k in names})[0]
+
+    alone = np.concatenate([run([text]) for text in texts])  # no padding anywhere
+    batched = np.concatenate([run(texts[i:i + 32]) for i in range(0, len(texts), 32)])
+    np.testing.assert_array_equal(logits["test"], alone)
+    assert metrics["test"] == task_metrics(alone, labels, task)
+    assert metrics["evaluation"] == {"batch_size": 1, "padding": False}
+    expected = task_metrics(batched, labels, task)
+    assert metrics["batched"]["test"] == {"accuracy": expected["accuracy"],
+                                          "macro_f1": expected["macro_f1"], "examples": 70}
+    assert metrics["batched"]["batch_size"] == 32
+    # the gate's score is the worse of the two ways of calling the model
+    assert shipping_score(int8, tokenizer, task, "test", 16) == min(
+        expected["accuracy"], metrics["test"]["accuracy"])

@@ -95,8 +95,9 @@ def test_bench_and_report_cover_every_model(tiny_run: tuple[KdedgeConfig, Path])
     _, run_dir = tiny_run
     bench = manifest(run_dir, "bench").metrics
     assert set(bench["models"]) == {"teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8"}
-    # no GPU here: the default targets cuda and tensorrt are skipped, each entry with a reason
-    assert all("@" in entry and reason for entry, reason in bench["skipped"].items())
+    # the default targets are this machine's: nothing is planned for an absent GPU
+    if bench["targets"] == ["cpu"]:
+        assert bench["skipped"] == {} and bench["skipped_targets"] == {}
     assert bench["threads"] == [1] and bench["sequence_lengths"] == [32]
     for result in bench["models"].values():
         assert set(latency_at(result)) == {"1", "4"}

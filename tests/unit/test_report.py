@@ -186,6 +186,18 @@ def test_speedup_and_size_ratios_against_teacher_onnx(tmp_path: Path) -> None:
     assert "5.00×" in md and "4.00×" in md
 
 
+def test_an_asked_for_absent_target_is_one_warning_and_no_rows(tmp_path: Path) -> None:
+    metrics = fake_metrics(ACCURACY, P50)
+    reason = "torch 2.13.0+cpu sees no CUDA device"
+    metrics["bench"]["skipped_targets"] = {"cuda": reason}
+    report = build_report_from_run(write_run(tmp_path / "run", metrics))
+    assert [row["name"] for row in report["artifacts"] if row["target"] != "cpu"] == []
+    assert report["benchmark"]["skipped_targets"] == {"cuda": reason}
+    assert [n for n in report["notes"] if "cuda" in n] == [
+        f"The bench skipped target cuda, which bench.targets asked for: {reason}."]
+    assert [v["target"] for v in report["recommendation"]["per_target"]] == ["cpu"]
+
+
 def test_gpu_targets_and_the_sweep_are_reported_apart_from_the_cpu(tmp_path: Path) -> None:
     metrics = fake_metrics(ACCURACY, P50)
     bench = metrics["bench"]
@@ -207,7 +219,14 @@ def test_gpu_targets_and_the_sweep_are_reported_apart_from_the_cpu(tmp_path: Pat
     assert gpu["test"] == rows["student-onnx"]["test"]  # the same ONNX file, scored once
     # timed against the teacher on the same GPU (2.0 / 0.5), never against the CPU's 10 ms
     assert gpu["vs_reference"]["speedup"] == {"1": pytest.approx(4.0), "32": pytest.approx(4.0)}
-    assert rows["teacher-pytorch@cuda"]["bench_skipped"] == no_torch_gpu
+    # a model not timed on the GPU has no row there (no quality copied from the CPU), one note
+    assert "teacher-pytorch@cuda" not in rows and "student-pytorch@cuda" not in rows
+    # what to ship differs per target: int8 on the CPU, the fp32 student on the GPU
+    assert [(v["target"], v["artifact"]) for v in report["recommendation"]["per_target"]] == [
+        ("cpu", "student-int8"), ("cuda", "student-onnx")]
+    assert report["recommendation"]["per_target"][1]["sentence"] == (
+        "cuda: ship student-onnx (0.50 ms p50 at batch 1, faster than teacher-onnx there).")
+    assert [name for name in report["per_class"]["f1"] if "@" in name] == []
     # the headline is the first thread count and length; the recommendation stays on the CPU
     assert rows["student-int8"]["latency"]["1"]["p50_ms"] == pytest.approx(2.0)
     assert report["recommendation"]["artifact"] == "student-int8"
@@ -320,7 +339,7 @@ def test_unknown_format_lists_the_known_ones() -> None:
         render("pdf", {})
 
 
-def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
+def test_warnings_name_failed_parity_and_remarks_name_missing_vnni(tmp_path: Path) -> None:
     metrics = fake_metrics(ACCURACY, P50)
     metrics["export"]["models"]["student"]["parity"].update(max_abs_diff=0.5, passed=False)
     run = write_run(tmp_path, metrics)
@@ -332,8 +351,12 @@ def test_warnings_name_failed_parity_and_missing_vnni(tmp_path: Path) -> None:
     report = build_report_from_run(run)
     notes = " ".join(report["notes"])
     assert "Export parity FAILED for student: max abs diff 5.00e-01 exceeds atol 1.00e-04" in notes
-    assert "no VNNI" in notes
-    assert "student-int8 was quantized for avx512_vnni, but the bench CPU lacks it." in notes
+    # the CPU's int8 support explains a speed-up; it is a remark, not a warning
+    assert "VNNI" not in notes and "vnni" not in notes
+    assert report["remarks"] == [
+        "This CPU has no VNNI (avx512_vnni / avx_vnni) or ARM dot-product instructions: int8 "
+        "speed-ups measured here understate what such CPUs give.",
+        "student-int8 was quantized for avx512_vnni, but the bench CPU lacks it."]
     assert "The data stage ran on another CPU (Test CPU 9000)" in notes
     assert report["environment"]["cpu"]["model"] == "Old CPU"
     md = render_markdown(report)
@@ -510,8 +533,16 @@ def test_a_device_bench_joins_the_report_as_its_own_target(tmp_path: Path) -> No
     assert device["target"] == "pi5" and device["test"] == rows["student-int8"]["test"]
     assert device["latency"]["1"]["p50_ms"] == 8.0 and device["latency"]["32"]["p50_ms"] == 64.0
     assert device["vs_reference"]["speedup"] == {"1": None, "32": None}  # no teacher on the pi5
-    assert rows["teacher-onnx@pi5"]["bench_skipped"] == "not in the bundle"
+    assert "teacher-onnx@pi5" not in rows
+    assert "The bench skipped teacher-onnx@pi5: not in the bundle." in report["notes"]
     assert report["recommendation"]["artifact"] == "student-int8"  # ranked on this machine
+    verdicts = {v["target"]: v for v in report["recommendation"]["per_target"]}
+    assert list(verdicts) == ["cpu", "pi5"]
+    assert verdicts["cpu"]["artifact"] == "student-int8"
+    assert verdicts["pi5"] == {"target": "pi5", "artifact": "student-int8", "p50_ms": 8.0,
+                               "batch_size": 1, "timed": ["student-int8"],
+                               "sentence": "pi5: ship student-int8 (8.00 ms p50 at batch 1, the "
+                                           "only qualifying candidate timed there)."}
     added = report["added_targets"]
     assert added == [{"target": "pi5", "cpu_model": "Cortex-A76", "arch": "aarch64",
                       "isa": {"asimddp": True}, "os": "Linux 6.6",
