@@ -36,11 +36,19 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         train_split = augment.augmented(train_split, cfg.augment, ctx.input("data"),
                                         tokenizer.mask_token, ctx.cfg.run.seed)
 
+    student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
+    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
+    extra_teachers = len(cfg.multi_teacher.teachers) if cfg.recipe == "multi-teacher" else 0
+    dims = Dims(student_hidden=info["state_size"], teacher_hidden=teacher.config.hidden_size,
+                teachers=1 + extra_teachers, regression=task.is_regression)
+    phases = [(phase, losses.build(phase.losses)) for phase in RECIPES.get(cfg.recipe)(cfg, dims)]
+    layers = sorted({layer for _, loss in phases for layer in loss.teacher_layers})
+
     teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                        if rel.endswith((".safetensors", ".bin"))]
     cached, cache_hit = teacher_cache.teacher_outputs(
-        teacher_cache.cache_folder(teacher_weights, train_split.texts, max_length), teacher, tokenizer,
-        train_split, max_length)
+        teacher_cache.cache_folder(teacher_weights, train_split.texts, max_length, layers), teacher,
+        tokenizer, train_split, max_length, layers=layers)
     added = augment.count_added(train_split)
     if added:
         train_split, cached = augment.keep_confident(train_split, cached, cfg.augment.min_confidence)
@@ -50,9 +58,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
     if cfg.recipe == "multi-teacher":
         cached["ensemble"], ensemble = teachers.ensemble_logits(
             ctx.cfg, ctx.input_fingerprints["data"], task, train_split, cached["logits"], ctx.work)
-    student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
-    del teacher  # the cached logits are all the loop needs from it
-    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
+    del teacher  # the cached outputs are all the loop needs from it
 
     aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
     joint = _joint_training(student, task, train_split, cached, aux_tasks, cfg) if aux_tasks else None
@@ -60,9 +66,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     tasks_metrics: dict[str, Any] = {}
     best_epoch = 0
-    dims = Dims(student_hidden=info["state_size"], teacher_hidden=cached["sentence_cls"].shape[1],
-                teachers=1 + len(ensemble), regression=task.is_regression)
-    for number, phase in enumerate(RECIPES.get(cfg.recipe)(cfg, dims), start=1):
+    for number, (phase, loss) in enumerate(phases, start=1):
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         model, split, sampler = student, train_split, None
         teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
@@ -71,7 +75,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
             model, split, teacher_fn, sampler = joint
             evaluate = lambda m: multi_task.mean_validation_score(  # noqa: E731
                 m, task, aux_tasks, tokenizer, max_length)
-        result = train(model, tokenizer, split, losses.build(phase.losses), teacher=teacher_fn,
+        result = train(model, tokenizer, split, loss, teacher=teacher_fn,
                        evaluate=evaluate,
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})", hidden_states=phase.hidden_states,
@@ -122,7 +126,12 @@ def _joint_training(student: Any, target: Any, train_split: Any, cached: dict[st
 def cached_outputs(cached: dict[str, torch.Tensor], index: torch.Tensor) -> Outputs:
     """The teacher's outputs for the rows of one batch."""
     ensemble = cached.get("ensemble")
+    layers: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in cached.items():  # layer{L}_{pooling}, kept for losses that declared L
+        layer, _, pooling = key.removeprefix("layer").partition("_")
+        if key.startswith("layer") and layer.isdigit():
+            layers.setdefault(int(layer), {})[pooling] = value[index]
     return Outputs(logits=cached["logits"][index],
                    sentence={"cls": cached["sentence_cls"][index],
                              "mean": cached["sentence_mean"][index]},
-                   ensemble=None if ensemble is None else ensemble[index])
+                   ensemble=None if ensemble is None else ensemble[index], layers=layers or None)

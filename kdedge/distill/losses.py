@@ -221,6 +221,13 @@ class WeightedSum(nn.Module):
         return state
 
     @property
+    def teacher_layers(self) -> tuple[int, ...]:
+        """The teacher layers whose pooled vectors the terms read (a term declares its own
+        `teacher_layers`); the teacher-output cache keeps them."""
+        return tuple(sorted({layer for loss in self.losses
+                             for layer in getattr(loss, "teacher_layers", ())}))
+
+    @property
     def wants_feedback(self) -> bool:
         """Whether a term learns from the student's outputs after each optimizer step."""
         return any(getattr(loss, "wants_feedback", False) for loss in self.losses)

@@ -15,6 +15,8 @@ class Outputs:
     attentions: tuple[torch.Tensor, ...] | None = None  # each (batch, heads, seq, seq)
     sentence: dict[str, torch.Tensor] | None = None  # pooled vectors by pooling, e.g. cached
     ensemble: torch.Tensor | None = None  # (batch, teachers, num_labels): every teacher's logits
+    layers: dict[int, dict[str, torch.Tensor]] | None = None  # cached pooled vectors of some
+    # intermediate layers, by layer (0 = the embeddings) and pooling ("cls", "mean")
 
     @classmethod
     def from_hf(cls, out: Any) -> Outputs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,33 @@ from kdedge.training.outputs import pool
 log = logging.getLogger("kdedge")
 
 KEYS = ("logits", "sentence_cls", "sentence_mean")
+POOLINGS = ("cls", "mean")
+
+
+def layer_keys(layers: Sequence[int]) -> list[str]:
+    """The cache's names for teacher layer L's pooled vectors (L counts from the embeddings, 0,
+    as the model's hidden_states tuple does)."""
+    return [f"layer{layer}_{pooling}" for layer in sorted(set(layers)) for pooling in POOLINGS]
 SHARD = "rows-{start:09d}-{stop:09d}.safetensors"  # one block of rows
 
 
-def cache_folder(teacher_weights_sha: list[str], texts: list[Any], max_length: int) -> Path:
-    """Keyed by the teacher's weights and the exact texts, so augmented sets cache too."""
-    key = hashlib.sha256(repr([sorted(teacher_weights_sha), max_length]).encode())
+def cache_folder(teacher_weights_sha: list[str], texts: list[Any], max_length: int,
+                 layers: Sequence[int] = ()) -> Path:
+    """Keyed by the teacher's weights, the exact texts (so augmented sets cache too) and the
+    intermediate layers kept."""
+    fields = [sorted(teacher_weights_sha), max_length, *([sorted(set(layers))] if layers else [])]
+    key = hashlib.sha256(repr(fields).encode())
     for text in texts:
         key.update(repr(text).encode())
     return cache_dir() / "teacher-outputs" / key.hexdigest()[:20]
 
 
 def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit, max_length: int,
-                    batch_size: int = 64) -> tuple[dict[str, torch.Tensor], bool]:
-    """{logits, sentence_cls, sentence_mean} for every training example, and whether cached.
+                    batch_size: int = 64, layers: Sequence[int] = (),
+                    ) -> tuple[dict[str, torch.Tensor], bool]:
+    """{logits, sentence_cls, sentence_mean} for every training example, and whether cached;
+    with `layers`, also those teacher layers' pooled vectors (layer_keys), which losses that
+    match intermediate layers declare (WeightedSum.teacher_layers).
 
     Written in shards of rows: with several training processes each computes and writes its
     own block of rows, so the teacher pass is split between them and no process gathers
@@ -47,7 +60,8 @@ def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit
     number of processes is read by any other number.
     """
     world = parallel.world()
-    cached = _read_shards(folder, len(split))
+    keys = [*KEYS, *layer_keys(layers)]
+    cached = _read_shards(folder, len(split), keys)
     if cached is not None:
         log.info("  teacher outputs read from the cache")
         return cached, True
@@ -59,9 +73,9 @@ def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit
     start, stop = world.block(len(split))
     log.info("  computing teacher outputs on %d training examples (once)", len(split))
     _write_shard(folder, start, _compute(teacher, tokenizer, split.texts[start:stop], max_length,
-                                         batch_size))
+                                         batch_size, layers))
     world.barrier()
-    cached = _read_shards(folder, len(split))
+    cached = _read_shards(folder, len(split), keys)
     if cached is None:
         raise KdedgeError(f"The teacher outputs written to {folder} do not cover the "
                           f"{len(split)} training examples; delete that folder and run again.")
@@ -69,8 +83,8 @@ def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit
 
 
 def _compute(teacher: Any, tokenizer: Any, texts: list[Any], max_length: int, batch_size: int,
-             ) -> dict[str, torch.Tensor]:
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in KEYS}
+             layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in [*KEYS, *layer_keys(layers)]}
     teacher.eval()
     with torch.inference_mode():
         for chunk in batches(texts, batch_size):
@@ -80,6 +94,10 @@ def _compute(teacher: Any, tokenizer: Any, texts: list[Any], max_length: int, ba
             parts["logits"].append(out.logits.float())
             parts["sentence_cls"].append(pool(last, enc["attention_mask"], "cls").float())
             parts["sentence_mean"].append(pool(last, enc["attention_mask"], "mean").float())
+            for layer in sorted(set(layers)):
+                for pooling in POOLINGS:
+                    parts[f"layer{layer}_{pooling}"].append(
+                        pool(out.hidden_states[layer], enc["attention_mask"], pooling).float())
     return {key: torch.cat(value).contiguous() for key, value in parts.items() if value}
 
 
@@ -96,7 +114,8 @@ def _write_shard(folder: Path, start: int, outputs: dict[str, torch.Tensor]) -> 
     tmp.replace(path)
 
 
-def _read_shards(folder: Path, rows: int) -> dict[str, torch.Tensor] | None:
+def _read_shards(folder: Path, rows: int, keys: Sequence[str] = KEYS,
+                 ) -> dict[str, torch.Tensor] | None:
     """The outputs for rows [0, rows) from the shards in `folder`, or None when they are not
     all there (not computed yet, or an interrupted computation)."""
     from safetensors.torch import load_file
@@ -111,9 +130,9 @@ def _read_shards(folder: Path, rows: int) -> dict[str, torch.Tensor] | None:
             (shards[-1][1] if shards else 0) != rows or not rows:
         return None
     parts = [load_file(path) for _, _, path in shards]
-    if not all(set(KEYS) <= set(part) for part in parts):
+    if not all(set(keys) <= set(part) for part in parts):
         return None
-    return {key: torch.cat([part[key] for part in parts]) for key in KEYS}
+    return {key: torch.cat([part[key] for part in parts]) for key in keys}
 
 
 def sequence_cache_file(teacher_weights_sha: list[str], sources: list[str], max_length: int,
