@@ -99,22 +99,30 @@ class SentenceEncoder(nn.Module):
     @classmethod
     def load(cls, folder: Path) -> SentenceEncoder:
         from safetensors.torch import load_file
-        from transformers import AutoModel
 
         meta = json.loads((folder / ENCODER_FILE).read_text())
-        model = cls(AutoModel.from_pretrained(folder, add_pooling_layer=False)
-                    if _has_pooler_option(folder) else AutoModel.from_pretrained(folder),
-                    meta["pooling"], meta["dim"])
+        model = cls(load_encoder(folder), meta["pooling"], meta["dim"])
         if model.projection is not None:
             model.projection.load_state_dict(load_file(str(folder / PROJECTION_FILE)))
         return model.eval()
 
 
-def _has_pooler_option(folder: Path) -> bool:
-    """BERT-like encoders carry a pooler the embedding never reads; leaving it out keeps it out
-    of the student, the gradients and the ONNX graph."""
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    return model_type in ("bert", "roberta", "xlm-roberta", "camembert", "ernie")
+def load_encoder(location: Path, **kwargs: Any) -> nn.Module:
+    """The encoder without the pooler that BERT-like checkpoints carry: the embedding never reads
+    it, so it stays out of the student, its gradients and the ONNX graph. Saying that the
+    checkpoint's pooler weights went unused would only alarm the user."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    model_type = AutoConfig.from_pretrained(location, **kwargs).model_type
+    if model_type in ("bert", "roberta", "xlm-roberta", "camembert", "ernie"):
+        kwargs["add_pooling_layer"] = False
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModel.from_pretrained(location, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def teacher_pooling(folder: Path) -> str:
@@ -176,7 +184,7 @@ def _scores(vectors: dict[str, np.ndarray], reference: dict[str, np.ndarray]) ->
 def teacher(ctx: Any, task: TaskData) -> dict[str, Any]:
     """The teacher as it is, saved with its pooling, and its reference embeddings."""
     from safetensors.numpy import save_file
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from kdedge.hf import resolve_source
 
@@ -187,8 +195,7 @@ def teacher(ctx: Any, task: TaskData) -> dict[str, Any]:
     location = Path(resolve_source(cfg.model))
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    model = SentenceEncoder(AutoModel.from_pretrained(location, **kwargs),
-                            teacher_pooling(location)).eval()
+    model = SentenceEncoder(load_encoder(location, **kwargs), teacher_pooling(location)).eval()
     out = ctx.work / MODEL_DIR
     model.save(out, tokenizer)
     vectors = {split: torch_logits(model, tokenizer, task.splits[split].texts, max_length)
