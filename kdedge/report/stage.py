@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdedge import tasks
 from kdedge.artifacts import MANIFEST, Manifest, atomic_write_text
 from kdedge.errors import KdedgeError
 from kdedge.pipeline import stage_dirname
@@ -33,7 +34,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
     data = build_report(manifests, min_retained_accuracy=ctx.cfg.report.min_retained_accuracy,
                         seed=ctx.cfg.run.seed, added=load_added(ctx.run_dir))
-    paths = write_reports(data, ctx.work, ctx.cfg.report.formats)
+    kind = tasks.get(data["task"])
+    paths = write_reports(data, ctx.work, ctx.cfg.report.formats, kind.report_builders())
     log.info("  %s", data["recommendation"]["summary"])
     return summarize(data, [path.name for path in paths])
 

@@ -38,6 +38,8 @@ class TaskKind:
     student_spec: bool = True  # its student is a models/students.py family picked by distill.student
     output: str = "logits"  # the name of the exported graph's output that the bundle returns
     summary: str = ""  # one line for the docs
+    report_sections: tuple[str, ...] = ()  # "module:function" report builders (report/sections.py)
+    # of this kind's own, shown in report.md and report.html beside the common sections
     demo_preset: Mapping[str, Any] = field(default_factory=dict)  # config under the built-in
     # demo (--data demo) of this kind, sized to finish in minutes on a 2-core CPU
 
@@ -55,8 +57,11 @@ class TaskKind:
         entry = self.work.get(stage)
         if entry is None:
             raise KdedgeError(f"The {stage} stage has no work for a {self.name} task.")
-        module, _, attr = entry.partition(":")
-        return getattr(importlib.import_module(module), attr)(ctx, task)
+        return _load(entry)(ctx, task)
+
+    def report_builders(self) -> list[Any]:
+        """This kind's own report section builders, imported."""
+        return [_load(entry) for entry in self.report_sections]
 
     def teacher(self, ctx: Any, task: Any) -> dict[str, Any]:
         return self._run("teacher", ctx, task)
@@ -84,3 +89,9 @@ class TaskKind:
         import pandas as pd
 
         return pd.Series(0, index=table.index)
+
+
+def _load(entry: str) -> Any:
+    """The function named "module:function", imported now."""
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
