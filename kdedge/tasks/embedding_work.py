@@ -377,3 +377,24 @@ def quantize(ctx: Any, task: TaskData) -> dict[str, Any]:
         gate.cleanup(scratch)
     gate.enforce(entry["gate"], cfg.strict)
     return {"models": {"student-int8": entry}}
+
+
+def report_section(report: dict[str, Any]) -> Any:
+    """What the embedding metrics say about semantic search with each artifact (report.md and
+    report.html); none without scored artifacts."""
+    from kdedge.report.sections import Section, Text, table
+
+    rows = [row for row in report.get("artifacts") or []
+            if "@" not in str(row["name"]) and (row.get("test") or {}).get("cosine") is not None]
+    if not rows:
+        return None
+    header = ["artifact", "mean cosine to the teacher", "Spearman of pair similarities",
+              "recall@10 of the teacher's neighbours"]
+    body = [[row["name"], *(f"{row['test'][m]:.4f}" for m in ("cosine", "spearman", "recall_at_10"))]
+            for row in rows]
+    return Section("search-quality", "Semantic search quality", (
+        Text("Each artifact's embeddings of the test texts against the teacher's: how close each "
+             "vector is (mean cosine), how well the ranking of every pair of texts by similarity "
+             "is kept (Spearman), and how many of each text's 10 nearest neighbours by the teacher "
+             "it also finds (recall@10). The teacher scores 1 on all three."),
+        table(header, body)))
