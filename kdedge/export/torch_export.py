@@ -13,6 +13,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,28 +59,35 @@ def export_torch_onnx(model_dir: Path, out: Path, opset: int) -> None:
     except (OSError, ValueError, KeyError) as err:
         raise KdedgeError(f"Cannot load {model_dir} for torch.onnx export "
                           f"({str(err).splitlines()[0][:200]}).") from None
-    out.mkdir(parents=True, exist_ok=True)
-    inputs = dummy_inputs(model.config.vocab_size, model.config.pad_token_id or 0)
+    trace(LogitsOnly(model), out / ONNX_FILE, "logits", opset, model.config, str(model_dir))
+    copied = copy_model_files(model_dir, out)
+    log.debug("torch.onnx export of %s: inputs %s, copied %s", model_dir, graph_inputs(out / ONNX_FILE),
+              copied)
+
+
+def trace(module: nn.Module, path: Path, output: str, opset: int, config: Any, what: str) -> None:
+    """`module(input_ids, attention_mask, token_type_ids) -> tensor` traced into `path` with
+    dynamic batch and sequence axes and one output named `output`; written under a temporary
+    name, so a failed export leaves nothing that looks whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = dummy_inputs(config.vocab_size, config.pad_token_id or 0)
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in INPUT_NAMES}
-    axes["logits"] = {0: "batch_size"}
-    tmp = out / f".{ONNX_FILE}.tmp"
+    axes[output] = {0: "batch_size"}
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            # Expected: the legacy-exporter deprecation note, tracer notes on the packing, and
-            # the LSTM batch-size note (initial states are zeros built from the dynamic batch).
+            # Expected: the legacy-exporter deprecation note, tracer notes on masks and packing,
+            # and the LSTM batch-size note (initial states are zeros built from the dynamic batch).
             warnings.simplefilter("ignore")
-            torch.onnx.export(LogitsOnly(model), tuple(inputs[name] for name in INPUT_NAMES),
-                              str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
+            torch.onnx.export(module.eval(), tuple(inputs[name] for name in INPUT_NAMES), str(tmp),
+                              input_names=list(INPUT_NAMES), output_names=[output],
                               dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
                               dynamo=False)
     except Exception as err:  # the exporter raises many untyped errors
         tmp.unlink(missing_ok=True)
-        raise KdedgeError(f"torch.onnx cannot export {model_dir} "
+        raise KdedgeError(f"torch.onnx cannot export {what} "
                           f"({str(err).splitlines()[0][:200]}).") from None
-    tmp.replace(out / ONNX_FILE)
-    copied = copy_model_files(model_dir, out)
-    log.debug("torch.onnx export of %s: inputs %s, copied %s", model_dir, graph_inputs(out / ONNX_FILE),
-              copied)
+    tmp.replace(path)
 
 
 def dummy_inputs(vocab_size: int, pad_token_id: int = 0, batch: int = 2, length: int = 8,

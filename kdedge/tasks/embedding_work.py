@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,8 @@ from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.data.dataset import TaskData
 from kdedge.distill.losses import WeightedSum
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import encode, onnx_logits, regression_metrics, torch_logits, truncated
-from kdedge.runtime import ONNX_FILE, ort_feed, ort_session
+from kdedge.evaluate import onnx_logits, regression_metrics, torch_logits, truncated
+from kdedge.runtime import ONNX_FILE
 from kdedge.training import teacher_cache
 from kdedge.training.outputs import Outputs, pool
 
@@ -274,8 +273,8 @@ def export(ctx: Any, task: TaskData) -> dict[str, Any]:
     PyTorch at one unpadded text and a padded batch, scored through onnxruntime."""
     from transformers import AutoTokenizer
 
-    from kdedge.export.classifier import model_sources
-    from kdedge.export.torch_export import copy_model_files
+    from kdedge.export.classifier import model_sources, parity, require_parity
+    from kdedge.export.torch_export import copy_model_files, trace
 
     cfg, max_length = ctx.cfg.export, ctx.cfg.data.max_length
     reference = load_reference(ctx.input("teacher"))
@@ -284,48 +283,24 @@ def export(ctx: Any, task: TaskData) -> dict[str, Any]:
         out = ctx.work / name
         model = SentenceEncoder.load(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        export_onnx(model, out / ONNX_FILE, cfg.opset)
+        trace(_EmbeddingOnly(model), out / ONNX_FILE, OUTPUT, cfg.opset, model.config,
+              "the sentence encoder")
         copy_model_files(source, out)
         shutil.copy2(source / ENCODER_FILE, out / ENCODER_FILE)
-        parity = check_parity(model, tokenizer, out, task.splits["validation"].texts[:cfg.parity_samples],
-                              max_length, cfg.atol)
-        log.info("  %s: %.1f MB, max |onnx - pytorch| = %.2e (atol %.0e)", name,
-                 (out / ONNX_FILE).stat().st_size / 1e6, parity["max_abs_diff"], cfg.atol)
-        if not parity["passed"]:
-            raise KdedgeError(f"The {name} ONNX encoder differs from PyTorch by "
-                              f"{parity['max_abs_diff']:.2e}, above export.atol {cfg.atol:.0e}; "
-                              "raise export.atol only if that difference is acceptable.")
+        check = parity(model, tokenizer, out, OUTPUT,
+                       task.splits["validation"].texts[:cfg.parity_samples], max_length, cfg.atol)
+        require_parity(name, out, check)
         vectors = {split: onnx_logits(out, tokenizer, task.splits[split].texts, max_length,
                                       threads=ctx.cfg.run.threads, output=OUTPUT)
                    for split in EVAL_SPLITS}
         models[name] = {"path": name, "exporter": "torch.onnx", "bytes": (out / ONNX_FILE).stat().st_size,
-                        "opset": cfg.opset, "parity": parity, **_scores(vectors, reference)}
+                        "opset": cfg.opset, "parity": check, **_scores(vectors, reference)}
     return {"models": models}
 
 
-def export_onnx(model: SentenceEncoder, path: Path, opset: int) -> None:
-    from kdedge.export.torch_export import INPUT_NAMES, dummy_inputs
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    inputs = dummy_inputs(model.config.vocab_size, model.config.pad_token_id or 0)
-    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in INPUT_NAMES}
-    axes[OUTPUT] = {0: "batch_size"}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer notes on masks built from the input shape
-            torch.onnx.export(_EmbeddingOnly(model.eval()), tuple(inputs[n] for n in INPUT_NAMES),
-                              str(tmp), input_names=list(INPUT_NAMES), output_names=[OUTPUT],
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
-                              dynamo=False)
-    except Exception as err:  # the exporter raises many untyped errors
-        tmp.unlink(missing_ok=True)
-        raise KdedgeError(f"torch.onnx cannot export the sentence encoder "
-                          f"({str(err).splitlines()[0][:200]}).") from None
-    tmp.replace(path)
-
-
 class _EmbeddingOnly(nn.Module):
+    """The tracer sees a plain tensor output instead of an EncoderOutput."""
+
     def __init__(self, model: SentenceEncoder) -> None:
         super().__init__()
         self.model = model
@@ -333,20 +308,6 @@ class _EmbeddingOnly(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, attention_mask, token_type_ids).logits
-
-
-def check_parity(model: SentenceEncoder, tokenizer: Any, onnx_dir: Path, texts: list[Any],
-                 max_length: int, atol: float) -> dict[str, Any]:
-    """Max |embedding difference| between PyTorch and onnxruntime at batch 1 and a padded batch."""
-    session = ort_session(onnx_dir)
-    worst, shapes = 0.0, []
-    for chunk in ([texts[0]], texts):
-        expected = torch_logits(model, tokenizer, chunk, max_length, batch_size=len(chunk))
-        enc = encode(tokenizer, chunk, max_length, "np")
-        got = session.run([OUTPUT], ort_feed(session, enc))[0]
-        worst = max(worst, float(abs(expected - got).max()))
-        shapes.append(list(enc["input_ids"].shape))
-    return {"max_abs_diff": worst, "atol": atol, "passed": worst <= atol, "shapes": shapes}
 
 
 def quantize(ctx: Any, task: TaskData) -> dict[str, Any]:
