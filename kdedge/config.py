@@ -439,7 +439,7 @@ class KdedgeConfig(_Section):
     def _consistent(self) -> KdedgeConfig:
         from kdedge import tasks
 
-        tasks.declared(self.data.task).check(self.distill.recipe)
+        tasks.declared(self.data.task).check(self.distill.recipe, self.data.task)
         longest = max(self.bench.sequence_lengths or (0,))
         if longest > self.data.max_length:
             raise ValueError(

@@ -47,10 +47,10 @@ class TaskKind:
     def primary_metric(self) -> str:
         return self.metrics[0]
 
-    def check(self, recipe: str) -> None:
-        """Refuse a recipe that does not fit this kind, before any work starts."""
+    def check(self, recipe: str, asked: str) -> None:
+        """Refuse a recipe that does not fit this kind (data.task `asked`), before any work."""
         if recipe not in self.recipes:
-            raise ValueError(f"distill.recipe {recipe} does not fit a {self.name} task; use one of "
+            raise ValueError(f"distill.recipe {recipe} does not fit data.task {asked}; use one of "
                              f"{', '.join(sorted(self.recipes))}, or set data.task")
 
     def _run(self, stage: str, ctx: Any, task: Any) -> dict[str, Any]:

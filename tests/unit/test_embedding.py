@@ -101,5 +101,6 @@ def test_a_recurrent_student_is_refused_for_embeddings(embedding_run, tmp_path: 
 
 
 def test_a_classification_recipe_is_refused_for_embeddings() -> None:
-    with pytest.raises(KdedgeError, match=r"distill.recipe annealing does not fit a embedding task"):
+    with pytest.raises(KdedgeError, match=r"distill.recipe annealing does not fit data.task "
+                                          r"embedding; use one of kd,"):
         build_config(overrides={"data.task": "embedding", "distill.recipe": "annealing"})

@@ -165,6 +165,9 @@ def test_generate_is_the_hand_written_greedy_loop(teacher: Any, tokenizer: Any) 
 def test_save_and_load_round_trip(teacher: Any, tokenizer: Any, tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
+    from kdedge.models import register_auto_classes
+
+    register_auto_classes()  # as whatever loads a saved student does first
     student = _student(teacher)
     student.save_pretrained(tmp_path / "gru")
     assert (tmp_path / "gru" / "model.safetensors").is_file()
