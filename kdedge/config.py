@@ -131,8 +131,8 @@ class AugmentConfig(_Section):
         return self.unlabeled is not None or self.mask_copies > 0
 
 
-STATE_FEATURES = ("teacher_id", "teacher_gold_ce", "teacher_confidence", "teacher_entropy",
-                  "student_teacher_kl", "instance")
+STATE_FEATURES = ("teacher_id", "teacher_probs", "teacher_gold_ce", "student_probs",
+                  "teacher_confidence", "teacher_entropy", "student_teacher_kl", "instance")
 
 
 class RLSelectConfig(_Section):
@@ -142,10 +142,12 @@ class RLSelectConfig(_Section):
     warmup_epochs: int = Field(1, ge=0)  # all teachers selected; the policy does not learn yet
     policy_lr: float = Field(0.01, gt=0)  # Adam on the policy, once per batch
     init_probability: float = Field(0.9, gt=0, lt=1)  # of selecting a teacher, before learning
-    reward: Literal["ce_drop", "neg_ce"] = "ce_drop"  # student CE before - after the step, or -CE after
+    reward: Literal["ce_drop", "neg_ce"] = "ce_drop"  # the student's gold loss on the row before
+    # - after the step, both in eval mode (default), or the paper's: minus the loss after
     baseline: Literal["batch", "ema"] = "batch"  # subtract the batch's mean reward, or a moving average
     baseline_decay: float = Field(0.9, ge=0, lt=1)  # of the moving average
-    state_features: tuple[str, ...] = STATE_FEATURES[:5]  # per instance and teacher
+    state_features: tuple[str, ...] = STATE_FEATURES[:4]  # per instance and teacher: the
+    # paper's (the teacher's soft labels and its gold loss) with the student's soft labels
 
     @field_validator("state_features")
     @classmethod

@@ -14,9 +14,9 @@ from torch import nn
 
 from kdedge.distill import generation
 from kdedge.distill.divergence import tempered_kl
-from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
+from kdedge.distill.multi_teacher import Gather, TeacherSelector, per_teacher_kd
 from kdedge.registry import Registry
-from kdedge.training.outputs import Outputs
+from kdedge.training.outputs import Feedback, Outputs
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
 
@@ -173,13 +173,14 @@ class MultiTeacherKD(nn.Module):
     def end_epoch(self) -> dict[str, float]:
         return self.selector.end_epoch() if self.selector is not None else {}
 
-    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+    def after_step(self, passes: list[Feedback], gather: Gather) -> None:
         if self.selector is not None:
-            self.selector.learn(student.logits, batch["labels"])
+            self.selector.learn(passes, gather)
 
     @property
     def wants_feedback(self) -> bool:
-        return self.selector is not None
+        """While the selector learns (after its warm-up), it needs every step's effect."""
+        return self.selector is not None and self.selector.learning
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
         assert teacher is not None and teacher.ensemble is not None, \
@@ -222,13 +223,15 @@ class WeightedSum(nn.Module):
 
     @property
     def wants_feedback(self) -> bool:
-        """Whether a term learns from the student's outputs after each optimizer step."""
+        """Whether a term learns from the student's outputs before and after each step."""
         return any(getattr(loss, "wants_feedback", False) for loss in self.losses)
 
-    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+    def after_step(self, passes: list[Feedback], gather: Gather) -> None:
+        """Hand the step's passes (and the way to gather every process's rows) to the terms
+        that learn from them."""
         for loss in self.losses:
             if getattr(loss, "wants_feedback", False):
-                loss.after_step(student, batch)
+                loss.after_step(passes, gather)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any],
                 ) -> tuple[torch.Tensor, dict[str, float]]:
