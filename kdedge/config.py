@@ -119,12 +119,16 @@ class AugmentConfig(_Section):
 
     unlabeled: str | None = None  # "unused": train rows cut by data.max_train_samples; or a file
     text_column: str = "text"  # the column of that file
+    pair_column: str | None = None  # its second text column, which a sentence-pair task needs
     max_unlabeled: int | None = Field(None, ge=1)  # a seeded sample of the pool
     mask_copies: int = Field(0, ge=0)  # masked copies of every training text
     mask_prob: float = Field(0.15, gt=0, lt=1)  # share of words masked in a copy
     mask_span: int = Field(1, ge=1)  # words per masked span
     min_confidence: float | None = Field(None, gt=0, le=1)  # keep added rows whose teacher top
     # probability reaches this (the paper's exact confidence criterion is not published)
+    max_score_std: float | None = Field(None, gt=0)  # regression: keep added rows whose teacher
+    # score varies by at most this (standard deviation) over mc_samples dropout passes
+    mc_samples: int = Field(8, ge=2)  # teacher passes with dropout on, for max_score_std
 
     @property
     def active(self) -> bool:

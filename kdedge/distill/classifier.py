@@ -43,7 +43,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         train_split, max_length)
     added = augment.count_added(train_split)
     if added:
-        train_split, cached = augment.keep_confident(train_split, cached, cfg.augment.min_confidence)
+        train_split, cached = augment.keep_confident(train_split, cached, cfg.augment, teacher,
+                                                     tokenizer, max_length, ctx.cfg.run.seed)
         log.info("  %d teacher-labelled examples added, %d kept by the confidence filter", added,
                  augment.count_added(train_split))
     ensemble: list[dict[str, Any]] = []
