@@ -109,9 +109,15 @@ class TwoStageConfig(_Section):
     """Two-stage KD (Kim et al. 2021): sentence vectors first, then logits."""
 
     stage1_epochs: int = Field(1, ge=1)  # match sentence vectors; the head is not trained
-    stage2_epochs: int = Field(2, ge=1)  # logit KD with distill.logit_loss, alpha, temperature
+    stage2_epochs: int = Field(2, ge=1)
+    stage2: Literal["l1", "kd"] = "l1"  # the paper's CE + L1 between logits (summed over classes,
+    # averaged over the batch, no temperature), or distill.logit_loss with alpha and temperature
     pooling: Literal["cls", "mean"] = "cls"  # the paper matched [CLS] vectors
-    distance: Literal["mse", "cosine", "l1"] = "mse"  # the paper's stage-1 distance is unknown
+    distance: Literal["mse", "cosine", "l1"] = "l1"  # stage 1; the paper's choice is unpublished,
+    # L1 matches its stage 2
+    span_mask_prob: float = Field(0.2, ge=0, lt=1)  # stage 2: the student reads its tokens with
+    # spans masked (the paper's select_prob; 0: off), the teacher the clean text
+    span_mask_max: int = Field(5, ge=1)  # tokens per masked span
 
 
 class AugmentConfig(_Section):

@@ -202,3 +202,43 @@ def spread_filter_applies(labels: np.ndarray, max_score_std: float | None) -> bo
         raise KdedgeError(f"distill.augment.max_score_std {max_score_std} filters teacher scores of a "
                           "regression task; for classes use distill.augment.min_confidence.")
     return max_score_std is not None
+
+
+class SpanMasking:
+    """The student's input with token spans masked (Kim et al. 2021's data augmentation), a
+    training step's `prepare`: each real token starts a span of `span` masked tokens with
+    probability `prob / span`, so about `prob` of the tokens are masked, never a special one.
+    Static as in the paper: a row's mask depends on the row and the seed only, so it is the
+    same every epoch. The teacher's outputs stay those of the clean text."""
+
+    def __init__(self, mask_id: int, special_ids: list[int], prob: float, span: int, seed: int,
+                 ) -> None:
+        self.mask_id, self.prob, self.span, self.seed = mask_id, prob, span, seed
+        self.special = sorted(set(special_ids))
+
+    def mask(self, row: int, maskable: np.ndarray) -> np.ndarray:
+        """[length] bool: the positions of row `row` to mask (the same for any padded width)."""
+        starts = np.random.default_rng([self.seed, row]).random(len(maskable)) < self.prob / self.span
+        covered = np.zeros(len(maskable), dtype=bool)
+        for start in np.flatnonzero(starts):
+            covered[start:start + self.span] = True
+        return covered & maskable
+
+    def __call__(self, model: Any, batch: dict[str, Any], step: int, total_steps: int,
+                 ) -> dict[str, Any]:
+        import torch
+
+        ids = batch["input_ids"]
+        maskable = (batch["attention_mask"].bool() & ~torch.isin(
+            ids, torch.tensor(self.special, dtype=ids.dtype))).numpy()
+        chosen = np.stack([self.mask(row, maskable[i])
+                           for i, row in enumerate(batch["index"].tolist())])
+        return {**batch, "input_ids": ids.masked_fill(torch.as_tensor(chosen), self.mask_id)}
+
+
+def span_masking(tokenizer: Any, prob: float, span: int, seed: int) -> SpanMasking:
+    """Span masking with the tokenizer's mask token; refused for a tokenizer without one."""
+    if tokenizer.mask_token_id is None:
+        raise KdedgeError("The teacher's tokenizer has no mask token to mask spans with; set "
+                          "distill.two_stage.span_mask_prob to 0.")
+    return SpanMasking(tokenizer.mask_token_id, list(tokenizer.all_special_ids), prob, span, seed)

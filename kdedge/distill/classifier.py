@@ -77,6 +77,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})", hidden_states=phase.hidden_states,
                        keep=phase.keep, sampler=sampler,
+                       prepare=None if phase.span_mask is None
+                       else augment.span_masking(tokenizer, *phase.span_mask, ctx.cfg.run.seed),
                        checkpoints=None if ctx.checkpoints is None
                        else ctx.checkpoints / f"{number}-{phase.name}")
         history += [{"phase": phase.name, **row} for row in result.history]

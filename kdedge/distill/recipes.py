@@ -26,6 +26,8 @@ class Phase:
     all_tasks: bool = False  # multi-task: batches from every task, not only the target's
     targets: str = "data"  # generation: "data" targets, or the teacher's beam outputs ("teacher")
     rollout: bool = False  # generation: mix in the student's own rollouts (ImitKD)
+    span_mask: tuple[float, int] | None = None  # the student's input tokens masked in spans:
+    # (share of positions starting a span, x span length; the span length), see augment.SpanMasking
 
 
 @dataclass(frozen=True)
@@ -127,15 +129,20 @@ def annealing_kd(cfg: Any, dims: Dims) -> list[Phase]:
 
 @RECIPES.register("two-stage")
 def two_stage_kd(cfg: Any, dims: Dims) -> list[Phase]:
-    """Kim et al. (2021), for text students: stage 1 matches sentence vectors (a projection
-    where widths differ), stage 2 is logit KD (their choice: L1 between logits + CE)."""
+    """Kim et al. (2021), for text students: stage 1 matches sentence vectors (L1 by default,
+    a projection where widths differ); stage 2 is the paper's CE + L1 between logits summed over
+    classes (MSE to the gold score for regression), or with stage2 "kd" our logit KD (alpha,
+    temperature, distill.logit_loss). In stage 2 the student reads span-masked tokens."""
     t = cfg.two_stage
     match = ("representation", 1.0, {"student_dim": dims.student_hidden,
                                       "teacher_dim": dims.teacher_hidden,
                                       "pooling": t.pooling, "distance": t.distance})
+    stage2 = (logit_kd_terms(cfg, dims.regression) if t.stage2 == "kd"
+              else (("l1_logits", 1.0, {}), (gold_loss(dims.regression), 1.0, {})))
+    masking = (t.span_mask_prob, t.span_mask_max) if t.span_mask_prob > 0 else None
     return [Phase("represent", (match,), t.stage1_epochs, hidden_states=True,
                   keep="last"),
-            Phase("logits", logit_kd_terms(cfg, dims.regression), t.stage2_epochs)]
+            Phase("logits", stage2, t.stage2_epochs, span_mask=masking)]
 
 
 @RECIPES.register("multi-teacher")

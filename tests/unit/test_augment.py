@@ -166,3 +166,30 @@ def test_the_regression_filter_drops_added_rows_whose_teacher_score_varies() -> 
                                           r"distill\.augment\.min_confidence\.$"):
         augment.augmented(TaskSplit(["a"], np.array([1])), cfg, data_dir=None,  # type: ignore[arg-type]
                           mask_token="[M]", seed=0)
+
+
+def test_span_masking_is_static_spares_special_tokens_and_masks_about_the_share() -> None:
+    masking = augment.SpanMasking(mask_id=9, special_ids=[1, 2, 0], prob=0.2, span=5, seed=7)
+    # golden masks of rows 0, 1 and 5 (seed 7): one span of five each
+    assert np.flatnonzero(masking.mask(0, np.ones(24, dtype=bool))).tolist() == [6, 7, 8, 9, 10]
+    assert np.flatnonzero(masking.mask(5, np.ones(24, dtype=bool))).tolist() == [0, 1, 2, 3, 4]
+    ids = torch.tensor([[1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 2, 0],
+                        [1, 40, 41, 42, 43, 44, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long(), "index": torch.tensor([1, 0]),
+             "labels": torch.tensor([0, 1])}
+    out = masking(None, batch, 0, 1)
+    # row 1 masks 11..15, row 0 masks 6..10 but [SEP] (2) at 6 and padding stay
+    assert out["input_ids"][0].tolist() == [1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 9, 9, 9, 9,
+                                            9, 2, 0]
+    assert out["input_ids"][1].tolist() == [1, 40, 41, 42, 43, 44, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0]
+    assert torch.equal(batch["input_ids"], ids)  # the batch itself is left as it was
+    assert torch.equal(masking(None, batch, 5, 9)["input_ids"], out["input_ids"])  # every epoch
+    share = np.mean([masking.mask(row, np.ones(200, dtype=bool)).mean() for row in range(200)])
+    assert 0.17 < share < 0.20  # 1 - (1 - 0.2/5)^5 = 0.185 away from the edges
+
+
+def test_span_masking_needs_a_mask_token() -> None:
+    with pytest.raises(KdedgeError, match=r"^The teacher's tokenizer has no mask token to mask "
+                                          r"spans with; set distill\.two_stage\.span_mask_prob to 0\.$"):
+        augment.span_masking(SimpleNamespace(mask_token_id=None), 0.2, 5, 0)
