@@ -249,10 +249,14 @@ class GenerationDistillConfig(_Section):
     seq_kd_word_weight: float = Field(0.0, ge=0, le=1)  # seq-kd: weight of word-level KD beside it
     schedule: Literal["exponential", "linear", "reverse-sigmoid", "constant"] = "exponential"
     schedule_base: float = Field(200.0, gt=1)  # exponential: beta = base ** -(step / steps)
+    schedule_warmup: float = Field(0.0, ge=0, lt=1)  # exponential: beta held at 1 for this share
+    # of the steps, then base ** -(step / steps - warmup)
     beta: float = Field(1.0, ge=0, le=1)  # constant schedule's value
     imitation_target: Literal["oracle", "full"] = "oracle"  # the teacher's argmax (ImitKD) or its
     # whole distribution (ImitKD+Full) on the mixed contexts
     rollout: Literal["greedy", "sample"] = "greedy"  # how the student rolls out its contexts
+    imitation_data: Literal["gold", "teacher"] = "gold"  # imitkd's data contexts: the gold
+    # targets (ImitKD), or the teacher's beam outputs (ImitKD*, the paper's strongest)
     rollout_top_k: int = Field(5, ge=1)  # sampled rollouts draw from the student's top k
 
 

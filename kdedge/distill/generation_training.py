@@ -7,7 +7,8 @@ written once for encoder-decoder and decoder-only models through their `Layout`:
 - `collate`: a teacher-forced batch (layouts.Layout.batch) that remembers its sources and
   targets, so a step hook can rebuild it.
 - `ImitationContexts`: ImitKD's step hook: per sequence, the data context with probability
-  beta (its schedule over optimiser steps), else the student's own rollout.
+  beta (its schedule over optimiser steps), else the student's own rollout. The data context
+  is the split's target: gold (ImitKD), or the teacher's beam output (ImitKD*).
 - `score`: BLEU / ROUGE of greedy generations; ROUGE-L is what the loop keeps the best epoch by.
 """
 
@@ -72,7 +73,8 @@ class ImitationContexts:
 
     def beta(self, step: int, total_steps: int) -> float:
         return generation.mix_probability(self.cfg.schedule, step, total_steps,
-                                          base=self.cfg.schedule_base, value=self.cfg.beta)
+                                          base=self.cfg.schedule_base, value=self.cfg.beta,
+                                          warmup=self.cfg.schedule_warmup)
 
     def __call__(self, model: Any, batch: dict[str, Any], step: int, total_steps: int,
                  ) -> dict[str, Any]:

@@ -74,11 +74,13 @@ def seq_kd(cfg: Any, dims: Dims) -> list[Phase]:
 def imitkd(cfg: Any, dims: Dims) -> list[Phase]:
     """ImitKD (Lin et al. 2020): per sequence, the data context with probability beta (decaying
     over training), else the student's own rollout; the teacher's argmax (oracle) or its full
-    distribution on every position of that context."""
+    distribution on every position of that context. With imitation_data "teacher" (ImitKD*)
+    the data contexts and their targets are the teacher's beam outputs, not the gold ones."""
     g = cfg.generation
     loss = (("imitation_ce", 1.0, {}) if g.imitation_target == "oracle"
             else ("word_kd", 1.0, {"top_k": g.top_k}))
-    return [Phase("imitkd", (loss,), rollout=True)]
+    return [Phase("imitkd", (loss,), rollout=True,
+                  targets="teacher" if g.imitation_data == "teacher" else "data")]
 
 
 @RECIPES.register("kd")
