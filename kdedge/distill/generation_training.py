@@ -121,13 +121,16 @@ def fit(model: Any, layout: Layout, task: TaskData, split: TargetSplit, loss_fn:
         teacher: Callable[[dict[str, Any]], Outputs | None], cfg: TrainingConfig,
         max_new_tokens: int, seed: int, description: str, *,
         contexts: ImitationContexts | None = None, checkpoints: Path | None = None,
-        config_key: str = "distill.training") -> TrainResult:
-    """Train a generator with the one loop, keeping the epoch with the best validation ROUGE-L."""
-    def evaluate(m: Any) -> float:
+        config_key: str = "distill.training",
+        evaluate: Callable[[Any], float] | None = None) -> TrainResult:
+    """Train a generator with the one loop, keeping the epoch with the best `evaluate` score
+    (by default the task's validation ROUGE-L)."""
+    def validation_rouge(m: Any) -> float:
         return float(score(m, layout, task, "validation", max_new_tokens,
                            cfg.eval_batch_size)["rougeL"])
 
-    return train(model, layout.tokenizer, split, loss_fn, teacher=teacher, evaluate=evaluate,
+    return train(model, layout.tokenizer, split, loss_fn, teacher=teacher,
+                 evaluate=evaluate or validation_rouge,
                  cfg=cfg, max_length=layout.max_length, seed=seed, description=description,
                  checkpoints=checkpoints, config_key=config_key,
                  collate=lambda rows: collate(layout, split, rows), prepare=contexts,

@@ -5,10 +5,13 @@ For task m of the stream (distill.lifelong.tasks, then the run's own data last):
 1. a disposable teacher is fine-tuned on task m's data alone (the teacher stage's model for the
    run's task; the earlier tasks' teachers are prepared the same way and cached);
 2. the lifelong model (the student, started from the untrained teacher checkpoint's layers)
-   trains on task m with KD from that teacher (word-level, sequence-level, or both), plus
+   trains on task m with KD from that teacher (word-level: the KL between the teacher's and
+   its next-token distributions on the answer and, weighted by lambda, on the prompt;
+   sequence-level; or both), plus
    gamma x |task m| replayed rows of the earlier tasks with plain NLL: pseudo-samples the model
    generates itself from its BOS token (LAMOL), or real rows (an upper bound);
-3. every task's test ROUGE-L is measured after the step.
+3. the epoch kept is the one with the best mean validation ROUGE-L over every task seen so
+   far; every task's test ROUGE-L is measured after the step.
 
 A language-model term on the prompt (lambda) teaches the model to write whole examples, which is
 what makes its pseudo-samples possible. The same student trained on every task at once
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +94,9 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData, wor
                      teacher=teacher_logits(current.teacher) if needs_teacher
                      else (lambda batch: None), cfg=cfg.distill.training,
                      max_new_tokens=data.max_target_length, seed=cfg.run.seed + number,
-                     description=f"lifelong model ({current.name})")
+                     description=f"lifelong model ({current.name})",
+                     evaluate=seen_so_far(stream[:number + 1], layout, data.max_target_length,
+                                          cfg.distill.training.eval_batch_size))
         history += [{"phase": current.name, **row} for row in result.history]
         steps.append({"step": number + 1, "task": current.name, "replayed": len(replayed),
                       "test_rougeL": {t.name: score(student, layout, t.data, "test",
@@ -106,6 +112,16 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData, wor
     }
     return student, {"student": info, "history": history, "lifelong": metrics,
                      "best_epoch": history[-1]["epoch"] if history else 0}
+
+
+def seen_so_far(tasks: list[StreamTask], layout: Layout, max_new_tokens: int, batch_size: int,
+                ) -> Callable[[Any], float]:
+    """The model-selection score of a step: the mean validation ROUGE-L over every task seen so
+    far, so the epoch kept is not the one that learnt the new task by forgetting the old."""
+    def evaluate(model: Any) -> float:
+        return sum(float(score(model, layout, t.data, "validation", max_new_tokens,
+                               batch_size)["rougeL"]) for t in tasks) / len(tasks)
+    return evaluate
 
 
 def earlier_task(spec: TaskConfig, cfg: KdedgeConfig, folder: Path) -> StreamTask:

@@ -294,27 +294,32 @@ class ImitationCE(nn.Module):
 
 @LOSSES.register("l2kd_word")
 class LifelongWordKD(nn.Module):
-    """L2KD's word-level KD: tau^2 KL(teacher || student) at temperature tau, averaged over the
-    target positions of new-task rows; replayed rows (batch["pseudo"]) take the NLL of their
-    own targets instead (LAMOL), added."""
+    """L2KD's word-level KD (Chuang et al. 2020, their get_distil_losses). On the new task's
+    rows: tau^2 KL(teacher || student) between the next-token distributions at temperature tau,
+    averaged over the target (answer) positions, plus lm_weight x the same averaged over the
+    language-model positions (the prompt's next tokens). Replayed rows (batch["pseudo"]) take
+    the NLL of their own tokens on the same positions instead (LAMOL), added."""
 
-    def __init__(self, temperature: float = 2.0) -> None:
+    def __init__(self, temperature: float = 2.0, lm_weight: float = 0.0) -> None:
         super().__init__()
-        self.temperature = temperature
+        self.temperature, self.lm_weight = temperature, lm_weight
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
-        mask = batch["mask"]
         pseudo = batch.get("pseudo")
-        real = mask if pseudo is None else mask & ~pseudo[:, None]
+        replayed_rows = (torch.zeros(len(batch["mask"]), dtype=torch.bool, device=batch["mask"].device)
+                         if pseudo is None else pseudo)[:, None]
         total = student.logits.sum() * 0.0
-        if bool(real.any()):
-            assert teacher is not None, "l2kd_word needs the teacher's logits"
-            total = total + tempered_kl(student.logits[real], teacher.logits[real],
-                                        self.temperature).mean()
-        if pseudo is not None and bool((mask & pseudo[:, None]).any()):
-            replayed = mask & pseudo[:, None]
-            total = total + F.cross_entropy(student.logits[replayed].float(),
-                                            batch["labels"][replayed])
+        for positions, weight in ((batch["mask"], 1.0), (batch.get("prompt_mask"), self.lm_weight)):
+            if positions is None or weight == 0:
+                continue
+            real, replayed = positions & ~replayed_rows, positions & replayed_rows
+            if bool(real.any()):
+                assert teacher is not None, "l2kd_word needs the teacher's logits"
+                total = total + weight * tempered_kl(student.logits[real], teacher.logits[real],
+                                                     self.temperature).mean()
+            if bool(replayed.any()):
+                total = total + weight * F.cross_entropy(student.logits[replayed].float(),
+                                                         batch["labels"][replayed])
         return total
 
 

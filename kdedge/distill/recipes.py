@@ -175,12 +175,13 @@ def multi_task_kd(cfg: Any, dims: Dims) -> list[Phase]:
 @RECIPES.register("lifelong")
 def lifelong(cfg: Any, dims: Dims) -> list[Phase]:
     """L2KD (Chuang et al. 2020): the losses of one step of the stream (lifelong.py runs the
-    steps). New-task rows: tau^2 KL to the teacher's next-token distribution (word), NLL of the
-    teacher's outputs (seq), or both (seq-soft); replayed rows: NLL of their targets; every row:
-    lambda x the language-model loss on its prompt, so the model can generate pseudo-samples."""
+    steps). word: on new-task rows tau^2 KL to the teacher's next-token distributions on the
+    answer, + lambda x the same on the language-model (prompt) positions; replayed rows take
+    the NLL of both (LAMOL). seq: NLL of the teacher's outputs + lambda x the prompt's NLL.
+    seq-soft: word on the teacher's outputs. The language-model term is what lets the model
+    generate pseudo-samples."""
     life = cfg.lifelong
-    new_task = {"word": (("l2kd_word", 1.0, {"temperature": life.temperature}),),
-                "seq": (("token_ce", 1.0, {}),),
-                "seq-soft": (("l2kd_word", 1.0, {"temperature": life.temperature}),)}[life.kd]
-    return [Phase("lifelong", (*new_task, ("prompt_lm", life.lm_weight, {})),
-                  targets="teacher" if life.kd != "word" else "data")]
+    word = ("l2kd_word", 1.0, {"temperature": life.temperature, "lm_weight": life.lm_weight})
+    terms = (word,) if life.kd != "seq" else (("token_ce", 1.0, {}),
+                                              ("prompt_lm", life.lm_weight, {}))
+    return [Phase("lifelong", terms, targets="teacher" if life.kd != "word" else "data")]
