@@ -122,9 +122,11 @@ def fit(model: Any, layout: Layout, task: TaskData, split: TargetSplit, loss_fn:
         max_new_tokens: int, seed: int, description: str, *,
         contexts: ImitationContexts | None = None, checkpoints: Path | None = None,
         config_key: str = "distill.training",
-        evaluate: Callable[[Any], float] | None = None) -> TrainResult:
+        evaluate: Callable[[Any], float] | None = None,
+        batches: Callable[[Sequence[int]], dict[str, Any]] | None = None) -> TrainResult:
     """Train a generator with the one loop, keeping the epoch with the best `evaluate` score
-    (by default the task's validation ROUGE-L)."""
+    (by default the task's validation ROUGE-L); `batches` replaces `collate` (row indices to a
+    batch)."""
     def validation_rouge(m: Any) -> float:
         return float(score(m, layout, task, "validation", max_new_tokens,
                            cfg.eval_batch_size)["rougeL"])
@@ -133,5 +135,5 @@ def fit(model: Any, layout: Layout, task: TaskData, split: TargetSplit, loss_fn:
                  evaluate=evaluate or validation_rouge,
                  cfg=cfg, max_length=layout.max_length, seed=seed, description=description,
                  checkpoints=checkpoints, config_key=config_key,
-                 collate=lambda rows: collate(layout, split, rows), prepare=contexts,
+                 collate=batches or (lambda rows: collate(layout, split, rows)), prepare=contexts,
                  epoch_summary=None if contexts is None else contexts.summary)

@@ -50,6 +50,16 @@ def test_the_stream_teaches_each_teacher_its_own_task_only_and_scores_every_step
         return original(model, layout, task, split, *args, **kwargs)
 
     monkeypatch.setattr(teacher_generator, "fit", spy)
+    from kdedge.distill import lifelong
+
+    starts: list[int] = []  # the token every pseudo-sample was generated from
+    sample = lifelong.pseudo_samples
+
+    def spy_samples(model, layout, *args, **kwargs):
+        starts.append(layout.start)
+        return sample(model, layout, *args, **kwargs)
+
+    monkeypatch.setattr(lifelong, "pseudo_samples", spy_samples)
     cfg = lifelong_config(tiny_gpt2_dir, first_csv, replay)
     teacher, tokenizer = loaded(tiny_gpt2_dir)  # the run's teacher: the target task's
     target = task_of(TARGET)
@@ -69,6 +79,10 @@ def test_the_stream_teaches_each_teacher_its_own_task_only_and_scores_every_step
     assert [row["phase"] for row in metrics["history"]] == ["first", "target"]
     assert student.config.num_hidden_layers == 1
     assert set(metrics["test"]) == {"bleu", "rouge1", "rouge2", "rougeL", "examples"}
+    # the earlier task's generation token: added, learnt by the student, the source of replay
+    gen = tokenizer.convert_tokens_to_ids("__gen_first__")
+    assert gen == teacher.config.vocab_size and student.config.vocab_size == gen + 1
+    assert starts == ([gen] if replay == "generated" else [])
 
 
 def test_pseudo_samples_are_cut_at_the_separator_and_end_with_eos(tiny_gpt2_dir: Path,  # noqa: F811
@@ -206,6 +220,46 @@ def test_each_step_keeps_the_epoch_best_on_every_task_seen_so_far(
     monkeypatch.setattr(lifelong, "score", fake_score)
     stream = [lifelong.StreamTask(name, {"name": name, "rougeL": value}, None, {})  # type: ignore[arg-type]
               for name, value in (("first", 0.2), ("second", 0.5), ("target", 0.8))]
-    evaluate = lifelong.seen_so_far(stream[:2], None, 3, 8)  # type: ignore[arg-type]
+    layouts = {t.name: None for t in stream}  # each task's: fake_score does not read them
+    evaluate = lifelong.seen_so_far(stream[:2], layouts, 3, 8)  # type: ignore[arg-type]
     assert evaluate(None) == pytest.approx(0.35)
     assert asked == [("first", "validation"), ("second", "validation")]
+
+
+def test_each_task_starts_with_its_generation_token_and_the_teacher_reads_bos(
+        tiny_gpt2_dir: Path) -> None:  # noqa: F811
+    import copy
+
+    from kdedge.distill import lifelong
+    from kdedge.distill.generation_training import TargetSplit
+    from kdedge.distill.losses import LifelongWordKD
+    from kdedge.training.outputs import Outputs
+
+    teacher, tokenizer = loaded(tiny_gpt2_dir)
+    student = copy.deepcopy(teacher)
+    vocab = teacher.config.vocab_size
+    layout = layout_for(teacher.config, tokenizer, 8)
+    stream = [lifelong.StreamTask(name, None, None, {}) for name in ("first", "second", "target")]  # type: ignore[arg-type]
+    layouts = lifelong.task_layouts(stream, layout, tokenizer, student)
+    assert [layouts[n].start for n in ("first", "second", "target")] == [vocab, vocab + 1,
+                                                                         layout.start]
+    assert tokenizer.convert_ids_to_tokens([vocab, vocab + 1]) == ["__gen_first__", "__gen_second__"]
+    assert student.get_input_embeddings().num_embeddings == vocab + 2
+    split = TargetSplit(["the film was", "story very"], layout.targets(["good", "great"], 3),
+                        pseudo=[True, False])
+    batch = lifelong.starting_with(layouts["target"], split, [vocab, layout.start])([0, 1])
+    assert batch["input_ids"][:, 0].tolist() == [vocab, layout.start]
+    # a replayed row of the first task is exactly that task's own layout's row
+    own = layouts["first"].batch(["the film was"], [split.targets[0]])
+    width = own["input_ids"].shape[1]
+    assert batch["input_ids"][0, :width].tolist() == own["input_ids"][0].tolist()
+    out = lifelong.teacher_at_bos(teacher, layout, vocab + 2)(batch)
+    with torch.no_grad():
+        ids = batch["input_ids"].clone()
+        ids[:, 0] = layout.start
+        plain = teacher(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+    assert out.logits.shape[-1] == vocab + 2 and (out.logits[..., vocab:] == -1e4).all()
+    assert torch.equal(out.logits[..., :vocab], plain)
+    with torch.no_grad():
+        s = Outputs(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits)
+    assert torch.isfinite(LifelongWordKD(2.0, 0.25)(s, out, batch))
