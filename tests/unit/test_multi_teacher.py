@@ -272,3 +272,68 @@ def test_multi_teacher_config_errors() -> None:
                                 "distill.multi_teacher.weights": [1.0]})
     with pytest.raises(KdedgeError, match="non-empty subset of teacher_id"):
         build_config(overrides={"distill.multi_teacher.rl.state_features": ["loss"]})
+
+
+def _train_rank(rank: int, port: int, model_dir: str, out: str) -> None:
+    """One of two launched processes (gloo) training with rl-select and accumulation 2."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdedge import parallel
+
+    parallel.world.cache_clear()
+    assert parallel.world().size == 2
+    torch.manual_seed(0)
+    rows = toy_rows(64, seed=3)
+    labels = np.array([0 if r["sentiment"] == "pos" else 1 for r in rows])
+    gold = torch.nn.functional.one_hot(torch.as_tensor(labels), 2).float()
+    ensemble = torch.stack([4 * gold - 2, 2 - 4 * gold], 1)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    loss = losses.build([("multi_teacher_kd", 0.7, {"teachers": 2, "weighting": "rl-select",
+                                                    "rl": {"warmup_epochs": 0, "seed": 0,
+                                                           "policy_lr": 0.05}}),
+                         ("ce", 0.3, {})])
+    selector = loss.losses[0].selector
+    rewarded: list[int] = []
+    learn = selector.learn
+
+    def counting(passes, gather):  # every process must be rewarded with the global batch
+        rewarded.append(int(gather(torch.tensor([sum(len(f.batch["labels"]) for f in passes
+                                                     if f.counted)])).sum()))
+        learn(passes, gather)
+
+    selector.learn = counting
+    train(model, AutoTokenizer.from_pretrained(model_dir), TaskSplit([r["sentence"] for r in rows],
+                                                                     labels), loss,
+          teacher=lambda batch: Outputs(ensemble[batch["index"], 0],
+                                        ensemble=ensemble[batch["index"]]),
+          evaluate=lambda m: 0.0, cfg=TrainingConfig(epochs=1, batch_size=16,
+                                                     gradient_accumulation_steps=2,
+                                                     learning_rate=3e-3),
+          max_length=16, seed=0, description="rl test", keep="last")
+    torch.save({"policy": selector.policy.state_dict(), "rewarded": rewarded},
+               f"{out}/rank{rank}.pt")
+
+
+def test_rl_selection_trains_on_two_launched_processes_with_accumulation(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The loop itself on two gloo processes (as `accelerate launch` starts them), each
+    accumulating two passes: every step rewards the policy with the whole global batch of 16,
+    and the two processes' policies stay identical while they learn."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.spawn(_train_rank, args=(port, str(tiny_model_dir), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["rewarded"] == ranks[1]["rewarded"] == [16, 16, 16, 16]
+    first, second = ranks[0]["policy"], ranks[1]["policy"]
+    assert torch.equal(first["weight"], second["weight"]) and torch.equal(first["bias"],
+                                                                          second["bias"])
+    assert first["weight"].abs().sum() > 0  # it learnt
