@@ -37,6 +37,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "seq-kd": {"distill.recipe": "seq-kd", "distill.generation.beams": 4},
     "imitkd": {"distill.recipe": "imitkd", "distill.generation.imitation_target": "oracle"},
     "imitkd-full": {"distill.recipe": "imitkd", "distill.generation.imitation_target": "full"},
+    # ImitKD*: the teacher's beam outputs (cached, as seq-kd's) mixed with the student's
+    # rollouts; base 2, the paper's for its ImitKD* runs
+    "imitkd-star": {"distill.recipe": "imitkd", "distill.generation.imitation_target": "oracle",
+                    "distill.generation.imitation_data": "teacher", "distill.generation.beams": 4,
+                    "distill.generation.schedule_base": 2.0},
 }
 # The same recipes with a 1-layer GRU decoder (attention over the 2 encoder layers' states):
 # its ONNX decoder carries its state from token to token, so it never recomputes the prefix.
@@ -46,7 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 GRU = {"distill.generation.decoder": "gru", "distill.training.learning_rate": 1e-3,
        "distill.training.epochs": 2 * EPOCHS}
 VARIANTS.update({f"{name}-gru": {**VARIANTS[name], **GRU}
-                 for name in ("gold", "word-kd", "seq-kd", "imitkd", "imitkd-full")})
+                 for name in ("gold", "word-kd", "seq-kd", "imitkd", "imitkd-full", "imitkd-star")})
 BENCH = {"bench.models": ["teacher-pytorch", "teacher-onnx", "student-onnx", "student-int8"],
          "bench.batch_sizes": [1], "bench.targets": ["cpu"], "bench.min_runs": 10,
          "bench.min_duration_s": 2.0}
@@ -197,8 +202,9 @@ SPLITS = {"test": "the run's test split", "held-out": "the held-out pairs"}
 def comparisons(out: Path, names: list[str], split: str) -> list[str]:
     """Table rows: each recipe against gold, and ImitKD against sequence-level KD, per student."""
     pairs = [(f"{r}{s}", f"gold{s}") for s in ("", "-gru")
-             for r in ("word-kd", "seq-kd", "imitkd", "imitkd-full")]
-    pairs += [(f"{r}{s}", f"seq-kd{s}") for s in ("", "-gru") for r in ("imitkd", "imitkd-full")]
+             for r in ("word-kd", "seq-kd", "imitkd", "imitkd-full", "imitkd-star")]
+    pairs += [(f"{r}{s}", f"seq-kd{s}") for s in ("", "-gru")
+              for r in ("imitkd", "imitkd-full", "imitkd-star")]
     lines = []
     for a, b in pairs:
         if a in names and b in names:

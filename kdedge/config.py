@@ -119,9 +119,15 @@ class TwoStageConfig(_Section):
     """Two-stage KD (Kim et al. 2021): sentence vectors first, then logits."""
 
     stage1_epochs: int = Field(1, ge=1)  # match sentence vectors; the head is not trained
-    stage2_epochs: int = Field(2, ge=1)  # logit KD with distill.logit_loss, alpha, temperature
+    stage2_epochs: int = Field(2, ge=1)
+    stage2: Literal["l1", "kd"] = "l1"  # the paper's CE + L1 between logits (summed over classes,
+    # averaged over the batch, no temperature), or distill.logit_loss with alpha and temperature
     pooling: Literal["cls", "mean"] = "cls"  # the paper matched [CLS] vectors
-    distance: Literal["mse", "cosine", "l1"] = "mse"  # the paper's stage-1 distance is unknown
+    distance: Literal["mse", "cosine", "l1"] = "l1"  # stage 1; the paper's choice is unpublished,
+    # L1 matches its stage 2
+    span_mask_prob: float = Field(0.2, ge=0, lt=1)  # stage 2: the student reads its tokens with
+    # spans masked (the paper's select_prob; 0: off), the teacher the clean text
+    span_mask_max: int = Field(5, ge=1)  # tokens per masked span
 
 
 class AugmentConfig(_Section):
@@ -129,20 +135,24 @@ class AugmentConfig(_Section):
 
     unlabeled: str | None = None  # "unused": train rows cut by data.max_train_samples; or a file
     text_column: str = "text"  # the column of that file
+    pair_column: str | None = None  # its second text column, which a sentence-pair task needs
     max_unlabeled: int | None = Field(None, ge=1)  # a seeded sample of the pool
     mask_copies: int = Field(0, ge=0)  # masked copies of every training text
     mask_prob: float = Field(0.15, gt=0, lt=1)  # share of words masked in a copy
     mask_span: int = Field(1, ge=1)  # words per masked span
     min_confidence: float | None = Field(None, gt=0, le=1)  # keep added rows whose teacher top
     # probability reaches this (the paper's exact confidence criterion is not published)
+    max_score_std: float | None = Field(None, gt=0)  # regression: keep added rows whose teacher
+    # score varies by at most this (standard deviation) over mc_samples dropout passes
+    mc_samples: int = Field(8, ge=2)  # teacher passes with dropout on, for max_score_std
 
     @property
     def active(self) -> bool:
         return self.unlabeled is not None or self.mask_copies > 0
 
 
-STATE_FEATURES = ("teacher_id", "teacher_gold_ce", "teacher_confidence", "teacher_entropy",
-                  "student_teacher_kl", "instance")
+STATE_FEATURES = ("teacher_id", "teacher_probs", "teacher_gold_ce", "student_probs",
+                  "teacher_confidence", "teacher_entropy", "student_teacher_kl", "instance")
 
 
 class RLSelectConfig(_Section):
@@ -152,10 +162,12 @@ class RLSelectConfig(_Section):
     warmup_epochs: int = Field(1, ge=0)  # all teachers selected; the policy does not learn yet
     policy_lr: float = Field(0.01, gt=0)  # Adam on the policy, once per batch
     init_probability: float = Field(0.9, gt=0, lt=1)  # of selecting a teacher, before learning
-    reward: Literal["ce_drop", "neg_ce"] = "ce_drop"  # student CE before - after the step, or -CE after
+    reward: Literal["ce_drop", "neg_ce"] = "ce_drop"  # the student's gold loss on the row before
+    # - after the step, both in eval mode (default), or the paper's: minus the loss after
     baseline: Literal["batch", "ema"] = "batch"  # subtract the batch's mean reward, or a moving average
     baseline_decay: float = Field(0.9, ge=0, lt=1)  # of the moving average
-    state_features: tuple[str, ...] = STATE_FEATURES[:5]  # per instance and teacher
+    state_features: tuple[str, ...] = STATE_FEATURES[:4]  # per instance and teacher: the
+    # paper's (the teacher's soft labels and its gold loss) with the student's soft labels
 
     @field_validator("state_features")
     @classmethod
@@ -247,10 +259,14 @@ class GenerationDistillConfig(_Section):
     seq_kd_word_weight: float = Field(0.0, ge=0, le=1)  # seq-kd: weight of word-level KD beside it
     schedule: Literal["exponential", "linear", "reverse-sigmoid", "constant"] = "exponential"
     schedule_base: float = Field(200.0, gt=1)  # exponential: beta = base ** -(step / steps)
+    schedule_warmup: float = Field(0.0, ge=0, lt=1)  # exponential: beta held at 1 for this share
+    # of the steps, then base ** -(step / steps - warmup)
     beta: float = Field(1.0, ge=0, le=1)  # constant schedule's value
     imitation_target: Literal["oracle", "full"] = "oracle"  # the teacher's argmax (ImitKD) or its
     # whole distribution (ImitKD+Full) on the mixed contexts
     rollout: Literal["greedy", "sample"] = "greedy"  # how the student rolls out its contexts
+    imitation_data: Literal["gold", "teacher"] = "gold"  # imitkd's data contexts: the gold
+    # targets (ImitKD), or the teacher's beam outputs (ImitKD*, the paper's strongest)
     rollout_top_k: int = Field(5, ge=1)  # sampled rollouts draw from the student's top k
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kdedge.data.dataset import TaskData
+from kdedge.errors import KdedgeError
 from kdedge.runtime import ort_feed, ort_session
 
 
@@ -116,7 +117,11 @@ def batches(texts: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 def encode(tokenizer: Any, texts: Sequence[Any], max_length: int, return_tensors: str,
            padding: str | bool = True) -> dict[str, Any]:
     """Tokenize single texts or (text, pair) tuples the same way everywhere."""
-    if texts and isinstance(texts[0], tuple | list):
+    pairs = [isinstance(t, tuple | list) for t in texts]
+    if any(pairs) and not all(pairs):  # a string would be read as its first two characters
+        raise KdedgeError("These texts mix sentence pairs with single texts; give every row "
+                          "both texts of the pair.")
+    if texts and pairs[0]:
         first, second = [t[0] for t in texts], [t[1] for t in texts]
         return tokenizer(first, second, truncation=True, max_length=max_length, padding=padding,
                          return_tensors=return_tensors)

@@ -72,6 +72,17 @@ class World:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def gather(self, tensor: Any) -> Any:
+        """Every process's rows of `tensor`, concatenated in rank order, on the CPU."""
+        if not self.distributed:
+            return tensor
+        import torch
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.size
+        dist.all_gather_object(parts, tensor.detach().cpu())
+        return torch.cat(parts)
+
     def from_main(self, value: T) -> T:
         """The main process's value, in every process."""
         if not self.distributed:

@@ -51,7 +51,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         tokenizer, train_split, max_length, layers=layers)
     added = augment.count_added(train_split)
     if added:
-        train_split, cached = augment.keep_confident(train_split, cached, cfg.augment.min_confidence)
+        train_split, cached = augment.keep_confident(train_split, cached, cfg.augment, teacher,
+                                                     tokenizer, max_length, ctx.cfg.run.seed)
         log.info("  %d teacher-labelled examples added, %d kept by the confidence filter", added,
                  augment.count_added(train_split))
     ensemble: list[dict[str, Any]] = []
@@ -80,6 +81,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
                        description=f"student ({phase.name})", hidden_states=phase.hidden_states,
                        keep=phase.keep, sampler=sampler,
+                       prepare=None if phase.span_mask is None
+                       else augment.span_masking(tokenizer, *phase.span_mask, ctx.cfg.run.seed),
                        checkpoints=None if ctx.checkpoints is None
                        else ctx.checkpoints / f"{number}-{phase.name}")
         history += [{"phase": phase.name, **row} for row in result.history]

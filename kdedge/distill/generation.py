@@ -11,6 +11,9 @@ Pure tensor functions, so each can be checked on fixed numbers (methods-from-pap
   exponential, linear and reverse-sigmoid schedules over optimiser steps, or a constant.
 - `rollout_rows`: per sequence, True (use the student's own rollout) with probability 1 - beta.
 - `imitation_targets`: the teacher's argmax on rollout rows, the data's next token elsewhere.
+
+The training loop runs them through generation_training.ImitationContexts (the rollouts) and
+the token_ce / word_kd / imitation_ce loss terms (losses.py).
 """
 
 from __future__ import annotations
@@ -118,78 +121,3 @@ def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tenso
     context[:, 0] = start_id
     context[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE, pad_id)
     return context
-
-
-def _pad_to(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
-    if tensor.shape[1] >= length:
-        return tensor[:, :length]
-    return F.pad(tensor, (0, length - tensor.shape[1]), value=value)
-
-
-def rollout(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            start: int, pad: int, eos: int, *, sample: bool = False, top_k: int = 5,
-            max_new_tokens: int = 32) -> torch.Tensor:
-    """The student's own contexts: generate() without gradient, in eval mode (restored after),
-    greedy or sampled from its top k; rows start with the start token."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                             max_new_tokens=max_new_tokens, do_sample=sample,
-                             top_k=top_k if sample else None, num_beams=1,
-                             decoder_start_token_id=start, pad_token_id=pad, eos_token_id=eos)
-    model.train(was_training)
-    return out
-
-
-def mix_contexts(context: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-                 rolled: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's contexts with `rows` replaced by rollouts, both padded to the longer width;
-    the data's next-token labels stay on the other rows and are IGNORE on rolled-out ones."""
-    length = max(context.shape[1], rolled.shape[1])
-    context, labels = _pad_to(context, length, pad), _pad_to(labels, length, IGNORE)
-    context[rows] = _pad_to(rolled, length, pad)
-    labels[rows] = IGNORE
-    return context, labels
-
-
-def imitation_loss(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
-                   beta: float, *, target: Literal["oracle", "full"] = "full",
-                   top_k: int | None = None, rollout_mode: Literal["greedy", "sample"] = "greedy",
-                   rollout_top_k: int = 5, max_new_tokens: int = 32,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """ImitKD on one batch of an encoder-decoder pair sharing a tokenizer.
-
-    Each sequence keeps its data context (shift-right of `labels`) with probability `beta`,
-    else the student rolls one out (no gradient, eval mode, greedy or top-k sampled). Teacher
-    and student are both teacher-forced on the mixed contexts; the loss is the soft
-    cross-entropy against the teacher's distribution (`full`, ImitKD+Full) or cross-entropy
-    against the teacher's argmax on rollout rows and the data elsewhere (`oracle`, ImitKD).
-    beta=1 with `oracle` is plain maximum likelihood on the data; with `full`, word-level KD.
-    The training loop does the same through seq2seq_training.ImitationContexts and the
-    imitation_ce / word_kd loss terms.
-    """
-    config = student.config
-    pad, eos = config.pad_token_id, config.eos_token_id
-    start = config.decoder_start_token_id
-    inputs, attention, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    rows = rollout_rows(len(inputs), beta, generator)
-    context = shift_right(labels, start, pad)
-    if rows.any():
-        rolled = rollout(student, inputs[rows], attention[rows], start, pad, eos,
-                         sample=rollout_mode == "sample", top_k=rollout_top_k,
-                         max_new_tokens=max_new_tokens)
-        context, labels = mix_contexts(context, labels, rows, rolled, pad)
-    mask = position_mask(context, pad, eos)
-    with torch.no_grad():
-        teacher_logits = teacher(input_ids=inputs, attention_mask=attention,
-                                 decoder_input_ids=context).logits
-    student_logits = student(input_ids=inputs, attention_mask=attention,
-                             decoder_input_ids=context).logits
-    if target == "full":
-        loss = soft_cross_entropy(student_logits, teacher_logits, mask, top_k)
-    else:
-        targets = imitation_targets(teacher_logits, labels, rows, mask)
-        loss = F.cross_entropy(student_logits.transpose(1, 2).float(), targets,
-                               ignore_index=IGNORE)
-    return loss, {"rollout_share": rows.float().mean().item(), "beta": beta}

@@ -7,7 +7,8 @@ written once for encoder-decoder and decoder-only models through their `Layout`:
 - `collate`: a teacher-forced batch (layouts.Layout.batch) that remembers its sources and
   targets, so a step hook can rebuild it.
 - `ImitationContexts`: ImitKD's step hook: per sequence, the data context with probability
-  beta (its schedule over optimiser steps), else the student's own rollout.
+  beta (its schedule over optimiser steps), else the student's own rollout. The data context
+  is the split's target: gold (ImitKD), or the teacher's beam output (ImitKD*).
 - `score`: BLEU / ROUGE of greedy generations; ROUGE-L is what the loop keeps the best epoch by.
 """
 
@@ -72,7 +73,8 @@ class ImitationContexts:
 
     def beta(self, step: int, total_steps: int) -> float:
         return generation.mix_probability(self.cfg.schedule, step, total_steps,
-                                          base=self.cfg.schedule_base, value=self.cfg.beta)
+                                          base=self.cfg.schedule_base, value=self.cfg.beta,
+                                          warmup=self.cfg.schedule_warmup)
 
     def __call__(self, model: Any, batch: dict[str, Any], step: int, total_steps: int,
                  ) -> dict[str, Any]:
@@ -119,14 +121,19 @@ def fit(model: Any, layout: Layout, task: TaskData, split: TargetSplit, loss_fn:
         teacher: Callable[[dict[str, Any]], Outputs | None], cfg: TrainingConfig,
         max_new_tokens: int, seed: int, description: str, *,
         contexts: ImitationContexts | None = None, checkpoints: Path | None = None,
-        config_key: str = "distill.training") -> TrainResult:
-    """Train a generator with the one loop, keeping the epoch with the best validation ROUGE-L."""
-    def evaluate(m: Any) -> float:
+        config_key: str = "distill.training",
+        evaluate: Callable[[Any], float] | None = None,
+        batches: Callable[[Sequence[int]], dict[str, Any]] | None = None) -> TrainResult:
+    """Train a generator with the one loop, keeping the epoch with the best `evaluate` score
+    (by default the task's validation ROUGE-L); `batches` replaces `collate` (row indices to a
+    batch)."""
+    def validation_rouge(m: Any) -> float:
         return float(score(m, layout, task, "validation", max_new_tokens,
                            cfg.eval_batch_size)["rougeL"])
 
-    return train(model, layout.tokenizer, split, loss_fn, teacher=teacher, evaluate=evaluate,
+    return train(model, layout.tokenizer, split, loss_fn, teacher=teacher,
+                 evaluate=evaluate or validation_rouge,
                  cfg=cfg, max_length=layout.max_length, seed=seed, description=description,
                  checkpoints=checkpoints, config_key=config_key,
-                 collate=lambda rows: collate(layout, split, rows), prepare=contexts,
+                 collate=batches or (lambda rows: collate(layout, split, rows)), prepare=contexts,
                  epoch_summary=None if contexts is None else contexts.summary)

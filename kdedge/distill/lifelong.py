@@ -5,14 +5,22 @@ For task m of the stream (distill.lifelong.tasks, then the run's own data last):
 1. a disposable teacher is fine-tuned on task m's data alone (the teacher stage's model for the
    run's task; the earlier tasks' teachers are prepared the same way and cached);
 2. the lifelong model (the student, started from the untrained teacher checkpoint's layers)
-   trains on task m with KD from that teacher (word-level, sequence-level, or both), plus
+   trains on task m with KD from that teacher (word-level: the KL between the teacher's and
+   its next-token distributions on the answer and, weighted by lambda, on the prompt;
+   sequence-level; or both), plus
    gamma x |task m| replayed rows of the earlier tasks with plain NLL: pseudo-samples the model
-   generates itself from its BOS token (LAMOL), or real rows (an upper bound);
-3. every task's test ROUGE-L is measured after the step.
+   generates itself from each earlier task's generation token (LAMOL), or real rows (an
+   upper bound);
+3. the epoch kept is the one with the best mean validation ROUGE-L over every task seen so
+   far; every task's test ROUGE-L is measured after the step.
 
 A language-model term on the prompt (lambda) teaches the model to write whole examples, which is
-what makes its pseudo-samples possible. The same student trained on every task at once
-(multitask) is the reference the paper compares against. Everything trains through the one loop.
+what makes its pseudo-samples possible. Every sequence of an earlier task starts with that
+task's own generation token (`__gen_NAME__`, added to the tokenizer), in training, in its
+pseudo-samples and when it is scored; the run's own task starts with BOS, so the shipped model
+needs no new token. The task teachers read BOS there, as they were trained. The same student
+trained on every task at once (multitask) is the reference the paper compares against.
+Everything trains through the one loop.
 """
 
 from __future__ import annotations
@@ -20,19 +28,23 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from kdedge.config import KdedgeConfig, TaskConfig
 from kdedge.data.dataset import TaskData, load_task
 from kdedge.distill import losses
-from kdedge.distill.generation_training import TargetSplit, fit, score, teacher_logits
+from kdedge.distill.generation_training import TargetSplit, collate, fit, score
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.errors import KdedgeError
 from kdedge.models.layouts import CausalLayout, Layout, layout_for
+from kdedge.training.outputs import Outputs
+from kdedge.training.trainer import model_inputs
 
 log = logging.getLogger("kdedge")
 
@@ -70,30 +82,38 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData, wor
         raise KdedgeError("The lifelong recipe needs a tokenizer or model with a BOS token to "
                           "generate pseudo-samples from; set bos_token_id in the model's config.")
     student, info = build_student(cfg.distill, base)
+    layouts = task_layouts(stream, layout, tokenizer, student)
     phase = RECIPES.get("lifelong")(cfg.distill, Dims(0, 0, generation=True))[0]
     needs_teacher = life.kd != "seq"
+    width = student.get_input_embeddings().num_embeddings
     rng = random.Random(cfg.run.seed)
     steps, history = [], []
     for number, current in enumerate(stream):
+        mine = layouts[current.name]
         sources = list(current.data.splits["train"].texts)
         targets = layout.targets(current.data.splits["train"].labels, data.max_target_length)
         if phase.targets == "teacher":
             targets = _teacher_outputs(current, layout, sources, data.max_target_length)
-        replayed = _replay(life, student, layout, stream[:number], len(sources), rng,
+        replayed = _replay(life, student, layouts, stream[:number], len(sources), rng,
                            data.max_length + data.max_target_length, data.max_target_length,
                            cfg.run.seed + number)
-        split = TargetSplit(sources + [s for s, _ in replayed], targets + [t for _, t in replayed],
+        split = TargetSplit(sources + [s for s, _, _ in replayed],
+                            targets + [t for _, t, _ in replayed],
                             pseudo=[False] * len(sources) + [True] * len(replayed))
+        starts = [mine.start] * len(sources) + [start for _, _, start in replayed]
         log.info("  lifelong step %d/%d: task %r, %d rows + %d replayed", number + 1,
                  len(stream), current.name, len(sources), len(replayed))
-        result = fit(student, layout, current.data, split, losses.build(phase.losses),
-                     teacher=teacher_logits(current.teacher) if needs_teacher
+        result = fit(student, mine, current.data, split, losses.build(phase.losses),
+                     teacher=teacher_at_bos(current.teacher, layout, width) if needs_teacher
                      else (lambda batch: None), cfg=cfg.distill.training,
                      max_new_tokens=data.max_target_length, seed=cfg.run.seed + number,
-                     description=f"lifelong model ({current.name})")
+                     description=f"lifelong model ({current.name})",
+                     evaluate=seen_so_far(stream[:number + 1], layouts, data.max_target_length,
+                                          cfg.distill.training.eval_batch_size),
+                     batches=starting_with(mine, split, starts))
         history += [{"phase": current.name, **row} for row in result.history]
         steps.append({"step": number + 1, "task": current.name, "replayed": len(replayed),
-                      "test_rougeL": {t.name: score(student, layout, t.data, "test",
+                      "test_rougeL": {t.name: score(student, layouts[t.name], t.data, "test",
                                                     data.max_target_length)["rougeL"]
                                       for t in stream}})
     metrics = {
@@ -106,6 +126,64 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData, wor
     }
     return student, {"student": info, "history": history, "lifelong": metrics,
                      "best_epoch": history[-1]["epoch"] if history else 0}
+
+
+def seen_so_far(tasks: list[StreamTask], layouts: dict[str, CausalLayout], max_new_tokens: int,
+                batch_size: int) -> Callable[[Any], float]:
+    """The model-selection score of a step: the mean validation ROUGE-L over every task seen so
+    far (each behind its generation token), so the epoch kept is not the one that learnt the
+    new task by forgetting the old."""
+    def evaluate(model: Any) -> float:
+        return sum(float(score(model, layouts[t.name], t.data, "validation", max_new_tokens,
+                               batch_size)["rougeL"]) for t in tasks) / len(tasks)
+    return evaluate
+
+
+def gen_token(name: str) -> str:
+    return f"__gen_{name}__"
+
+
+def task_layouts(stream: list[StreamTask], layout: CausalLayout, tokenizer: Any, student: Any,
+                 ) -> dict[str, CausalLayout]:
+    """Each task's layout, starting its sequences with the task's generation token (LAMOL's
+    [GEN_task]): an added token `__gen_NAME__` for every earlier task, the student's embeddings
+    grown to hold them. The run's own task, the last, keeps the BOS token, so the shipped model
+    reads its prompts as any decoder-only model does."""
+    names = [gen_token(t.name) for t in stream[:-1]]
+    if names:
+        tokenizer.add_special_tokens({"additional_special_tokens": names},
+                                     replace_additional_special_tokens=False)
+        if len(tokenizer) > student.get_input_embeddings().num_embeddings:
+            student.resize_token_embeddings(len(tokenizer))
+    out = {t.name: replace(layout, start=tokenizer.convert_tokens_to_ids(n))
+           for t, n in zip(stream[:-1], names, strict=True)}
+    return {**out, stream[-1].name: layout}
+
+
+def starting_with(layout: CausalLayout, split: TargetSplit, starts: list[int],
+                  ) -> Callable[[Sequence[int]], dict[str, Any]]:
+    """Batches whose rows each begin with their own task's generation token (a causal layout
+    puts the start token in the first column of every row)."""
+    def batch(rows: Sequence[int]) -> dict[str, Any]:
+        out = collate(layout, split, rows)
+        out["input_ids"][:, 0] = torch.tensor([starts[i] for i in rows], dtype=torch.long)
+        return out
+    return batch
+
+
+def teacher_at_bos(teacher: Any, layout: CausalLayout, width: int) -> Callable[[dict[str, Any]], Outputs]:
+    """A task teacher's next-token logits on a batch as it was trained: its rows starting with
+    BOS (it never saw the generation tokens), its vocabulary padded to the student's `width`
+    with tokens of no probability."""
+    def run(batch: dict[str, Any]) -> Outputs:
+        ids = batch["input_ids"].clone()
+        ids[:, 0] = layout.start
+        with torch.no_grad():
+            logits = teacher(**model_inputs({**batch, "input_ids": ids})).logits
+        if logits.shape[-1] < width:  # -1e4, not -inf: 0 x log 0 terms must stay 0, not nan
+            logits = F.pad(logits, (0, width - logits.shape[-1]), value=-1e4)
+        return Outputs(logits)
+    return run
 
 
 def earlier_task(spec: TaskConfig, cfg: KdedgeConfig, folder: Path) -> StreamTask:
@@ -136,9 +214,9 @@ def earlier_task(spec: TaskConfig, cfg: KdedgeConfig, folder: Path) -> StreamTas
 
 def pseudo_samples(model: Any, layout: CausalLayout, count: int, top_k: int, max_tokens: int,
                    seed: int, batch_size: int = 32) -> list[tuple[str, list[int]]]:
-    """LAMOL's replay: whole examples the model writes from its BOS token, top-k sampled, cut
-    into (prompt text, target ids) at the separator; those without a prompt, a separator or a
-    target are dropped."""
+    """LAMOL's replay: whole examples the model writes from the layout's start token (a task's
+    generation token), top-k sampled, cut into (prompt text, target ids) at the separator;
+    those without a prompt, a separator or a target are dropped."""
     from transformers import GenerationConfig
 
     torch.manual_seed(seed)
@@ -173,22 +251,26 @@ def _split_sample(row: list[int], layout: CausalLayout) -> tuple[str, list[int]]
     return (text, target) if text and len(target) > 1 else None
 
 
-def _replay(life: Any, student: Any, layout: CausalLayout, earlier: list[StreamTask],
+def _replay(life: Any, student: Any, layouts: dict[str, CausalLayout], earlier: list[StreamTask],
             new_rows: int, rng: random.Random, max_tokens: int, max_target_length: int,
-            seed: int) -> list[tuple[str, list[int]]]:
-    """gamma x new_rows replayed rows of the earlier tasks, generated or real."""
+            seed: int) -> list[tuple[str, list[int], int]]:
+    """gamma x new_rows replayed rows of the earlier tasks, split evenly between them, generated
+    from each task's generation token or real: (prompt, target ids, the task's start token)."""
     if not earlier or life.replay == "none":
         return []
     count = math.ceil(life.replay_ratio * new_rows)
-    if life.replay == "generated":
-        return pseudo_samples(student, layout, count, life.replay_top_k, max_tokens, seed)
     per_task = math.ceil(count / len(earlier))
     rows = []
-    for task in earlier:
+    for number, task in enumerate(earlier):
+        layout = layouts[task.name]
+        if life.replay == "generated":
+            rows += [(text, target, layout.start) for text, target in pseudo_samples(
+                student, layout, per_task, life.replay_top_k, max_tokens, seed + number)]
+            continue
         train = task.data.splits["train"]
         picked = rng.sample(range(len(train)), min(per_task, len(train)))
         targets = layout.targets([train.labels[i] for i in picked], max_target_length)
-        rows += [(train.texts[i], t) for i, t in zip(picked, targets, strict=True)]
+        rows += [(train.texts[i], t, layout.start) for i, t in zip(picked, targets, strict=True)]
     return rows[:count]
 
 

@@ -14,9 +14,9 @@ from torch import nn
 
 from kdedge.distill import generation
 from kdedge.distill.divergence import tempered_kl
-from kdedge.distill.multi_teacher import TeacherSelector, per_teacher_kd
+from kdedge.distill.multi_teacher import Gather, TeacherSelector, per_teacher_kd
 from kdedge.registry import Registry
-from kdedge.training.outputs import Outputs
+from kdedge.training.outputs import Feedback, Outputs
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
 
@@ -173,13 +173,14 @@ class MultiTeacherKD(nn.Module):
     def end_epoch(self) -> dict[str, float]:
         return self.selector.end_epoch() if self.selector is not None else {}
 
-    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+    def after_step(self, passes: list[Feedback], gather: Gather) -> None:
         if self.selector is not None:
-            self.selector.learn(student.logits, batch["labels"])
+            self.selector.learn(passes, gather)
 
     @property
     def wants_feedback(self) -> bool:
-        return self.selector is not None
+        """While the selector learns (after its warm-up), it needs every step's effect."""
+        return self.selector is not None and self.selector.learning
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
         assert teacher is not None and teacher.ensemble is not None, \
@@ -229,13 +230,15 @@ class WeightedSum(nn.Module):
 
     @property
     def wants_feedback(self) -> bool:
-        """Whether a term learns from the student's outputs after each optimizer step."""
+        """Whether a term learns from the student's outputs before and after each step."""
         return any(getattr(loss, "wants_feedback", False) for loss in self.losses)
 
-    def after_step(self, student: Outputs, batch: dict[str, Any]) -> None:
+    def after_step(self, passes: list[Feedback], gather: Gather) -> None:
+        """Hand the step's passes (and the way to gather every process's rows) to the terms
+        that learn from them."""
         for loss in self.losses:
             if getattr(loss, "wants_feedback", False):
-                loss.after_step(student, batch)
+                loss.after_step(passes, gather)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any],
                 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -298,27 +301,32 @@ class ImitationCE(nn.Module):
 
 @LOSSES.register("l2kd_word")
 class LifelongWordKD(nn.Module):
-    """L2KD's word-level KD: tau^2 KL(teacher || student) at temperature tau, averaged over the
-    target positions of new-task rows; replayed rows (batch["pseudo"]) take the NLL of their
-    own targets instead (LAMOL), added."""
+    """L2KD's word-level KD (Chuang et al. 2020, their get_distil_losses). On the new task's
+    rows: tau^2 KL(teacher || student) between the next-token distributions at temperature tau,
+    averaged over the target (answer) positions, plus lm_weight x the same averaged over the
+    language-model positions (the prompt's next tokens). Replayed rows (batch["pseudo"]) take
+    the NLL of their own tokens on the same positions instead (LAMOL), added."""
 
-    def __init__(self, temperature: float = 2.0) -> None:
+    def __init__(self, temperature: float = 2.0, lm_weight: float = 0.0) -> None:
         super().__init__()
-        self.temperature = temperature
+        self.temperature, self.lm_weight = temperature, lm_weight
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
-        mask = batch["mask"]
         pseudo = batch.get("pseudo")
-        real = mask if pseudo is None else mask & ~pseudo[:, None]
+        replayed_rows = (torch.zeros(len(batch["mask"]), dtype=torch.bool, device=batch["mask"].device)
+                         if pseudo is None else pseudo)[:, None]
         total = student.logits.sum() * 0.0
-        if bool(real.any()):
-            assert teacher is not None, "l2kd_word needs the teacher's logits"
-            total = total + tempered_kl(student.logits[real], teacher.logits[real],
-                                        self.temperature).mean()
-        if pseudo is not None and bool((mask & pseudo[:, None]).any()):
-            replayed = mask & pseudo[:, None]
-            total = total + F.cross_entropy(student.logits[replayed].float(),
-                                            batch["labels"][replayed])
+        for positions, weight in ((batch["mask"], 1.0), (batch.get("prompt_mask"), self.lm_weight)):
+            if positions is None or weight == 0:
+                continue
+            real, replayed = positions & ~replayed_rows, positions & replayed_rows
+            if bool(real.any()):
+                assert teacher is not None, "l2kd_word needs the teacher's logits"
+                total = total + weight * tempered_kl(student.logits[real], teacher.logits[real],
+                                                     self.temperature).mean()
+            if bool(replayed.any()):
+                total = total + weight * F.cross_entropy(student.logits[replayed].float(),
+                                                         batch["labels"][replayed])
         return total
 
 

@@ -26,6 +26,8 @@ class Phase:
     all_tasks: bool = False  # multi-task: batches from every task, not only the target's
     targets: str = "data"  # generation: "data" targets, or the teacher's beam outputs ("teacher")
     rollout: bool = False  # generation: mix in the student's own rollouts (ImitKD)
+    span_mask: tuple[float, int] | None = None  # the student's input tokens masked in spans:
+    # (share of positions starting a span, x span length; the span length), see augment.SpanMasking
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,13 @@ def seq_kd(cfg: Any, dims: Dims) -> list[Phase]:
 def imitkd(cfg: Any, dims: Dims) -> list[Phase]:
     """ImitKD (Lin et al. 2020): per sequence, the data context with probability beta (decaying
     over training), else the student's own rollout; the teacher's argmax (oracle) or its full
-    distribution on every position of that context."""
+    distribution on every position of that context. With imitation_data "teacher" (ImitKD*)
+    the data contexts and their targets are the teacher's beam outputs, not the gold ones."""
     g = cfg.generation
     loss = (("imitation_ce", 1.0, {}) if g.imitation_target == "oracle"
             else ("word_kd", 1.0, {"top_k": g.top_k}))
-    return [Phase("imitkd", (loss,), rollout=True)]
+    return [Phase("imitkd", (loss,), rollout=True,
+                  targets="teacher" if g.imitation_data == "teacher" else "data")]
 
 
 @RECIPES.register("kd")
@@ -127,15 +131,20 @@ def annealing_kd(cfg: Any, dims: Dims) -> list[Phase]:
 
 @RECIPES.register("two-stage")
 def two_stage_kd(cfg: Any, dims: Dims) -> list[Phase]:
-    """Kim et al. (2021), for text students: stage 1 matches sentence vectors (a projection
-    where widths differ), stage 2 is logit KD (their choice: L1 between logits + CE)."""
+    """Kim et al. (2021), for text students: stage 1 matches sentence vectors (L1 by default,
+    a projection where widths differ); stage 2 is the paper's CE + L1 between logits summed over
+    classes (MSE to the gold score for regression), or with stage2 "kd" our logit KD (alpha,
+    temperature, distill.logit_loss). In stage 2 the student reads span-masked tokens."""
     t = cfg.two_stage
     match = ("representation", 1.0, {"student_dim": dims.student_hidden,
                                       "teacher_dim": dims.teacher_hidden,
                                       "pooling": t.pooling, "distance": t.distance})
+    stage2 = (logit_kd_terms(cfg, dims.regression) if t.stage2 == "kd"
+              else (("l1_logits", 1.0, {}), (gold_loss(dims.regression), 1.0, {})))
+    masking = (t.span_mask_prob, t.span_mask_max) if t.span_mask_prob > 0 else None
     return [Phase("represent", (match,), t.stage1_epochs, hidden_states=True,
                   keep="last"),
-            Phase("logits", logit_kd_terms(cfg, dims.regression), t.stage2_epochs)]
+            Phase("logits", stage2, t.stage2_epochs, span_mask=masking)]
 
 
 @RECIPES.register("multi-teacher")
@@ -166,12 +175,13 @@ def multi_task_kd(cfg: Any, dims: Dims) -> list[Phase]:
 @RECIPES.register("lifelong")
 def lifelong(cfg: Any, dims: Dims) -> list[Phase]:
     """L2KD (Chuang et al. 2020): the losses of one step of the stream (lifelong.py runs the
-    steps). New-task rows: tau^2 KL to the teacher's next-token distribution (word), NLL of the
-    teacher's outputs (seq), or both (seq-soft); replayed rows: NLL of their targets; every row:
-    lambda x the language-model loss on its prompt, so the model can generate pseudo-samples."""
+    steps). word: on new-task rows tau^2 KL to the teacher's next-token distributions on the
+    answer, + lambda x the same on the language-model (prompt) positions; replayed rows take
+    the NLL of both (LAMOL). seq: NLL of the teacher's outputs + lambda x the prompt's NLL.
+    seq-soft: word on the teacher's outputs. The language-model term is what lets the model
+    generate pseudo-samples."""
     life = cfg.lifelong
-    new_task = {"word": (("l2kd_word", 1.0, {"temperature": life.temperature}),),
-                "seq": (("token_ce", 1.0, {}),),
-                "seq-soft": (("l2kd_word", 1.0, {"temperature": life.temperature}),)}[life.kd]
-    return [Phase("lifelong", (*new_task, ("prompt_lm", life.lm_weight, {})),
-                  targets="teacher" if life.kd != "word" else "data")]
+    word = ("l2kd_word", 1.0, {"temperature": life.temperature, "lm_weight": life.lm_weight})
+    terms = (word,) if life.kd != "seq" else (("token_ce", 1.0, {}),
+                                              ("prompt_lm", life.lm_weight, {}))
+    return [Phase("lifelong", terms, targets="teacher" if life.kd != "word" else "data")]

@@ -31,6 +31,18 @@ class Outputs:
         return pool(self.hidden_states[-1], attention_mask, pooling)
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """One accumulation pass of an optimizer step, for a loss that learns from the step's effect
+    (a teacher selector): the student's outputs on the pass's rows just before and just after
+    the step, both in eval mode. `counted` is False for the pass of a process without rows."""
+
+    batch: dict[str, Any]
+    before: Outputs
+    after: Outputs
+    counted: bool = True
+
+
 def pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """The first token's vector ("cls") or the mean over real tokens ("mean")."""
     if pooling == "cls":

@@ -29,7 +29,7 @@ from kdedge.errors import KdedgeError
 from kdedge.evaluate import encode
 from kdedge.progress import advance, progress_bar
 from kdedge.training import checkpoint
-from kdedge.training.outputs import Outputs
+from kdedge.training.outputs import Feedback, Outputs
 
 log = logging.getLogger("kdedge")
 
@@ -113,10 +113,6 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     """
     world = parallel.world()
     _check_precision(cfg, world, config_key)
-    if world.distributed and loss_fn.wants_feedback:
-        raise KdedgeError(f"The {description} recipe updates its teacher selector from each "
-                          "step's outcome, which one process must see whole; run it without "
-                          "accelerate launch (one process).")
     generator = torch.Generator().manual_seed(seed)
     sampler = sampler or shuffled_batches(len(split), cfg.batch_size)
     steps_per_epoch = len(sampler(torch.Generator().manual_seed(seed)))
@@ -242,12 +238,16 @@ class _Step:
                                             self.cfg.gradient_accumulation_steps) if len(p)]
         self.optimizer.zero_grad(set_to_none=True)
         local = 0.0
+        feedback = self.loss_fn.wants_feedback  # e.g. a teacher selector rewarded by the step
+        seen: list[tuple[dict[str, Any], Outputs]] = []  # each pass's batch and outputs before
         for number, part in enumerate(passes, start=1):
             batch = collate(part.tolist())
             if prepare is not None:
                 batch = prepare(self.model, batch, *position)
             teacher = _to_device(self.teacher(batch), self.world.device)
             batch = _to_device(batch, self.world.device)
+            if feedback:
+                seen.append((batch, _outputs_now(self.model, batch)))
             share = weight * len(part) / len(rows)
             sync = number == len(passes) or not self.world.distributed
             with contextlib.nullcontext() if sync else self.forward.no_sync(), \
@@ -270,10 +270,9 @@ class _Step:
         else:
             self.optimizer.step()
         self.lr_schedule.step()
-        if self.loss_fn.wants_feedback:  # e.g. a teacher selector rewarded by the step's effect
-            if len(passes) > 1:  # the feedback is on the whole batch
-                batch = _to_device(collate(list(rows)), self.world.device)
-            self.loss_fn.after_step(_outputs_now(self.model, batch), batch)
+        if feedback:  # the same rows of every pass, before and after the step, in eval mode
+            self.loss_fn.after_step([Feedback(b, before, _outputs_now(self.model, b), bool(mine))
+                                     for b, before in seen], self.world.gather)
         return total
 
 

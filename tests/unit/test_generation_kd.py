@@ -15,8 +15,10 @@ from kdedge.distill.generation import (
     mix_probability,
     position_mask,
     rollout_rows,
+    shift_right,
     soft_cross_entropy,
 )
+from kdedge.distill.generation_training import TargetSplit
 
 
 @pytest.mark.parametrize(("schedule", "step", "kwargs", "expected"), [
@@ -104,7 +106,7 @@ def test_imitation_targets_take_the_teachers_argmax_on_rollout_rows_only() -> No
                                                                      [2, 2, IGNORE]]
 
 
-def tiny_bart(seed: int, layers: int = 1):
+def tiny_bart(seed: int, layers: int = 1, dropout: float = 0.1):
     from transformers import BartConfig, BartForConditionalGeneration
 
     torch.manual_seed(seed)
@@ -112,48 +114,15 @@ def tiny_bart(seed: int, layers: int = 1):
                         encoder_attention_heads=2, decoder_attention_heads=2,
                         encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
                         pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                        decoder_start_token_id=2, forced_eos_token_id=None)
+                        decoder_start_token_id=2, forced_eos_token_id=None, dropout=dropout)
     return BartForConditionalGeneration(config).eval()
 
 
 def seq2seq_batch() -> dict[str, torch.Tensor]:
+    """SPLIT as a hand-made batch: the same inputs and labels."""
     inputs = torch.tensor([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1], [0, 10, 2, 1, 1], [0, 11, 12, 13, 2]])
     labels = torch.tensor([[0, 20, 21, 2], [0, 22, 2, IGNORE], [0, 23, 24, 2], [0, 25, 2, IGNORE]])
     return {"input_ids": inputs, "attention_mask": (inputs != 1).long(), "labels": labels}
-
-
-def test_imitation_with_data_contexts_only_is_maximum_likelihood_or_word_kd() -> None:
-    from kdedge.distill.generation import imitation_loss, shift_right
-
-    student, teacher, batch = tiny_bart(0), tiny_bart(1, layers=2), seq2seq_batch()
-    mle = student(**batch).loss
-    oracle, logs = imitation_loss(student, teacher, batch, beta=1.0, target="oracle")
-    assert logs["rollout_share"] == 0.0
-    assert oracle.item() == pytest.approx(mle.item(), rel=1e-6)  # beta=1: the data alone
-    full, _ = imitation_loss(student, teacher, batch, beta=1.0, target="full")
-    context = shift_right(batch["labels"], 2, 1)
-    assert context[1].tolist() == [2, 0, 22, 2]  # start, then labels[:-1], IGNORE as pad
-    word_kd = soft_cross_entropy(
-        student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=context).logits,
-        teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=context).logits,
-        position_mask(context, 1, 2))
-    assert full.item() == pytest.approx(word_kd.item(), rel=1e-6)
-
-
-def test_imitation_rolls_out_the_student_and_trains_only_the_student() -> None:
-    from kdedge.distill.generation import imitation_loss
-
-    student, teacher, batch = tiny_bart(0), tiny_bart(1, layers=2), seq2seq_batch()
-    student.train()
-    loss, logs = imitation_loss(student, teacher, batch, beta=0.0, target="oracle",
-                                max_new_tokens=6)
-    assert logs["rollout_share"] == 1.0 and student.training  # train mode restored
-    assert math.isfinite(loss.item()) and loss.item() > 0
-    loss.backward()
-    assert all(p.grad is None for p in teacher.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
 
 
 class CountingTokenizer:
@@ -164,6 +133,70 @@ class CountingTokenizer:
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [1] * (width - len(r)) for r in rows])
         return {"input_ids": ids, "attention_mask": (ids != 1).long()}
+
+
+# word lengths 2..10 tokenize to ids 5..13: the inputs of seq2seq_batch, with its targets
+SPLIT = TargetSplit(["ab abc abcd", "abcde abcdef", "abcdefg", "abcdefgh abcdefghi abcdefghij"],
+                    [[0, 20, 21, 2], [0, 22, 2], [0, 23, 24, 2], [0, 25, 2]])
+
+
+def imitation_step(student, teacher, beta: float, term: str, max_new_tokens: int = 6):
+    """One training step's loss as the loop computes it: ImitationContexts rolls out rows of a
+    Layout batch, the teacher is read on the mixed contexts, the recipe's loss term weighs."""
+    from kdedge.config import build_config
+    from kdedge.distill.generation_training import ImitationContexts, collate, teacher_logits
+    from kdedge.distill.losses import build
+    from kdedge.models.layouts import layout_for
+    from kdedge.training.outputs import Outputs
+    from kdedge.training.trainer import model_inputs
+
+    layout = layout_for(student.config, CountingTokenizer(), 16)
+    cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "imitkd",
+                                  "distill.generation.schedule": "constant",
+                                  "distill.generation.beta": beta}).distill.generation
+    contexts = ImitationContexts(cfg, layout, max_new_tokens, seed=0)
+    batch = contexts(student, collate(layout, SPLIT, range(len(SPLIT))), 0, 10)
+    loss, _ = build([(term, 1.0, {})])(Outputs.from_hf(student(**model_inputs(batch))),
+                                       teacher_logits(teacher)(batch), batch)
+    return loss, batch, contexts.summary()
+
+
+def test_imitation_with_data_contexts_only_is_maximum_likelihood_or_word_kd() -> None:
+    student, teacher, data = tiny_bart(0), tiny_bart(1, layers=2), seq2seq_batch()
+    oracle, batch, summary = imitation_step(student, teacher, 1.0, "imitation_ce")
+    assert summary == {"beta": 1.0, "rollout_share": 0.0}
+    assert batch["decoder_input_ids"][1].tolist() == [2, 0, 22, 2]  # start, then the labels
+    assert torch.equal(batch["input_ids"], data["input_ids"])
+    mle = student(**data).loss  # transformers' own shift-right and cross-entropy
+    assert oracle.item() == pytest.approx(mle.item(), rel=1e-6)  # beta=1: the data alone
+    full, _, _ = imitation_step(student, teacher, 1.0, "word_kd")
+    context = shift_right(data["labels"], 2, 1)
+    word_kd = soft_cross_entropy(
+        student(input_ids=data["input_ids"], attention_mask=data["attention_mask"],
+                decoder_input_ids=context).logits,
+        teacher(input_ids=data["input_ids"], attention_mask=data["attention_mask"],
+                decoder_input_ids=context).logits,
+        position_mask(context, 1, 2))
+    assert full.item() == pytest.approx(word_kd.item(), rel=1e-6)
+
+
+def test_imitation_rolls_out_the_student_and_trains_only_the_student() -> None:
+    student, teacher = tiny_bart(0, dropout=0.0), tiny_bart(1, layers=2)
+    student.train()  # without dropout, so the loss can be recomputed below
+    loss, batch, summary = imitation_step(student, teacher, 0.0, "imitation_ce")
+    assert summary == {"beta": 0.0, "rollout_share": 1.0} and student.training  # mode restored
+    assert batch["rollout"].all() and (batch["labels"] == IGNORE).all()
+    # the targets are the teacher's argmax on the student's own contexts, counted up to EOS
+    with torch.no_grad():
+        oracle = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         decoder_input_ids=batch["decoder_input_ids"]).logits.argmax(-1)
+        logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         decoder_input_ids=batch["decoder_input_ids"]).logits
+    expected = torch.nn.functional.cross_entropy(logits[batch["mask"]], oracle[batch["mask"]])
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
 
 
 def test_teacher_sequences_are_generated_once_and_read_back(

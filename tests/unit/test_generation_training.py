@@ -183,3 +183,49 @@ def test_a_gru_decoder_student_trains_with_imitkd_and_exports_the_same_greedy_to
     parity = generation_parity(student.eval(), load_onnx_generator(tmp_path / "onnx", "seq2seq"),
                                batch, new_tokens=6)
     assert parity == {"rows": 3, "new_tokens": 6, "mismatched_rows": [], "passed": True}
+
+
+def test_imitkd_star_mixes_the_teachers_generations_with_the_students_rollouts(tiny_pair) -> None:
+    """ImitKD*: a row keeps the teacher's beam output (context and targets) with probability
+    beta, else the student rolls it out; the teacher's argmax is the target on rolled rows."""
+    from kdedge.distill import generator
+    from kdedge.distill.recipes import RECIPES, Dims
+
+    teacher, tokenizer = tiny_pair
+    cfg = build_config(overrides={
+        "data.task": "seq2seq", "data.max_length": 32, "data.max_target_length": 6,
+        "distill.recipe": "imitkd", "distill.student": "1", "distill.generation.beams": 2,
+        "distill.generation.imitation_data": "teacher", "distill.generation.schedule": "constant",
+        "distill.generation.beta": 0.5,
+        "distill.training": {"epochs": 2, "batch_size": 4, "learning_rate": 2e-3}})
+    (phase,) = RECIPES.get("imitkd")(cfg.distill, Dims(0, 0, generation=True))
+    assert (phase.targets, phase.rollout) == ("teacher", True)
+    layout = layout_for(teacher.config, tokenizer, 32)
+    student, _ = generator.build_student(cfg.distill, teacher)
+    sources = [s for s, _ in PAIRS]
+    beams = layout.continuations(teacher, sources, 6, beams=2)
+    with torch.no_grad():  # a student that says token 30 until the end: its rows stand out
+        student.decoder.cls.predictions.bias[30] += 100.0
+    students = layout.continuations(student, sources, 6)
+    assert students == [[30] * 6] * 12 and beams != students
+    assert layout.continuations(teacher, sources, 6, beams=2) == beams  # the teacher untouched
+    contexts = ImitationContexts(cfg.distill.generation, layout, 6, seed=1)
+    batch = contexts(student, collate(layout, TargetSplit(sources, beams), range(12)), 0, 1)
+    rows = batch["rollout"].tolist()
+    assert 0 < sum(rows) < 12  # both kinds in one batch at beta 0.5
+    assert batch["targets"] == [s if r else b for b, s, r in zip(beams, students, rows, strict=True)]
+    for i, (target, rolled) in enumerate(zip(batch["targets"], rows, strict=True)):
+        labels = batch["labels"][i][batch["mask"][i]].tolist()
+        assert labels == ([generation.IGNORE] * len(target) if rolled else target)
+    _, metrics = generator.distill(cfg, teacher, tokenizer, task_of(PAIRS), ["sha"])
+    assert metrics["teacher_sequences_cache"] in ("hit", "miss")  # the teacher's beam outputs
+    assert all(row["beta"] == 0.5 and 0 < row["rollout_share"] < 1 for row in metrics["history"])
+
+
+def test_the_beta_schedule_holds_at_one_through_its_warm_up(tiny_pair) -> None:
+    teacher, tokenizer = tiny_pair
+    cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "imitkd",
+                                  "distill.generation.schedule_warmup": 0.5}).distill.generation
+    contexts = ImitationContexts(cfg, layout_for(teacher.config, tokenizer, 32), 4, 0)
+    assert [contexts.beta(s, 4) for s in range(5)] == pytest.approx(
+        [1.0, 1.0, 1.0, 200 ** -0.25, 200 ** -0.5])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdedge.distill.generation import IGNORE, imitation_loss
+from kdedge.distill.generation import IGNORE
 from kdedge.export.torch_export import graph_inputs
 from kdedge.models.gru_decoder import (
     DECODER_INPUTS,
@@ -241,13 +241,29 @@ def test_onnx_graphs_decode_as_pytorch_does(teacher: Any, tokenizer: Any, tmp_pa
         np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, rtol=0, atol=1e-4)
 
 
-def test_imitation_loss_trains_the_gru(teacher: Any, tokenizer: Any) -> None:
+def test_imitation_trains_the_gru(teacher: Any, tokenizer: Any) -> None:
+    """The loop's ImitKD step on a GRU student: its rollouts, the teacher's argmax on them."""
+    from kdedge.config import build_config
+    from kdedge.distill.generation_training import ImitationContexts, TargetSplit, collate, teacher_logits
+    from kdedge.distill.losses import build
+    from kdedge.models.layouts import layout_for
+    from kdedge.training.outputs import Outputs
+    from kdedge.training.trainer import model_inputs
+
     student = _student(teacher).train()
-    batch = _batch(tokenizer)
-    loss, stats = imitation_loss(student, teacher, batch, beta=0.0, target="oracle",
-                                 max_new_tokens=4)
-    assert stats["rollout_share"] == 1.0 and student.training
-    assert math.isfinite(loss.item())
+    layout = layout_for(student.config, tokenizer, 32)
+    cfg = build_config(overrides={"data.task": "seq2seq", "distill.recipe": "imitkd",
+                                  "distill.generation.schedule": "constant",
+                                  "distill.generation.beta": 0.0}).distill.generation
+    contexts = ImitationContexts(cfg, layout, max_new_tokens=4, seed=0)
+    split = TargetSplit(SOURCES, layout.targets(TARGETS, 8))
+    batch = contexts(student, collate(layout, split, [0, 1]), 0, 1)
+    assert contexts.summary() == {"beta": 0.0, "rollout_share": 1.0} and student.training
+    assert all(1 <= len(t) <= 4 for t in batch["targets"])  # the GRU's own greedy output
+    loss, _ = build([("imitation_ce", 1.0, {})])(
+        Outputs.from_hf(student(**model_inputs(batch))), teacher_logits(teacher)(batch), batch)
+    assert math.isfinite(loss.item()) and loss.item() > 0
     loss.backward()
     grad = student.gru.weight_hh_l0.grad
     assert grad is not None and grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())

@@ -50,6 +50,16 @@ def test_the_stream_teaches_each_teacher_its_own_task_only_and_scores_every_step
         return original(model, layout, task, split, *args, **kwargs)
 
     monkeypatch.setattr(teacher_generator, "fit", spy)
+    from kdedge.distill import lifelong
+
+    starts: list[int] = []  # the token every pseudo-sample was generated from
+    sample = lifelong.pseudo_samples
+
+    def spy_samples(model, layout, *args, **kwargs):
+        starts.append(layout.start)
+        return sample(model, layout, *args, **kwargs)
+
+    monkeypatch.setattr(lifelong, "pseudo_samples", spy_samples)
     cfg = lifelong_config(tiny_gpt2_dir, first_csv, replay)
     teacher, tokenizer = loaded(tiny_gpt2_dir)  # the run's teacher: the target task's
     target = task_of(TARGET)
@@ -69,6 +79,10 @@ def test_the_stream_teaches_each_teacher_its_own_task_only_and_scores_every_step
     assert [row["phase"] for row in metrics["history"]] == ["first", "target"]
     assert student.config.num_hidden_layers == 1
     assert set(metrics["test"]) == {"bleu", "rouge1", "rouge2", "rougeL", "examples"}
+    # the earlier task's generation token: added, learnt by the student, the source of replay
+    gen = tokenizer.convert_tokens_to_ids("__gen_first__")
+    assert gen == teacher.config.vocab_size and student.config.vocab_size == gen + 1
+    assert starts == ([gen] if replay == "generated" else [])
 
 
 def test_pseudo_samples_are_cut_at_the_separator_and_end_with_eos(tiny_gpt2_dir: Path,  # noqa: F811
@@ -114,3 +128,138 @@ def test_the_report_tabulates_the_stream_step_by_step() -> None:
         ["each task's teacher", "11.00", "13.00"],
         ["multitask (all tasks at once)", "9.00", "12.00"]])
     assert lifelong_rows({"stream": ["a"], "after_step": []}) == ([], [])
+
+
+def _kl(teacher: list[float], student: list[float], t: float) -> float:
+    """t^2 KL(softmax(teacher / t) || softmax(student / t)), by hand."""
+    p = [math.exp(v / t) / sum(math.exp(w / t) for w in teacher) for v in teacher]
+    q = [math.exp(v / t) / sum(math.exp(w / t) for w in student) for v in student]
+    return t * t * sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+
+def _nll(student: list[float], token: int) -> float:
+    return -math.log(math.exp(student[token]) / sum(math.exp(v) for v in student))
+
+
+def test_l2kd_word_kd_is_the_kl_of_next_token_distributions_on_answer_and_lm_positions() -> None:
+    """A fixed toy model: row 0 is the new task's (KL to the teacher), row 1 replayed (NLL).
+    Positions 0-1 are the prompt's (language model), 2-3 the answer's."""
+    from kdedge.distill.losses import LifelongWordKD
+    from kdedge.training.outputs import Outputs
+
+    student = torch.tensor([[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0], [2.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                            [[0.0, 0.0, 1.0], [1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 1.0]]])
+    teacher = torch.tensor([[[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [1.0, 1.0, -1.0], [0.0, 3.0, 0.0]],
+                            [[5.0, 5.0, 5.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.0]]])
+    prompt = torch.tensor([[True, True, False, False]] * 2)
+    batch = {"mask": ~prompt, "prompt_mask": prompt, "pseudo": torch.tensor([False, True]),
+             "labels": torch.tensor([[1, 0, 0, 1], [2, 1, 0, 0]])}
+    got = LifelongWordKD(temperature=2.0, lm_weight=0.25)(Outputs(student), Outputs(teacher), batch)
+    s, t = student.tolist(), teacher.tolist()
+    answer_kd = (_kl(t[0][2], s[0][2], 2.0) + _kl(t[0][3], s[0][3], 2.0)) / 2
+    lm_kd = (_kl(t[0][0], s[0][0], 2.0) + _kl(t[0][1], s[0][1], 2.0)) / 2
+    answer_nll = (_nll(s[1][2], 0) + _nll(s[1][3], 0)) / 2
+    lm_nll = (_nll(s[1][0], 2) + _nll(s[1][1], 1)) / 2
+    expected = answer_kd + 0.25 * lm_kd + answer_nll + 0.25 * lm_nll
+    assert float(got) == pytest.approx(expected, abs=1e-6)
+    assert float(got) == pytest.approx(1.3170664, abs=1e-6)  # golden, should the hand math drift
+    # the teacher's logits on replayed rows are never read: changing them changes nothing
+    other = teacher.clone()
+    other[1] = torch.randn(4, 3)
+    again = LifelongWordKD(temperature=2.0, lm_weight=0.25)(Outputs(student), Outputs(other), batch)
+    assert float(again) == float(got)
+
+
+def test_the_lifelong_recipe_distills_the_teachers_distributions_on_a_causal_batch(
+        tiny_gpt2_dir: Path) -> None:  # noqa: F811
+    """The recipe's terms on a tiny GPT-2 batch: tau^2 KL on the answer positions plus lambda x
+    tau^2 KL on the prompt's, nothing else (no prompt NLL on the new task's rows)."""
+    from transformers import AutoModelForCausalLM
+
+    from kdedge.distill.divergence import tempered_kl
+    from kdedge.distill.generation_training import TargetSplit, collate, teacher_logits
+    from kdedge.distill.losses import build
+    from kdedge.distill.recipes import RECIPES, Dims
+    from kdedge.training.outputs import Outputs
+    from kdedge.training.trainer import model_inputs
+
+    teacher, tokenizer = loaded(tiny_gpt2_dir)
+    torch.manual_seed(1)
+    student = AutoModelForCausalLM.from_config(teacher.config).eval()  # another random GPT-2
+    cfg = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "word-kd",
+                                  "distill.lifelong.lm_weight": 0.5}).distill  # no stream needed
+    (phase,) = RECIPES.get("lifelong")(cfg, Dims(0, 0, generation=True))
+    assert [name for name, _, _ in phase.losses] == ["l2kd_word"]
+    layout = layout_for(teacher.config, tokenizer, 8)
+    split = TargetSplit([p for p, _ in TARGET[:4]], layout.targets([c for _, c in TARGET[:4]], 3),
+                        pseudo=[False] * 4)
+    batch = collate(layout, split, range(4))
+    with torch.no_grad():
+        s = student(**model_inputs(batch)).logits
+        got, _ = build(phase.losses)(Outputs(s), teacher_logits(teacher)(batch), batch)
+        t = teacher(**model_inputs(batch)).logits
+    answer, prompt = batch["mask"], batch["prompt_mask"]
+    assert answer.sum() == 8 and prompt.sum() > 0 and not (answer & prompt).any()
+    expected = (tempered_kl(s[answer], t[answer], 2.0).mean()
+                + 0.5 * tempered_kl(s[prompt], t[prompt], 2.0).mean())
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_each_step_keeps_the_epoch_best_on_every_task_seen_so_far(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model selection: the mean validation ROUGE-L over the tasks seen so far, not the new
+    task's alone (which would keep the epoch that forgot the old ones best)."""
+    from kdedge.distill import lifelong
+
+    asked: list[tuple[str, str]] = []
+
+    def fake_score(model, layout, data, split, max_new_tokens, batch_size):
+        asked.append((data["name"], split))
+        return {"rougeL": data["rougeL"]}
+
+    monkeypatch.setattr(lifelong, "score", fake_score)
+    stream = [lifelong.StreamTask(name, {"name": name, "rougeL": value}, None, {})  # type: ignore[arg-type]
+              for name, value in (("first", 0.2), ("second", 0.5), ("target", 0.8))]
+    layouts = {t.name: None for t in stream}  # each task's: fake_score does not read them
+    evaluate = lifelong.seen_so_far(stream[:2], layouts, 3, 8)  # type: ignore[arg-type]
+    assert evaluate(None) == pytest.approx(0.35)
+    assert asked == [("first", "validation"), ("second", "validation")]
+
+
+def test_each_task_starts_with_its_generation_token_and_the_teacher_reads_bos(
+        tiny_gpt2_dir: Path) -> None:  # noqa: F811
+    import copy
+
+    from kdedge.distill import lifelong
+    from kdedge.distill.generation_training import TargetSplit
+    from kdedge.distill.losses import LifelongWordKD
+    from kdedge.training.outputs import Outputs
+
+    teacher, tokenizer = loaded(tiny_gpt2_dir)
+    student = copy.deepcopy(teacher)
+    vocab = teacher.config.vocab_size
+    layout = layout_for(teacher.config, tokenizer, 8)
+    stream = [lifelong.StreamTask(name, None, None, {}) for name in ("first", "second", "target")]  # type: ignore[arg-type]
+    layouts = lifelong.task_layouts(stream, layout, tokenizer, student)
+    assert [layouts[n].start for n in ("first", "second", "target")] == [vocab, vocab + 1,
+                                                                         layout.start]
+    assert tokenizer.convert_ids_to_tokens([vocab, vocab + 1]) == ["__gen_first__", "__gen_second__"]
+    assert student.get_input_embeddings().num_embeddings == vocab + 2
+    split = TargetSplit(["the film was", "story very"], layout.targets(["good", "great"], 3),
+                        pseudo=[True, False])
+    batch = lifelong.starting_with(layouts["target"], split, [vocab, layout.start])([0, 1])
+    assert batch["input_ids"][:, 0].tolist() == [vocab, layout.start]
+    # a replayed row of the first task is exactly that task's own layout's row
+    own = layouts["first"].batch(["the film was"], [split.targets[0]])
+    width = own["input_ids"].shape[1]
+    assert batch["input_ids"][0, :width].tolist() == own["input_ids"][0].tolist()
+    out = lifelong.teacher_at_bos(teacher, layout, vocab + 2)(batch)
+    with torch.no_grad():
+        ids = batch["input_ids"].clone()
+        ids[:, 0] = layout.start
+        plain = teacher(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+    assert out.logits.shape[-1] == vocab + 2 and (out.logits[..., vocab:] == -1e4).all()
+    assert torch.equal(out.logits[..., :vocab], plain)
+    with torch.no_grad():
+        s = Outputs(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits)
+    assert torch.isfinite(LifelongWordKD(2.0, 0.25)(s, out, batch))
