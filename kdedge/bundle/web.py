@@ -56,7 +56,7 @@ def write_web(out: Path, sources: Mapping[str, Path], labels: Mapping[str, Any],
     bundle.json records, or why there is no web folder."""
     if labels.get("task") != "classification" or "fp32" not in sources:
         return {"skipped": "transformers.js's text-classification pipeline runs classifiers; "
-                           "this bundle's model is a regression model"
+                           f"this bundle's model is a {labels.get('task')} model"
                 if labels.get("task") != "classification" else "no fp32 ONNX model to ship"}
     config = read_json(sources["fp32"] / "config.json")
     model_type = config.get("model_type")
