@@ -1,4 +1,5 @@
-"""Data stage: load, clean, split (seeded and stratified), map labels, write Parquet splits.
+"""Data stage: load, clean, check (duplicates, rare classes, imbalance), split (seeded, stratified,
+copies of a text kept together), map labels, write Parquet splits.
 
 The task is classification (labels become ids into a label map) or regression (labels stay
 float scores; splits are stratified by score quantile bins instead of by label).
