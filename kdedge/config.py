@@ -450,7 +450,9 @@ class KdedgeConfig(_Section):
 DEMO_PRESET: dict[str, Any] = {
     "data": {"max_train_samples": 4000, "max_eval_samples": 1000, "max_length": 64},
     "distill": {"training": {"epochs": 2}},  # the student's validation accuracy levels off here
-    "teacher": {"training": {"epochs": 3}},  # 2 or 3 epochs of about 3 minutes on 2 cores
+    # 2 or 3 epochs of about 3 minutes on 2 cores. A section given here replaces the field's
+    # default section whole (unset keys take TrainingConfig's defaults), so patience is repeated
+    "teacher": {"training": {"epochs": 3, "patience": 1}},
 }
 # The seq2seq demo: BBC article -> headline with a bert2bert teacher built from the demo encoder
 # (DEMO_ASSETS.md). The article's first 64 tokens, headlines up to 24; 1000 training pairs. The
