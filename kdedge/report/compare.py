@@ -708,6 +708,7 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             f"validation_{metric}": _num(dig(teacher, "validation", metric)),
             f"test_{metric}": _num(dig(teacher, "test", metric)),
             "history": _history(teacher.get("history"), metric),
+            "best_epoch": _int(teacher.get("best_epoch")),  # kept by early stopping
             "processes": _mapping(teacher.get("processes")) or None,
             "duration_s": _duration(manifests.get("teacher")),
         }

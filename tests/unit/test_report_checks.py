@@ -62,8 +62,10 @@ def test_report_json_states_the_duplicates_and_the_label_warnings(tmp_path: Path
 def test_a_student_that_beats_its_teacher_is_flagged_in_the_verdict(tmp_path: Path) -> None:
     weak = fake_metrics({**ACCURACY, "teacher-pytorch": 0.70}, P50)
     weak["distill"]["validation"]["accuracy"] = 0.742
+    weak["teacher"]["best_epoch"] = 1
     report = build_report_from_run(write_run(tmp_path / "weak", weak))
     jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    assert report["training"]["teacher"]["best_epoch"] == 1
     flagged = report["training"]["student_beats_teacher"]
     assert flagged["margin"] == pytest.approx(0.042) and flagged["teacher_validation"] == 0.70
     assert report["recommendation"]["summary"].endswith(
