@@ -143,10 +143,11 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
                           "step's outcome, which one process must see whole; run it without "
                           "accelerate launch (one process).")
     generator = torch.Generator().manual_seed(seed)
-    if sampler is None:  # batches of similar lengths, unless the caller batches its own way
+    if sampler is None:  # batches of similar lengths, unless the caller batches its own way or
+        # a teacher selector learns from each batch's outcome (it must see batches drawn at random)
+        bucketed = cfg.length_buckets and collate is None and not loss_fn.wants_feedback
         sampler = (length_bucketed_batches(token_lengths(tokenizer, split, max_length), cfg.batch_size)
-                   if cfg.length_buckets and collate is None
-                   else shuffled_batches(len(split), cfg.batch_size))
+                   if bucketed else shuffled_batches(len(split), cfg.batch_size))
     steps_per_epoch = len(sampler(torch.Generator().manual_seed(seed)))
     total_steps = steps_per_epoch * cfg.epochs
     collate = collate or (lambda rows: make_batch(tokenizer, split, rows, max_length))
