@@ -1,4 +1,5 @@
-"""Data stage: load, clean, split (seeded and stratified), map labels, write Parquet splits.
+"""Data stage: load, clean, check (duplicates, rare classes, imbalance), split (seeded, stratified,
+copies of a text kept together), map labels, write Parquet splits.
 
 What the labels are (class ids, float scores, target texts) and what a split keeps the
 proportions of is the task kind's (kdedge.tasks).

@@ -71,3 +71,8 @@ def test_a_student_beating_an_under_trained_teacher_is_warned_about(
     assert student - teacher > 0.01
     assert (f"The student beats its teacher on validation accuracy by {100 * (student - teacher):.1f} "
             f"points ({student:.4f} vs {teacher:.4f}): the teacher is under-trained") in caplog.text
+
+
+def test_the_demo_teacher_stops_on_a_plateau_too() -> None:
+    demo = build_config().teacher.training  # the demo preset
+    assert (demo.epochs, demo.patience, demo.learning_rate) == (3, 1, 5e-5)

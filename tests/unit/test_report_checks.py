@@ -54,13 +54,18 @@ def test_report_json_states_the_duplicates_and_the_label_warnings(tmp_path: Path
     assert notes[4] == ("4 texts (train 3, validation 0, test 1) are longer than data.max_length "
                         "tokens and were cut there; raise data.max_length if their ends matter.")
     assert duplicates in render_markdown(report)  # the warnings reach the page
+    assert report["recommendation"]["summary"].endswith(
+        "The classes are imbalanced, so read macro-F1 beside accuracy: student-int8 0.8600, "
+        "teacher-onnx 0.8900 on test.")
 
 
 def test_a_student_that_beats_its_teacher_is_flagged_in_the_verdict(tmp_path: Path) -> None:
     weak = fake_metrics({**ACCURACY, "teacher-pytorch": 0.70}, P50)
     weak["distill"]["validation"]["accuracy"] = 0.742
+    weak["teacher"]["best_epoch"] = 1
     report = build_report_from_run(write_run(tmp_path / "weak", weak))
     jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    assert report["training"]["teacher"]["best_epoch"] == 1
     flagged = report["training"]["student_beats_teacher"]
     assert flagged["margin"] == pytest.approx(0.042) and flagged["teacher_validation"] == 0.70
     assert report["recommendation"]["summary"].endswith(
