@@ -68,10 +68,11 @@ def _epoch(split: Any, tokenizer: Any, teacher: Any, cached: Any, buckets: bool,
            description: str) -> None:
     """One epoch of the 3-layer student with the kd recipe, as the distill stage trains it."""
     from kdedge.config import DistillConfig, TrainingConfig
-    from kdedge.distill import losses, trainer
+    from kdedge.distill import losses
+    from kdedge.distill.classifier import cached_outputs
     from kdedge.distill.recipes import Dims, vanilla_kd
-    from kdedge.distill.stage import cached_outputs
-    from kdedge.distill.students import build_student
+    from kdedge.models.students import build_student
+    from kdedge.training import trainer
 
     student, _ = build_student("3", teacher)
     phase = vanilla_kd(DistillConfig(), Dims(384, 384, 1, False))[0]
@@ -96,7 +97,7 @@ def time_steps(csv: Path, rows: int, rounds: int) -> None:
     """CPU and wall seconds of one epoch over `rows` rows, before and after, alternating."""
     import torch
 
-    from kdedge.distill import trainer
+    from kdedge.training import trainer
 
     split, tokenizer, teacher, cached = _setup(csv, rows)
     fused_adamw = torch.optim.AdamW

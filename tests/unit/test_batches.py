@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from kdedge.distill.trainer import length_bucketed_batches, shuffled_batches
+from kdedge.training.trainer import length_bucketed_batches, shuffled_batches
 
 
 def _padded(batches: list[list[int]], lengths: list[int]) -> int:
