@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
-from kdedge.data.dataset import TaskData
+from kdedge.data.dataset import TaskData, TaskSplit, load_unlabeled
 from kdedge.distill.losses import WeightedSum
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import onnx_logits, regression_metrics, torch_logits, truncated
@@ -237,7 +237,10 @@ def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
     info["projection"] = student.projection is not None
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
-    train_split = task.splits["train"]
+    # no labels are needed, so the texts the data stage left out of train (data.max_train_samples)
+    # teach the student as well
+    texts = [*task.splits["train"].texts, *load_unlabeled(ctx.input("data"))]
+    train_split = TaskSplit(texts, np.zeros(len(texts), dtype=np.int64))
     weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                if rel.endswith(".safetensors")]
     cached, hit = teacher_cache.teacher_outputs(
