@@ -14,6 +14,7 @@ from kdedge.distill import augment, losses, multi_task, teachers
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.evaluate import evaluate_splits, validation_score
 from kdedge.hf import save_verified
+from kdedge.models import vocabulary
 from kdedge.models.students import build_student
 from kdedge.training import teacher_cache
 from kdedge.training.outputs import Outputs
@@ -52,6 +53,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
             ctx.cfg, ctx.input_fingerprints["data"], task, train_split, cached["logits"], ctx.work)
     student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
     del teacher  # the cached logits are all the loop needs from it
+    tokenizer, info["vocabulary"] = vocabulary.apply(cfg.vocabulary, student, tokenizer, train_split.texts)
+    info["parameters"] = sum(p.numel() for p in student.parameters())
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
     aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
