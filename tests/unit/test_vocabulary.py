@@ -24,13 +24,13 @@ VOCAB = SPECIALS + WORDS + LETTERS + [f"##{c}" for c in LETTERS]
 TRAIN = ["the movie was good", "the plot was dull", "great fun !", "the actors", "playing"]
 
 
-def write_teacher(folder: Path) -> Path:
+def write_teacher(folder: Path, pieces: list[str] = VOCAB) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(pieces) + "\n")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(pieces), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(folder)
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
@@ -160,3 +160,36 @@ def test_the_config_takes_full_trim_or_a_size() -> None:
     assert DistillConfig(vocabulary="trim").vocabulary == "trim"
     with pytest.raises(ValueError, match=r"distill\.vocabulary .0. is not valid"):
         DistillConfig(vocabulary=0)
+
+
+def test_a_trimmed_student_ships_its_tokenizer_through_export_and_bundle(
+        tiny_csv: Path, tmp_path: Path) -> None:
+    import json
+
+    from conftest import VOCAB as TOY_VOCAB
+    from test_pipeline import manifest, run_fresh, tiny_config
+
+    from kdedge import pipeline
+    from kdedge.artifacts import STUDENT_DIR
+    from kdedge.bundle.predict import Predictor
+
+    unused = ["zebra", "opera", "##ness", "castle"]  # pieces no toy text uses
+    teacher_dir = tmp_path / "teacher"
+    toy_pieces = TOY_VOCAB + [c for c in LETTERS if c not in TOY_VOCAB] + [f"##{c}" for c in LETTERS]
+    write_teacher(teacher_dir, toy_pieces + unused)
+    cfg = tiny_config(tiny_csv, teacher_dir, tmp_path / "run", **{"distill.vocabulary": "trim"})
+    run_dir = run_fresh(cfg)
+    student = manifest(run_dir, "distill").metrics["student"]
+    assert student["vocabulary"] == {"vocabulary": "trim", "size": len(toy_pieces),
+                                     "teacher_size": len(toy_pieces) + len(unused)}
+    assert manifest(run_dir, "export").metrics["models"]["student"]["parity"]["max_abs_diff"] <= 1e-4
+    bundle = run_dir / pipeline.stage_dirname("bundle") / "bundle"
+    shipped = json.loads((bundle / "tokenizer.json").read_text())["model"]["vocab"]
+    assert len(shipped) == len(toy_pieces) and "zebra" not in shipped
+    from transformers import AutoTokenizer
+
+    trimmed = AutoTokenizer.from_pretrained(run_dir / pipeline.stage_dirname("distill") / STUDENT_DIR)
+    predictor = Predictor(bundle)
+    text = "the movie was zebra great"
+    assert predictor._encode([text])["input_ids"].tolist() == [trimmed(text)["input_ids"]]
+    assert manifest(run_dir, "distill").metrics["test"]["accuracy"] >= 0.9
