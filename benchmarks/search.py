@@ -122,9 +122,28 @@ def trim_row(name: str, run_dir: Path) -> dict[str, Any]:
 
     distill = Manifest.load(run_dir / stage_dirname("distill")).metrics
     bench = Manifest.load(run_dir / stage_dirname("bench")).metrics["models"]
-    return {**summarize(name, run_dir), "vocabulary": distill["student"]["vocabulary"]["size"],
+    return {**summarize(name, run_dir), **test_pieces(run_dir),
+            "vocabulary": distill["student"]["vocabulary"]["size"],
             "fp32_mb": bench["student-onnx"]["size_bytes"] / 1e6,
             "teacher_mb": bench["teacher-onnx"]["size_bytes"] / 1e6}
+
+
+def test_pieces(run_dir: Path) -> dict[str, float]:
+    """How the student's tokenizer splits the test texts: pieces per text, and the share of
+    texts split otherwise than by the teacher's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
+    from kdedge.data.dataset import load_task
+    from kdedge.pipeline import stage_dirname
+
+    texts = load_task(run_dir / stage_dirname("data")).splits["test"].texts
+    teacher, student = (AutoTokenizer.from_pretrained(run_dir / stage_dirname(stage) / folder)
+                        for stage, folder in (("teacher", MODEL_DIR), ("distill", STUDENT_DIR)))
+    full = [teacher.tokenize(t) for t in texts]
+    mine = [student.tokenize(t) for t in texts]
+    return {"pieces_per_text": sum(map(len, mine)) / len(texts),
+            "changed": sum(a != b for a, b in zip(full, mine, strict=True)) / len(texts)}
 
 
 def write(rows: list[dict[str, Any]], probed: list[dict[str, Any]]) -> None:
@@ -141,14 +160,16 @@ def write(rows: list[dict[str, Any]], probed: list[dict[str, Any]]) -> None:
         "benched in the same run as each student. Measured on a shared 2-core machine (other jobs "
         "ran beside it), so read latencies loosely and sizes and accuracies exactly.",
         "",
-        "| vocabulary | pieces | parameters | student acc | int8 acc | teacher acc | int8 retained "
+        "| vocabulary | pieces | test pieces / text | test texts split otherwise | parameters "
+        "| student acc | int8 acc | teacher acc | int8 retained "
         "| fp32 ONNX (MB) | int8 (MB) | teacher ONNX (MB) | size ratio int8 | int8 p50 b1 (ms) "
         "| teacher p50 b1 (ms) | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['vocabulary']} | {r['params'] / 1e6:.1f}M | {r['student_acc']:.4f} "
+            f"| {r['variant']} | {r['vocabulary']} | {r['pieces_per_text']:.1f} | {r['changed']:.1%} "
+            f"| {r['params'] / 1e6:.1f}M | {r['student_acc']:.4f} "
             f"| {r['int8_acc']:.4f} | {r['teacher_acc']:.4f} | {r['retained']:.3f} | {r['fp32_mb']:.1f} "
             f"| {r['int8_mb']:.1f} | {r['teacher_mb']:.1f} | {r['teacher_mb'] / r['int8_mb']:.2f}x "
             f"| {r['int8_p50']:.2f} | {r['teacher_p50']:.2f} | {r['speedup']:.2f}x |")
