@@ -190,18 +190,25 @@ def probe_table(probed: list[dict[str, Any]]) -> list[str]:
         "timed at batch 1, sequence length 64, 2 threads, one process per model, in one run; the "
         "ratios are against the teacher ONNX fp32 of that run. Latency does not depend on the "
         "weights, so these are the latencies the trained candidates would have. Measured on a "
-        "shared 2-core machine with other jobs running, so the latencies are noisy.", "",
+        "shared 2-core machine with other jobs running: the last column is the machine's 1-minute "
+        "load average after each measurement, and a ratio between rows measured at different "
+        "loads does not measure the models. Parameters and sizes are exact.", "",
         "| candidate | student | vocabulary | parameters | fp32 p50 (ms) | int8 p50 (ms) "
-        "| int8 speed-up | int8 size (MB) | size ratio int8 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| int8 speed-up | int8 size (MB) | size ratio int8 | load average (fp32 / int8) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in probed:
         fp32, int8 = r["precisions"]["fp32"], r["precisions"]["int8"]
         lines.append(
             f"| {r['name']} | `{r['student']}` | {r['vocabulary']} | {r['parameters'] / 1e6:.1f}M "
             f"| {fp32['p50_ms']:.2f} | {int8['p50_ms']:.2f} | {teacher['p50_ms'] / int8['p50_ms']:.2f}x "
-            f"| {int8['size_bytes'] / 1e6:.1f} | {teacher['size_bytes'] / int8['size_bytes']:.2f}x |")
+            f"| {int8['size_bytes'] / 1e6:.1f} | {teacher['size_bytes'] / int8['size_bytes']:.2f}x "
+            f"| {_load(fp32)} / {_load(int8)} |")
     return lines
+
+
+def _load(row: dict[str, Any]) -> str:
+    return f"{row['load_average_1m']:.1f}" if "load_average_1m" in row else "n/a"
 
 
 if __name__ == "__main__":

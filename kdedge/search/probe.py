@@ -10,6 +10,7 @@ reads it back instead of measuring again.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -90,7 +91,9 @@ def probe_candidate(candidate: CandidateSpec, teacher_dir: Path, train_texts: Se
                           settings.min_runs, settings.min_duration_s)
         point = latency_at(row)["1"]
         result["precisions"][precision] = {"p50_ms": point["p50_ms"], "mean_ms": point["mean_ms"],
-                                           "size_bytes": row["size_bytes"]}
+                                           "size_bytes": row["size_bytes"],
+                                           # a shared machine's load says how far to trust the time
+                                           "load_average_1m": os.getloadavg()[0]}
         log.info("  probe %s %s: %.2f ms p50, %.1f MB", candidate.name, precision, point["p50_ms"],
                  row["size_bytes"] / 1e6)
     write_json(saved, {"key": key, "result": result})

@@ -41,7 +41,7 @@ def test_candidates_are_timed_untrained_at_their_real_shapes(tiny_model_dir: Pat
     for result in results.values():
         assert set(result["precisions"]) == {"fp32", "int8"}
         for row in result["precisions"].values():
-            assert row["p50_ms"] > 0 and row["size_bytes"] > 0
+            assert row["p50_ms"] > 0 and row["size_bytes"] > 0 and row["load_average_1m"] >= 0
         assert (result["sequence_length"], result["threads"]) == (16, 1)
     vocabulary_size = len((tiny_model_dir / "vocab.txt").read_text().split())
     assert embedding_rows(tmp_path / "cut-1" / "fp32" / ONNX_FILE) == vocabulary_size
