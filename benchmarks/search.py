@@ -44,6 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
     parser.add_argument("--only", default="trim,probe", help="comma-separated parts: trim, probe")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="trim part: full, trim or both")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="trim part: training epochs")
     parser.add_argument("--table-only", action="store_true", help="rewrite the tables from --out")
     args = parser.parse_args()
     if not args.table_only:
@@ -53,7 +55,7 @@ def main() -> None:
         base = prepare_base(args.out / "base")
         parts = args.only.split(",")
         if "trim" in parts:
-            run_trim(args.out)
+            run_trim(args.out, args.variants.split(","), args.epochs)
         if "probe" in parts:
             run_probe(base, args.out / "probe")
     write([trim_row(name, args.out / name) for name in VARIANTS if _finished(args.out / name)],
@@ -78,17 +80,18 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / stage_dirname("bench") / "manifest.json").is_file()
 
 
-def run_trim(out: Path) -> None:
+def run_trim(out: Path, variants: list[str], epochs: int) -> None:
     from kdedge import pipeline
     from kdedge.config import build_config
 
     base_dir = out / "base"
-    for name, overrides in VARIANTS.items():
+    for name in variants:
         run_dir = out / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
         shutil.copytree(base_dir, run_dir)
-        cfg = build_config(overrides={**COMMON, **overrides, "run.out": str(run_dir)})
+        cfg = build_config(overrides={**COMMON, **VARIANTS[name], "distill.training.epochs": epochs,
+                                      "run.out": str(run_dir)})
         pipeline.prepare_run(cfg, run_dir, resume=True, force=False)
         pipeline.run(cfg, run_dir, only=("distill", "export", "quantize", "bench"))
 
@@ -152,23 +155,25 @@ def write(rows: list[dict[str, Any]], probed: list[dict[str, Any]]) -> None:
         "",
         "## Vocabulary trimming on the 3-layer cut",
         "",
-        f"Command: `python benchmarks/search.py`. The demo's data (4000 / 1000 / 1000) and fine-tuned "
-        f"teacher, the 3-layer cut (teacher layers 1, 3, 5), kd, {EPOCHS} epochs; `trim` keeps the "
+        "Command: `python benchmarks/search.py`. The demo's data (4000 / 1000 / 1000) and fine-tuned "
+        "teacher, the 3-layer cut (teacher layers 1, 3, 5), kd, the same epochs for both (`--epochs`, "
+        f"default {EPOCHS}; the epochs column says what ran); `trim` keeps the "
         "wordpieces of the 4000 training texts, every single-character piece and the special "
         "tokens. int8 = dynamic quantization. Sizes are bytes on disk of the model and its "
         "tokenizer files; latency is batch 1, sequence length 64, 2 threads, the teacher ONNX fp32 "
         "benched in the same run as each student. Measured on a shared 2-core machine (other jobs "
         "ran beside it), so read latencies loosely and sizes and accuracies exactly.",
         "",
-        "| vocabulary | pieces | test pieces / text | test texts split otherwise | parameters "
+        "| vocabulary | epochs | pieces | test pieces / text | test texts split otherwise | parameters "
         "| student acc | int8 acc | teacher acc | int8 retained "
         "| fp32 ONNX (MB) | int8 (MB) | teacher ONNX (MB) | size ratio int8 | int8 p50 b1 (ms) "
         "| teacher p50 b1 (ms) | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['vocabulary']} | {r['pieces_per_text']:.1f} | {r['changed']:.1%} "
+            f"| {r['variant']} | {r['epochs']} | {r['vocabulary']} | {r['pieces_per_text']:.1f} "
+            f"| {r['changed']:.1%} "
             f"| {r['params'] / 1e6:.1f}M | {r['student_acc']:.4f} "
             f"| {r['int8_acc']:.4f} | {r['teacher_acc']:.4f} | {r['retained']:.3f} | {r['fp32_mb']:.1f} "
             f"| {r['int8_mb']:.1f} | {r['teacher_mb']:.1f} | {r['teacher_mb'] / r['int8_mb']:.2f}x "
