@@ -299,6 +299,8 @@ class LifelongConfig(_Section):
 
 class DistillConfig(_Section):
     student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
+    vocabulary: str = "full"  # full | trim | a size: a student reading the teacher's WordPiece
+    # tokenizer keeps only the pieces its training texts use (kdedge/models/vocabulary.py)
     recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task | gold; for
     # generation: gold | word-kd | seq-kd | imitkd | lifelong (causal-lm)
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the KD term
@@ -318,6 +320,16 @@ class DistillConfig(_Section):
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("vocabulary", mode="before")
+    @classmethod
+    def _vocabulary(cls, value: Any) -> str:
+        from kdedge.models.vocabulary import vocabulary_setting
+
+        try:
+            return str(vocabulary_setting(value))
+        except KdedgeError as error:
+            raise ValueError(str(error)) from None
 
     @field_validator("recipe")
     @classmethod

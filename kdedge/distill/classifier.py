@@ -14,6 +14,7 @@ from kdedge.distill import augment, losses, multi_task, teachers
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.evaluate import evaluate_splits, student_beats_teacher, validation_score
 from kdedge.hf import save_verified
+from kdedge.models import vocabulary
 from kdedge.models.students import build_student
 from kdedge.training import teacher_cache
 from kdedge.training.outputs import Outputs
@@ -37,7 +38,6 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
                                         tokenizer.mask_token, ctx.cfg.run.seed)
 
     student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
-    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
     extra_teachers = len(cfg.multi_teacher.teachers) if cfg.recipe == "multi-teacher" else 0
     dims = Dims(student_hidden=info["state_size"], teacher_hidden=teacher.config.hidden_size,
                 teachers=1 + extra_teachers, regression=task.is_regression)
@@ -60,6 +60,9 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         cached["ensemble"], ensemble = teachers.ensemble_logits(
             ctx.cfg, ctx.input_fingerprints["data"], task, train_split, cached["logits"], ctx.work)
     del teacher  # the cached outputs are all the loop needs from it
+    tokenizer, info["vocabulary"] = vocabulary.apply(cfg.vocabulary, student, tokenizer, train_split.texts)
+    info["parameters"] = sum(p.numel() for p in student.parameters())
+    log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
     aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
     joint = _joint_training(student, task, train_split, cached, aux_tasks, cfg) if aux_tasks else None

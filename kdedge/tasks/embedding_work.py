@@ -219,6 +219,7 @@ def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
     """A smaller encoder trained to the cosine of the teacher's embeddings."""
     from transformers import AutoTokenizer
 
+    from kdedge.models import vocabulary
     from kdedge.models.students import build_student
     from kdedge.training.trainer import train
 
@@ -247,6 +248,8 @@ def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
         teacher_cache.cache_folder(weights, train_split.texts, max_length), teacher_model,
         tokenizer, train_split, max_length)
     del teacher_model
+    tokenizer, info["vocabulary"] = vocabulary.apply(cfg.vocabulary, encoder, tokenizer, train_split.texts)
+    info["parameters"] = sum(p.numel() for p in student.parameters())
 
     def validation_cosine(model: nn.Module) -> float:
         vectors = torch_logits(model, tokenizer, task.splits["validation"].texts, max_length)

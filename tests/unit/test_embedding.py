@@ -48,7 +48,8 @@ def embedding_run(tiny_csv: Path, tiny_encoder_dir: Path, tmp_path_factory: pyte
     texts.to_csv(csv, index=False)
     overrides = {**TINY, "data.source": str(csv), "data.task": "embedding",
                  "data.label_column": "none", "teacher.model": str(tiny_encoder_dir),
-                 "distill.training.epochs": 4, "run.out": str(tmp_path_factory.mktemp("runs") / "emb")}
+                 "distill.training.epochs": 4, "distill.vocabulary": "trim",
+                 "run.out": str(tmp_path_factory.mktemp("runs") / "emb")}
     cfg = build_config(overrides=overrides)
     return cfg, run_fresh(cfg)
 
@@ -62,6 +63,8 @@ def test_the_student_learns_the_teachers_embedding(embedding_run) -> None:
     assert history[-1] > history[0]  # training moves the student towards the teacher
     assert distill["test"]["cosine"] > 0.9
     assert distill["student"]["num_layers"] == 2 and distill["student"]["projection"] is False
+    # the toy texts use every piece of the tiny vocabulary, so trimming keeps all 33
+    assert distill["student"]["vocabulary"] == {"vocabulary": "trim", "size": 33, "teacher_size": 33}
     export = manifest(run_dir, "export").metrics["models"]
     for name in ("teacher", "student"):
         assert export[name]["parity"]["passed"] and export[name]["parity"]["max_abs_diff"] < 1e-4
