@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -85,17 +87,9 @@ def load_classifier(source: str, id2label: dict[int, str], *, revision: str | No
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         common["revision"] = revision
-    try:
+    with _loading(source, "model"):
         config = AutoConfig.from_pretrained(location, **common)
         tokenizer = AutoTokenizer.from_pretrained(location, **common)
-    except ValueError as err:
-        if "trust_remote_code" in str(err):
-            raise KdedgeError(f"Model {source!r} needs its own code to load; pass "
-                              "--trust-remote-code only if you trust its authors.") from None
-        raise KdedgeError(f"Cannot load model {source!r} ({str(err).splitlines()[0]}).") from None
-    except OSError as err:
-        raise KdedgeError(f"Cannot load model {source!r} ({str(err).splitlines()[0][:160]}); check "
-                          "the hub id and the network, or pass a local directory.") from None
     matched = has_matching_head(config, {int(k): v for k, v in id2label.items()})
     label2id = {v: k for k, v in id2label.items()}
     head = {"problem_type": "regression"} if is_regression(id2label) else {}
@@ -211,8 +205,15 @@ def model_config(source: str, what: str, revision: str | None = None,
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
-    try:
+    with _loading(source, what):
         return AutoConfig.from_pretrained(location, **kwargs)
+
+
+@contextlib.contextmanager
+def _loading(source: str, what: str) -> Iterator[None]:
+    """transformers' loading errors as one line naming the model and the fix."""
+    try:
+        yield
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise KdedgeError(f"Model {source!r} needs its own code to load; pass "
