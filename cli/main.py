@@ -163,9 +163,10 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         try:
             parsed[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:
+            example = f"{key.strip()}='...'"
+            shown = f'"{example}"' if example.isprintable() else repr(example)  # one line always
             raise KdedgeError(f"--set {pair!r} has a value that is not valid YAML "
-                              f"({str(err).splitlines()[0]}); quote it, e.g. --set "
-                              f"\"{key.strip()}='...'\".") from None
+                              f"({str(err).splitlines()[0]}); quote it, e.g. --set {shown}.") from None
     return parsed
 
 

@@ -538,7 +538,8 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
     if source == "demo":  # the built-in demo of this task kind, sized to run in minutes
         from kdedge import tasks
 
-        merged = deep_merge(tasks.demo_preset(task), merged)
+        # a task that is not a name is left to the validation below to explain
+        merged = deep_merge(tasks.demo_preset(task if isinstance(task, str) else None), merged)
     return validate_config(merged)
 
 
