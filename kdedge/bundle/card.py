@@ -66,15 +66,26 @@ def source_name(source: Any) -> str:
     return ", ".join(dict.fromkeys(named)) or str(dict(source))
 
 
+def _generator(meta: Mapping[str, Any]) -> bool:
+    return bool(meta.get("generation"))
+
+
+def _script(meta: Mapping[str, Any]) -> str:
+    return str(meta.get("script") or "predict.py")
+
+
 def _title(name: str, meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
     task = meta.get("task") or "classification"
-    what = (f"a {len(labels.get('labels', []))}-class text classifier" if task == "classification"
-            else "a text regression model (one score per input)")
+    what = {"classification": f"a {len(labels.get('labels', []))}-class text classifier",
+            "regression": "a text regression model (one score per input)",
+            "embedding": "a sentence encoder (one embedding per input)"}.get(
+                task, f"a text generator ({task})")
     pairs = " over sentence pairs" if len(labels.get("text_columns", [])) == 2 else ""
+    parts = "its ONNX graphs" if _generator(meta) else "an ONNX model"
     return (f"# {name}: {what}{pairs}\n\n"
-            f"A deployment bundle written by kdedge {meta.get('kdedge_version')}: an ONNX model "
-            f"({meta.get('precision')}), its tokenizer, its label map, a `predict.py` that needs "
-            "only onnxruntime, numpy and tokenizers, and this card. The numbers below were "
+            f"A deployment bundle written by kdedge {meta.get('kdedge_version')}: {parts} "
+            f"({meta.get('precision')}), its tokenizer, its label map, a `{_script(meta)}` that "
+            "needs only onnxruntime, numpy and tokenizers, and this card. The numbers below were "
             "measured by the kdedge run that made it (see its report).")
 
 
@@ -102,11 +113,20 @@ def _what(row: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, 
     lines += [
         f"| Parameters | {fmt_int(row.get('parameters'))}{fewer} |",
         f"| Task | {_cell(meta.get('task'))} |",
-        f"| Labels | {_cell(', '.join(map(str, labels.get('labels', []))))} |",
-        f"| Inputs | {_cell(', '.join(meta.get('inputs', [])))}; at most "
-        f"{fmt_int(meta.get('max_length'))} tokens per input |",
-        f"| Output | `{_cell(meta.get('output'))}` |",
     ]
+    generation = meta.get("generation") or {}
+    if generation:
+        lines += [f"| Graphs | {_cell(', '.join(meta.get('graphs', [])))} (key/value cache or "
+                  f"decoder state carried between steps: "
+                  f"{fmt_bool(meta.get('key_value_cache'))}) |",
+                  f"| Inputs | a source text; at most {fmt_int(meta.get('max_length'))} tokens |",
+                  f"| Output | up to {fmt_int(generation.get('max_new_tokens'))} generated tokens "
+                  f"and their text ({_cell(generation.get('search'))} search as measured) |"]
+    else:
+        lines += [f"| Labels | {_cell(', '.join(map(str, labels.get('labels', []))))} |",
+                  f"| Inputs | {_cell(', '.join(meta.get('inputs', [])))}; at most "
+                  f"{fmt_int(meta.get('max_length'))} tokens per input |",
+                  f"| Output | `{_cell(meta.get('output'))}` |"]
     return "\n".join(lines)
 
 
@@ -212,18 +232,26 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
 def _how_to_run(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
     pair = len(labels.get("text_columns", [])) == 2
     example = '"first sentence\tsecond sentence"' if pair else '"some text"'
+    script = _script(meta)
+    if _generator(meta):
+        what = ("the generated `text` and its `tokens` (greedy search, as the numbers above "
+                "were measured; `--beams 4` for beam search). In Python: `from generate import "
+                "generate; generate([\"some text\"])`.")
+    else:
+        what = ({"classification": "`label`, its probability `score`, and `probabilities` of "
+                                   "every label.",
+                 "embedding": "the `embedding` vector."}.get(str(meta.get("task")),
+                                                            "the predicted `score`.")
+                + " In Python: `from predict import predict; predict([\"some text\"])`."
+                + (" A sentence pair is one input written as `text<TAB>pair`." if pair else ""))
     return "\n".join([
         "## How to run", "",
         "```bash",
         "pip install onnxruntime numpy tokenizers",
-        f"python predict.py {example}",
-        f"python predict.py - < {meta.get('sample_texts')}   # one text per line",
+        f"python {script} {example}",
+        f"python {script} - < {meta.get('sample_texts')}   # one text per line",
         "```", "",
-        "Each input gives one JSON line: " + (
-            "`label`, its probability `score`, and `probabilities` of every label."
-            if meta.get("task") == "classification" else "the predicted `score`.")
-        + " In Python: `from predict import predict; predict([\"some text\"])`."
-        + (" A sentence pair is one input written as `text<TAB>pair`." if pair else ""),
+        "Each input gives one JSON line: " + what,
         "",
         "To measure speed on the device that will run it (needs no torch):",
         "",
@@ -239,13 +267,22 @@ def _where_it_runs(meta: Mapping[str, Any]) -> str:
     web, mobile = meta.get("web") or {}, meta.get("mobile") or {}
     model_type = meta.get("model_type")
     own = str(model_type).startswith(KDEDGE_MODEL_TYPE_PREFIX)
-    lines = ["## Where it runs", "", "| Runtime | Loads it | How |", "|---|---|---|",
-             "| Python, onnxruntime | yes | `predict.py` (above), or any onnxruntime client that "
-             f"feeds {_cell(', '.join(meta.get('inputs', [])))} from tokenizer.json |"]
+    lines = ["## Where it runs", "", "| Runtime | Loads it | How |", "|---|---|---|"]
+    if _generator(meta):
+        lines.append("| Python, onnxruntime | yes | `generate.py` (above) |")
+    else:
+        lines.append("| Python, onnxruntime | yes | `predict.py` (above), or any onnxruntime "
+                     f"client that feeds {_cell(', '.join(meta.get('inputs', [])))} from "
+                     "tokenizer.json |")
     if own:
         lines.append(f"| Python, optimum / transformers | no | config.json says `model_type: "
                      f"{_cell(model_type)}`, kdedge's own architecture, which transformers "
                      "knows only inside a process that imported kdedge; use predict.py |")
+    elif _generator(meta):
+        family = ("ORTModelForSeq2SeqLM" if (meta.get("generation") or {}).get("layout") ==
+                  "seq2seq" else "ORTModelForCausalLM")
+        lines.append(f"| Python, optimum | yes | `{family}.from_pretrained(\".\")` and its "
+                     "`generate` (needs torch and transformers) |")
     else:
         lines.append("| Python, optimum | yes | `ORTModelForSequenceClassification"
                      ".from_pretrained(\".\")`, then a transformers `pipeline` with this "
@@ -256,15 +293,17 @@ def _where_it_runs(meta: Mapping[str, Any]) -> str:
                      f"folder; dtypes {', '.join(web.get('dtypes', []))} (default "
                      f"{web.get('default_dtype')}) |")
     else:
-        reason = web.get("skipped") or "not written (bundle.web is off)"
+        reason = web.get("skipped") or ("not written for generators yet" if _generator(meta)
+                                        else "not written (bundle.web is off)")
         lines.append(f"| JavaScript, transformers.js | no | {_cell(reason)} |")
     if mobile.get("path"):
         lines.append(f"| Android / iOS, onnxruntime mobile | yes | `{mobile.get('model')}` "
                      f"(ORT format, onnxruntime {mobile.get('onnxruntime')}); a reduced build "
                      f"takes `{mobile.get('operators')}` |")
     else:
-        lines.append("| Android / iOS, onnxruntime mobile | no | not written (bundle.mobile is "
-                     "off) |")
+        reason = ("not written for generators yet" if _generator(meta)
+                  else "not written (bundle.mobile is off)")
+        lines.append(f"| Android / iOS, onnxruntime mobile | no | {reason} |")
     lines += ["", "Every runtime reads the same tokenizer.json; inputs are cut at "
                   f"{fmt_int(meta.get('max_length'))} tokens everywhere."]
     return "\n".join(lines)
@@ -277,9 +316,12 @@ def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[
         "## Limits", "",
         f"- Inputs longer than {fmt_int(meta.get('max_length'))} tokens are cut there; the "
         "model never sees the rest.",
-        (f"- It only knows these labels: {names}; any input gets one of them."
-         if meta.get("task") == "classification"
-         else "- Scores outside the training range are extrapolations."),
+        {"classification": f"- It only knows these labels: {names}; any input gets one of them.",
+         "regression": "- Scores outside the training range are extrapolations.",
+         "embedding": "- Its embeddings are close to the teacher's; compare them with each "
+                      "other, not with the teacher's."}.get(
+            str(meta.get("task")), "- A generation stops at EOS or after "
+            f"{fmt_int((meta.get('generation') or {}).get('max_new_tokens'))} tokens."),
         f"- {metric_name(report.get('primary_metric') or 'accuracy').capitalize()} was measured on "
         f"held-out data from {_cell(source_name(data.get('source')))}"
         " only; "

@@ -1,10 +1,11 @@
 """Bundle stage: the folder a user ships, made from the artifact the report recommends.
 
-`08_bundle/bundle/` holds model.onnx with its tokenizer files, labels.json, bundle.json (what
-the model takes and returns, and the sha256 of every file), predict.py (needs only onnxruntime,
-numpy and tokenizers), sample_texts.txt (test texts for `kdedge bench` on a target device), the
-run's resolved config, README.md, the model card, web/ (the transformers.js layout, web.py) and
-mobile/ (onnxruntime's ORT format, mobile.py). Every number in the card is read from the
+`08_bundle/bundle/` holds the model's ONNX graphs with its tokenizer files, labels.json,
+bundle.json (what the model takes and returns, and the sha256 of every file), the task kind's
+script (predict.py, or generate.py for a generator; each needs only onnxruntime, numpy and
+tokenizers), sample_texts.txt (test texts for `kdedge bench` on a target device), the run's
+resolved config, README.md, the model card, and where the kind has them web/ (the
+transformers.js layout, web.py) and mobile/ (onnxruntime's ORT format, mobile.py). Every number in the card is read from the
 report's data; this stage measures nothing.
 """
 
@@ -31,14 +32,15 @@ BUNDLE_DIR = "bundle"  # inside the stage directory, beside (not mixed with) its
 BUNDLE_FILE = "bundle.json"
 CARD_FILE = "README.md"
 PREDICT_FILE = "predict.py"
+GENERATE_FILE = "generate.py"
 SAMPLE_TEXTS_FILE = "sample_texts.txt"
 CONFIG_FILE = "config.resolved.yaml"
 REPORT_FILE = "report.json"
 # what the bundle adds to the artifact's own folder (model.onnx, tokenizer, config.json)
-BUNDLE_EXTRAS = (BUNDLE_FILE, LABELS_FILE, PREDICT_FILE, CARD_FILE, SAMPLE_TEXTS_FILE, CONFIG_FILE)
+BUNDLE_EXTRAS = (BUNDLE_FILE, LABELS_FILE, PREDICT_FILE, GENERATE_FILE, CARD_FILE,
+                 SAMPLE_TEXTS_FILE, CONFIG_FILE)
 FORMAT_VERSION = 1
 FALLBACK_ARTIFACT = "student-onnx"  # shipped when the report recommends nothing
-PREDICT_TEMPLATE = Path(__file__).with_name(PREDICT_FILE)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -52,21 +54,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.bundle
     labels = read_json(ctx.input("data") / LABELS_FILE)
     kind = tasks.get(labels.get("task", "classification"))
-    skipped = kind.bundle_skip
-    if skipped is not None:
-        log.warning("  no bundle for this model: %s", skipped)
-        return {"skipped": skipped}
     report = report_data(ctx.input("report"), ctx.run_dir)
     name = choose_artifact(cfg.artifact, report)
     row = artifact_row(report, name)
-    source = model_folder(ctx, name)
+    source = model_folder(ctx, name, kind.generates)
     out = ctx.work / BUNDLE_DIR
     out.mkdir()
     for path in sorted(source.iterdir()):  # the folder exactly as it was benched
         if path.is_file():
             shutil.copyfile(path, out / path.name)
     write_json(out / LABELS_FILE, labels)
-    shutil.copyfile(PREDICT_TEMPLATE, out / PREDICT_FILE)
+    shutil.copyfile(Path(__file__).with_name(kind.bundle_script), out / kind.bundle_script)
     shutil.copyfile(ctx.run_dir / RESOLVED_CONFIG, out / CONFIG_FILE)
     samples = sample_texts(ctx.input("data"), cfg.sample_texts)
     atomic_write_text(out / SAMPLE_TEXTS_FILE, "".join(f"{line}\n" for line in samples))
@@ -77,11 +75,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "family": row.get("family"),
         "precision": row.get("precision"),
         "task": labels.get("task"),
-        "model": ONNX_FILE,
+        "script": kind.bundle_script,
         "model_type": model_type(out),
         "max_length": ctx.cfg.data.max_length,  # the length training and evaluation used
         "tokenizer": tokenizer_spec(out),
-        **graph_io(out / ONNX_FILE, kind.output),
+        **kind.bundle_fields(out, ctx.cfg),
         "bench": bench_settings(ctx.manifest("bench").metrics),
         "sample_texts": SAMPLE_TEXTS_FILE,
         "config": CONFIG_FILE,
@@ -89,10 +87,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 "fingerprints": run_fingerprints(report, ctx)},
         "kdedge_version": __version__,
     }
-    if cfg.web:
+    if cfg.web and "web" in kind.bundle_formats:
         meta["web"] = write_web(out, web_sources(name, report, lambda n: MODELS.get(n).folder(
             ctx.input)), labels, ctx.cfg.data.max_length)
-    if cfg.mobile:
+    if cfg.mobile and "mobile" in kind.bundle_formats:
         meta["mobile"] = write_mobile(out)
     atomic_write_text(out / CARD_FILE, render_card(report, meta, labels))
     meta["files"] = list_outputs(out)  # every file but bundle.json itself
@@ -136,13 +134,14 @@ def artifact_row(report: dict[str, Any], name: str) -> dict[str, Any]:
     raise KdedgeError(f"The report has no artifact {name!r}; re-run `kdedge report RUN_DIR`.")
 
 
-def model_folder(ctx: StageContext, name: str) -> Path:
+def model_folder(ctx: StageContext, name: str, generates: bool = False) -> Path:
     """Where the run keeps the artifact: the same table the bench stage reads."""
-    from kdedge.bench.runners import missing_files
+    from kdedge.bench.runners import missing_files, runtime_for
     from kdedge.bench.stage import MODELS
 
     folder = MODELS.get(name).folder(ctx.input)
-    reason = missing_files("onnxruntime", folder)  # every shippable artifact is ONNX
+    # every shippable artifact is ONNX
+    reason = missing_files(runtime_for("onnxruntime", "cpu", generates) or "onnxruntime", folder)
     if reason is not None:
         raise KdedgeError(f"Cannot bundle {name}: {reason}; run the stage that writes it, or "
                           "choose another bundle.artifact.")
@@ -172,16 +171,19 @@ def tokenizer_spec(folder: Path) -> dict[str, Any]:
             "truncation_side": config.get("truncation_side", "right")}
 
 
-def graph_io(model: Path, output: str = "logits") -> dict[str, Any]:
-    """The graph's input names and the output the bundle returns, read from the model itself."""
+def graph_io(folder: Path, kind: Any, cfg: Any = None) -> dict[str, Any]:
+    """The one graph's file, its input names and the output the bundle returns (the task
+    kind's), read from the model itself."""
     from kdedge.runtime import ort_session
 
+    model = folder / ONNX_FILE
     session = ort_session(model)
     outputs = [out.name for out in session.get_outputs()]
-    if output not in outputs:
-        raise KdedgeError(f"{model} has no {output!r} output (it has {outputs}); re-export "
+    if kind.output not in outputs:
+        raise KdedgeError(f"{model} has no {kind.output!r} output (it has {outputs}); re-export "
                           "the model.")
-    return {"inputs": [inp.name for inp in session.get_inputs()], "output": output}
+    return {"model": ONNX_FILE, "inputs": [inp.name for inp in session.get_inputs()],
+            "output": kind.output}
 
 
 def run_fingerprints(report: dict[str, Any], ctx: StageContext) -> dict[str, str]:

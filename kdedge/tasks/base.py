@@ -33,7 +33,12 @@ class TaskKind:
     label_dtype: Any = np.int64  # of the labels in the data stage's splits
     generates: bool = False  # benched as a generate loop (tokens/s) rather than one forward
     unbenched: frozenset[str] = frozenset()  # bench models this kind never writes
-    bundle_skip: str | None = None  # why the bundle stage writes nothing for this kind, if so
+    bundle_script: str = "predict.py"  # how the bundle runs the model: a standalone template in
+    # kdedge/bundle/ (onnxruntime, numpy and tokenizers only), copied into every bundle
+    bundle_describe: str = "kdedge.bundle.stage:graph_io"  # "module:function" (folder, kind, cfg)
+    # -> the bundle.json fields that say what the graphs take and return
+    bundle_formats: frozenset[str] = frozenset({"web", "mobile"})  # the other runtimes' layouts
+    # the bundle writes for this kind (bundle/web.py, bundle/mobile.py)
     labelled: bool = True  # reads a label column (an unlabelled kind learns from the teacher alone)
     student_spec: bool = True  # its student is a models/students.py family picked by distill.student
     output: str = "logits"  # the name of the exported graph's output that the bundle returns
@@ -58,6 +63,10 @@ class TaskKind:
         if entry is None:
             raise KdedgeError(f"The {stage} stage has no work for a {self.name} task.")
         return _load(entry)(ctx, task)
+
+    def bundle_fields(self, folder: Any, cfg: Any) -> dict[str, Any]:
+        """bundle.json's description of the graphs in `folder` (the bundle_describe entry)."""
+        return _load(self.bundle_describe)(folder, self, cfg)
 
     def report_builders(self) -> list[Any]:
         """This kind's own report section builders, imported."""

@@ -29,6 +29,7 @@ def generation_kind(name: str, summary: str, demo_preset: dict[str, Any]) -> Gen
                       demo_preset=demo_preset, student_spec=False,
                       work=GENERATION_WORK, label_dtype=object, generates=True,
                       unbenched=frozenset({"student-fp16"}),  # no fp16 generator is written yet
-                      bundle_skip="bundles hold classifiers and regressors; a generator ships as "
-                                  "its ONNX folder with optimum's onnxruntime generator",
+                      bundle_script="generate.py",
+                      bundle_describe="kdedge.bundle.generator:describe",
+                      bundle_formats=frozenset(),  # transformers.js and mobile: not yet written
                       summary=summary)
