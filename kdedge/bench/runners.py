@@ -249,29 +249,21 @@ def _torch_generate_loader(device: str) -> Callable[[Path, int], Loaded]:
 
 
 def _ort_generate_loader(folder: Path, threads: int) -> Loaded:
-    """optimum's onnxruntime generator (encoder, decoder graphs) on the CPU provider."""
-    import onnxruntime as ort
+    """The bundle's torch-free generate.py over the folder's graphs (encoder and decoder, or
+    one decoder-only graph) on the CPU provider: what a shipped generator runs."""
+    from kdedge.bundle.generate import Generator
 
-    from kdedge.export.generation import load_onnx_generator
+    model = Generator(folder, threads)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    model = load_onnx_generator(folder, "seq2seq" if (folder / "encoder_model.onnx").is_file()
-                                else "causal-lm", session_options=options)
+    def prepare(batch: Batch) -> tuple[Any, Any]:
+        return batch["input_ids"].astype("int64"), batch["attention_mask"].astype("int64")
 
-    def prepare(batch: Batch) -> dict[str, Any]:
-        import torch
-
-        return {k: torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask")}
-
-    def generate(feed: dict[str, Any], tokens: int) -> object:
-        return model.generate(**feed, max_new_tokens=tokens, min_new_tokens=tokens,
-                              do_sample=False, num_beams=1)
+    def generate(feed: tuple[Any, Any], tokens: int) -> object:
+        return model.greedy(*feed, max_new_tokens=tokens, min_new_tokens=tokens)
 
     graphs = sorted(folder.glob("*.onnx"))
     info = {"providers": ["CPUExecutionProvider"], "intra_op_threads": threads,
-            "generation": f"greedy, {NEW_TOKENS} new tokens per row",
+            "generation": f"greedy, {NEW_TOKENS} new tokens per row (generate.py)",
             "graphs": [p.name for p in graphs]}
     return Loaded(run=lambda feed: generate(feed, NEW_TOKENS), prepare=prepare,
                   count_parameters=lambda: sum(onnx_parameters(p) or 0 for p in graphs) or None,
@@ -369,7 +361,7 @@ def _ort_loader(provider: str, device: str) -> Callable[[Path, int], Loaded]:
 
 
 _ORT_FILES = (ONNX_FILE, TOKENIZER_FILE)
-RUNTIMES.register("onnxruntime-generate")(Runtime(setup=_torch_setup, load=_ort_generate_loader,
+RUNTIMES.register("onnxruntime-generate")(Runtime(setup=_ort_setup, load=_ort_generate_loader,
                                                   required_files=_TORCH_FILES))
 RUNTIMES.register("onnxruntime")(Runtime(setup=_ort_setup,
                                          load=_ort_loader("CPUExecutionProvider", "cpu"),

@@ -1,7 +1,8 @@
 """`kdedge bench PATH` on a target device: one ONNX model, no run directory, no torch.
 
 PATH is a deployment bundle (bundle.json), a folder holding model.onnx and tokenizer.json, or a
-.onnx file with tokenizer.json beside it. The model is measured by the bench stage's own code
+.onnx file with tokenizer.json beside it. A generator's bundle is timed through its generate.py
+(tokens per second and time to the first token, greedy, as the run measured it). The model is measured by the bench stage's own code
 (`bench_model`: a spawned process, the same timing loop and memory watch) and the results file
 has the stage's layout (threads, sequence_length, batch_sizes, protocol, models, skipped) plus
 the `target` it ran on and the machine's `environment`, so a report can add it as one more
@@ -33,6 +34,7 @@ log = logging.getLogger("kdedge")
 
 DEFAULT_OUTPUT = Path("bench-results.json")
 RUNTIME = "onnxruntime"  # onnxruntime's CPU provider: what a runtime-only install runs
+GENERATE_RUNTIME = "onnxruntime-generate"  # a generator bundle: generate.py over its graphs
 EXECUTION_TARGET = "cpu"
 OPTIONS = {"min_duration_s": "--min-duration"}  # config fields whose CLI option is named otherwise
 
@@ -46,6 +48,18 @@ class Target:
     name: str
     pairs: bool  # a sentence-pair model: text files hold "text<TAB>pair" lines
 
+    @property
+    def generator(self) -> bool:
+        return bool(self.meta.get("generation"))
+
+    @property
+    def runtime(self) -> str:
+        return GENERATE_RUNTIME if self.generator else RUNTIME
+
+    @property
+    def graphs(self) -> list[str]:
+        return list(self.meta.get("graphs") or [ONNX_FILE])
+
 
 def find_target(path: Path) -> Target:
     """Read PATH as a bundle, a model folder or a .onnx file; say what is wrong otherwise."""
@@ -54,7 +68,9 @@ def find_target(path: Path) -> Target:
         folder = path.parent
     elif path.is_dir():
         folder = path
-        if not (folder / ONNX_FILE).is_file():
+        generator = (read_json(folder / BUNDLE_FILE) if (folder / BUNDLE_FILE).is_file()
+                     else {}).get("generation")
+        if not generator and not (folder / ONNX_FILE).is_file():
             raise KdedgeError(f"{path} holds no {ONNX_FILE}; pass a bundle folder, a folder with "
                               f"{ONNX_FILE} and {TOKENIZER_FILE}, a .onnx file, or a run directory.")
     else:
@@ -91,11 +107,11 @@ def default_target() -> str:
 
 
 @contextmanager
-def model_folder(path: Path, bundled: bool) -> Iterator[Path]:
-    """A folder holding just the model as model.onnx and its tokenizer files, so the measured
-    size is the artifact's alone: PATH itself for a plain model folder, else links to the model
-    and its files (a bundle's predict.py, card and texts left out; an otherwise named .onnx
-    linked as model.onnx)."""
+def model_folder(path: Path, bundled: bool, graphs: Sequence[str] = ()) -> Iterator[Path]:
+    """A folder holding just the model as model.onnx (or a generator's `graphs`) and its
+    tokenizer files, so the measured size is the artifact's alone: PATH itself for a plain model
+    folder, else links to the model and its files (a bundle's script, card and texts left out;
+    an otherwise named .onnx linked as model.onnx)."""
     folder = path if path.is_dir() else path.parent
     model = folder / ONNX_FILE if path.is_dir() else path
     if not bundled and model.name == ONNX_FILE:
@@ -105,7 +121,10 @@ def model_folder(path: Path, bundled: bool) -> Iterator[Path]:
         for item in folder.iterdir():
             if item.is_file() and item.suffix != ".onnx" and item.name not in BUNDLE_EXTRAS:
                 os.symlink(item.resolve(), Path(tmp) / item.name)
-        os.symlink(model.resolve(), Path(tmp) / ONNX_FILE)
+        for graph in graphs:
+            os.symlink((folder / graph).resolve(), Path(tmp) / graph)
+        if not graphs:
+            os.symlink(model.resolve(), Path(tmp) / ONNX_FILE)
         yield Path(tmp)
 
 
@@ -132,14 +151,19 @@ def bench_path(path: Path, *, output: Path = DEFAULT_OUTPUT, target: str | None 
     results = results_header(counts, lengths, cfg, len(texts))
     results["targets"] = [EXECUTION_TARGET]
     steps = len(counts) * len(lengths) * len(cfg.batch_sizes)
-    with model_folder(Path(path), bool(found.meta)) as folder, progress_bar("bench", steps) as bar:
-        row = bench_model(found.name, RUNTIME, folder, texts, cfg.batch_sizes, lengths, counts,
-                          cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
+    graphs = found.graphs if found.generator else []
+    with (model_folder(Path(path), bool(found.meta), graphs) as folder,
+          progress_bar("bench", steps) as bar):
+        row = bench_model(found.name, found.runtime, folder, texts, cfg.batch_sizes, lengths,
+                          counts, cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
                           on_step=lambda _name, _size: bar.advance(bar.task_ids[0]))
-        model_sha256 = sha256_file(folder / ONNX_FILE)
+        digests = {graph: sha256_file(folder / graph) for graph in found.graphs}
     row["path"] = str(Path(path).resolve())
     row["target"] = EXECUTION_TARGET
-    row["model_sha256"] = model_sha256  # ties these numbers to one exact graph
+    if found.generator:
+        row["graphs_sha256"] = digests  # ties these numbers to these exact graphs
+    else:
+        row["model_sha256"] = digests[ONNX_FILE]  # ties these numbers to one exact graph
     results["models"][found.name] = row
     results["target"] = target or default_target()
     results["source"] = {key: found.meta.get(key)

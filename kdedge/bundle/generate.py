@@ -109,17 +109,18 @@ class EncoderDecoder:
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> State:
         outputs = self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
         state = {"encoder_hidden_states": outputs[0], "encoder_attention_mask": attention_mask}
-        if self.gru:
-            state["decoder_state"] = outputs[1]
+        if self.gru:  # (layers, batch, width): kept batch-first like every other state array
+            state["decoder_state"] = outputs[1].swapaxes(0, 1)
         return state
 
     def step(self, state: State, sequences: np.ndarray) -> tuple[np.ndarray, State]:
         context = {k: state[k] for k in ("encoder_hidden_states", "encoder_attention_mask")}
         if self.gru:
             logits, new_state = self.decoder.run(None, {
-                "decoder_input_ids": sequences[:, -1:], "decoder_state": state["decoder_state"],
+                "decoder_input_ids": sequences[:, -1:],
+                "decoder_state": np.ascontiguousarray(state["decoder_state"].swapaxes(0, 1)),
                 **context})
-            return logits[:, -1], {**state, "decoder_state": new_state}
+            return logits[:, -1], {**state, "decoder_state": new_state.swapaxes(0, 1)}
         past = {k: v for k, v in state.items() if k.startswith(PAST)}
         if past and self.with_past is not None:
             feed = {"input_ids": sequences[:, -1:], **past,
@@ -220,10 +221,13 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class Generator:
     """The graphs, tokenizer and generation settings of one bundle folder, loaded once."""
 
-    def __init__(self, folder: Path = HERE, threads: int | None = None) -> None:
+    def __init__(self, folder: Path = HERE, threads: int | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
+        """`settings`: bundle.json's "generation" fields; by default read from bundle.json, or
+        for a bare model folder from its config files."""
         folder = Path(folder)
         bundle = _read(folder / BUNDLE_FILE)
-        spec = bundle.get("generation") or _settings(folder)
+        spec = settings or bundle.get("generation") or _settings(folder)
         self.layout = spec["layout"]  # "seq2seq" or "causal"
         self.start, self.eos, self.pad = spec["start"], int(spec["eos"]), int(spec["pad"])
         self.separator = spec.get("separator")

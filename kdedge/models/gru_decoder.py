@@ -22,8 +22,8 @@ cheap for a GRU and keeps teacher forcing and decoding on one code path.
 ONNX: optimum does not know this model, so `export_gru_onnx` writes two graphs with the
 TorchScript exporter, encoder_model.onnx (encoder states and h_0) and decoder_model.onnx (one
 step: new tokens and the GRU state in, their logits and the next state out; the state is the
-decoder's cache), and `greedy_onnx` decodes greedily over them with onnxruntime, one token
-and one projection onto the vocabulary per step.
+decoder's cache); the bundle's generate.py (kdedge/bundle/generate.py, torch-free) decodes over
+them with onnxruntime, one token and one projection onto the vocabulary per step.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +51,9 @@ from transformers.utils import ModelOutput
 
 from kdedge.distill.generation import IGNORE, shift_right
 from kdedge.errors import KdedgeError
-from kdedge.models.gru_runtime import DECODER_ONNX, ENCODER_ONNX, GruOnnxRunner
+from kdedge.bundle.generate import DECODER as DECODER_ONNX
+from kdedge.bundle.generate import ENCODER as ENCODER_ONNX
+from kdedge.bundle.generate import Generator
 from kdedge.models.seq2seq import _keep
 from kdedge.models.transformer import evenly_spaced
 
@@ -390,19 +393,20 @@ def export_gru_onnx(model: GruSeq2SeqModel, out_dir: Path, opset: int = 18) -> l
     return [ENCODER_ONNX, DECODER_ONNX]
 
 
-class GruOnnxGenerator(GruOnnxRunner):
-    """GruOnnxRunner behind a `generate` like optimum's generators, so evaluation drives it the
-    same way: greedy, EOS-stopped, or exactly `min_new_tokens` tokens when that equals
-    `max_new_tokens` (EOS never ends a row then)."""
+class GruOnnxGenerator:
+    """The bundle's torch-free Generator behind a `generate` like optimum's generators, so
+    evaluation drives it the same way: greedy, EOS-stopped, or exactly `min_new_tokens` tokens
+    when that equals `max_new_tokens` (EOS never ends a row then)."""
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        super().__init__(folder, threads)
-        self.config = (GruSeq2SeqConfig.from_pretrained(folder)
-                       if (Path(folder) / "config.json").is_file() else None)
+        self.config = GruSeq2SeqConfig.from_pretrained(folder)
+        cfg = self.config
+        self.runner = Generator(folder, threads, settings={
+            "layout": "seq2seq", "start": cfg.decoder_start_token_id, "eos": cfg.eos_token_id,
+            "pad": cfg.pad_token_id, "max_length": None, "max_new_tokens": 20})
 
     def generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int = 20,
                  min_new_tokens: int | None = 0, **_: Any) -> torch.Tensor:
-        cfg = self.config
-        return torch.from_numpy(self.greedy(input_ids, attention_mask, max_new_tokens,
-                                            cfg.decoder_start_token_id, cfg.eos_token_id,
-                                            cfg.pad_token_id, min_new_tokens or 0))
+        return torch.from_numpy(self.runner.greedy(np.asarray(input_ids, dtype=np.int64),
+                                                   np.asarray(attention_mask, dtype=np.int64),
+                                                   max_new_tokens, min_new_tokens or 0))

@@ -4,7 +4,6 @@ transformers) benchmarks a bundle with `kdedge bench` and predicts with its pred
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from kdedge_cli import main as cli_main
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 # the tiny random teacher and toy data: a real ONNX model with a tokenizer.json in about 40 s
 TINY = ["--text-column", "sentence", "--label-column", "sentiment", "--student", "2",
         "--set", "data.max_length=32", "--set", "teacher.training.epochs=6",
@@ -42,22 +40,13 @@ def make_bundle(csv: Path, teacher: Path, run_dir: Path, monkeypatch: pytest.Mon
     return bundle
 
 
-def runtime_venv(folder: Path) -> Path:
-    """python -m venv, then `pip install -e REPO[runtime]` (pip's cache makes it quick)."""
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "-e",
-                    f"{REPO}[runtime]"], check=True, timeout=600, env=env)
-    return folder / "bin"
-
-
 def test_runtime_install_benches_and_predicts_without_torch(
         tiny_csv: Path, tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], runtime_bin: Path) -> None:
     monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path / "cache"))  # the unit tests' cache stays cold
     bundle = make_bundle(tiny_csv, tiny_encoder_dir, tmp_path / "run", monkeypatch, capsys)
     meta = json.loads((bundle / "bundle.json").read_text())
-    bin_dir = runtime_venv(tmp_path / "venv")
+    bin_dir = runtime_bin
     python, kdedge = str(bin_dir / "python"), str(bin_dir / "kdedge")
 
     for module in ("torch", "transformers", "optimum", "pandas"):

@@ -143,4 +143,19 @@ def test_compress_a_causal_lm_lifelong_stream_from_csv_to_report(tiny_gpt2_dir: 
     assert report["task"] == "causal-lm" and report["primary_metric"] == "rougeL"
     markdown = (run_dir / stage_dirname("report") / "report.md").read_text()
     assert "#### The lifelong stream" in markdown and "after step 2 (target, " in markdown
-    assert "Not bundled" in out
+    # the bundle's generate.py decodes the test prompts as the pipeline's ONNX evaluation does
+    from transformers import AutoConfig, AutoTokenizer
+
+    from kdedge.bundle.generate import Generator
+    from kdedge.export.generation import load_onnx_generator
+
+    bundle = run_dir / stage_dirname("bundle") / "bundle"
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert f"Bundled: {meta['artifact']}" in out and meta["script"] == "generate.py"
+    assert meta["generation"]["layout"] == "causal" and meta["graphs"] == ["model.onnx"]
+    prompts = pd.read_parquet(run_dir / stage_dirname("data") / "test.parquet")["text"].tolist()
+    layout = layout_for(AutoConfig.from_pretrained(bundle), AutoTokenizer.from_pretrained(bundle),
+                        meta["generation"]["max_length"])
+    expected = layout.continuations(load_onnx_generator(bundle, "causal-lm"), prompts,
+                                    meta["generation"]["max_new_tokens"])
+    assert Generator(bundle).generate_ids(prompts) == expected and len(expected) == len(prompts)

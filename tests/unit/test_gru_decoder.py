@@ -25,7 +25,7 @@ from kdedge.models.gru_decoder import (
     export_gru_onnx,
     gru_student,
 )
-from kdedge.models.gru_runtime import greedy_onnx
+from kdedge.bundle.generate import Generator
 
 SOURCES = ["good film", "the plot was very dull and the cast is flat"]
 TARGETS = ["nice", "awful boring story"]
@@ -216,8 +216,15 @@ def test_onnx_graphs_decode_as_pytorch_does(teacher: Any, tokenizer: Any, tmp_pa
         enc = tokenizer(sources, padding=True, return_tensors="pt")
         expected = student.generate(input_ids=enc["input_ids"],
                                     attention_mask=enc["attention_mask"], max_new_tokens=6)
-        tokens = greedy_onnx(tmp_path / "onnx", enc["input_ids"].numpy(),
-                             enc["attention_mask"].numpy(), 6, *ids)
+        runner = Generator(tmp_path / "onnx", settings=dict(
+            zip(("start", "eos", "pad"), ids, strict=True), layout="seq2seq", max_length=None,
+            max_new_tokens=6))
+        tokens = runner.greedy(enc["input_ids"].numpy(), enc["attention_mask"].numpy())
+        beams = runner.beam(enc["input_ids"].numpy(), enc["attention_mask"].numpy(), beams=3)
+        by_torch = student.generate(input_ids=enc["input_ids"],
+                                    attention_mask=enc["attention_mask"], max_new_tokens=6,
+                                    num_beams=3)
+        assert [runner._cut(b) for b in beams] == [runner._cut(r[1:]) for r in by_torch.tolist()]
         assert tokens.tolist() == expected.tolist()
         mask = enc["attention_mask"].numpy()
         feed = {"input_ids": enc["input_ids"].numpy(), "attention_mask": mask}
