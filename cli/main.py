@@ -361,9 +361,6 @@ def _print_bundle(run_dir: Path) -> None:
 
     folder = run_dir.resolve() / stage_dirname("bundle")
     metrics = Manifest.load(folder).metrics
-    if "skipped" in metrics:
-        typer.echo(f"Not bundled: {metrics['skipped']}")
-        return
     typer.echo(f"Bundled: {metrics['artifact']}")
     typer.echo(folder / metrics["path"])
 
