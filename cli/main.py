@@ -78,7 +78,18 @@ def compress(
         help="Another teacher for --method multi-teacher (repeatable). "
              "[distill.multi_teacher.teachers]")] = None,
     student: Annotated[str | None, typer.Option(help="Layer count (3), teacher layers (1,3,5), "
-                                                "a directory or a hub id. [distill.student]")] = None,
+                                                "a directory, a hub id, or auto: search the "
+                                                "candidates for the fastest within the budget "
+                                                "below. [distill.student]")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(
+        help="With --student auto: the largest batch-1 p50 latency (ms) on this machine. "
+             "[distill.search.max_latency_ms]")] = None,
+    min_speedup: Annotated[float | None, typer.Option(
+        help="With --student auto: the least speed-up over the teacher's ONNX at batch 1. "
+             "[distill.search.min_speedup]")] = None,
+    min_retention: Annotated[float | None, typer.Option(
+        help="With --student auto: the share of the teacher's validation score to keep "
+             "(default 0.97). [distill.search.min_retention]")] = None,
     method: Annotated[str | None, typer.Option(help="Distillation recipe: kd, annealing, two-stage, "
                                                "multi-teacher, multi-task, gold; for seq2seq "
                                                "word-kd, seq-kd, imitkd, gold. "
@@ -128,6 +139,8 @@ def compress(
         "data.source": data, "data.text_columns": text_column, "data.label_column": label_column,
         "data.task": task,
         "teacher.model": teacher, "distill.student": student, "distill.recipe": method,
+        "distill.search.max_latency_ms": max_latency_ms,
+        "distill.search.min_speedup": min_speedup, "distill.search.min_retention": min_retention,
         "run.out": out, "run.seed": seed,
         "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,
         "teacher.trust_remote_code": trust_remote_code,

@@ -297,8 +297,52 @@ class LifelongConfig(_Section):
         return distinct_names(value)
 
 
+class SearchConfig(_Section):
+    """distill.student auto: the candidate students and the budget the winner must meet
+    (kdedge/search/run.py)."""
+
+    candidates: tuple[str, ...] = (  # distill.student specs, one per candidate
+        "3", "2", "transformer:layers=4,hidden_size=256,heads=4",
+        "bilstm:hidden_size=256,init_embeddings=true")
+    vocabulary: str = "trim"  # every candidate's distill.vocabulary
+    min_retention: float = Field(0.97, gt=0)  # of the teacher's primary validation metric
+    max_latency_ms: float | None = Field(None, gt=0)  # batch-1 p50 on the target
+    min_speedup: float | None = Field(None, gt=0)  # teacher latency / candidate latency
+    first_epochs: int = Field(1, ge=1)  # every candidate trains this many epochs of its schedule,
+    finalists: int = Field(2, ge=1)  # then this many train to the schedule's end
+    margin: float = Field(0.02, ge=0, lt=1)  # a candidate this far below min_retention after the
+    # first epochs may still reach it, so it is worth finishing
+
+    @field_validator("candidates")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("give one or more distinct student specs")
+        if "auto" in value:
+            raise ValueError("a candidate is a student spec, not auto")
+        return value
+
+    @field_validator("vocabulary", mode="before")
+    @classmethod
+    def _vocabulary(cls, value: Any) -> str:
+        return _vocabulary_setting(value)
+
+
+def _vocabulary_setting(value: Any) -> str:
+    from kdedge.models.vocabulary import vocabulary_setting
+
+    try:
+        return str(vocabulary_setting(value))
+    except KdedgeError as error:
+        raise ValueError(str(error)) from None
+
+
+AUTO_STUDENT = "auto"
+
+
 class DistillConfig(_Section):
-    student: str = "3"  # layer count, teacher layers "1,3,5", a directory or a hub id
+    student: str = "3"  # layer count, teacher layers "1,3,5", a directory, a hub id, or auto
+    # (the student search: distill.search)
     vocabulary: str = "full"  # full | trim | a size: a student reading the teacher's WordPiece
     # tokenizer keeps only the pieces its training texts use (kdedge/models/vocabulary.py)
     recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task | gold; for
@@ -313,6 +357,7 @@ class DistillConfig(_Section):
     multi_task: MultiTaskConfig = MultiTaskConfig()
     generation: GenerationDistillConfig = GenerationDistillConfig()
     lifelong: LifelongConfig = LifelongConfig()
+    search: SearchConfig = SearchConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply
 
@@ -324,12 +369,7 @@ class DistillConfig(_Section):
     @field_validator("vocabulary", mode="before")
     @classmethod
     def _vocabulary(cls, value: Any) -> str:
-        from kdedge.models.vocabulary import vocabulary_setting
-
-        try:
-            return str(vocabulary_setting(value))
-        except KdedgeError as error:
-            raise ValueError(str(error)) from None
+        return _vocabulary_setting(value)
 
     @field_validator("recipe")
     @classmethod

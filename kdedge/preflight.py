@@ -11,7 +11,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from kdedge import tasks as task_kinds
-from kdedge.config import DataConfig, KdedgeConfig, TeacherConfig
+from kdedge.config import AUTO_STUDENT, DataConfig, KdedgeConfig, TeacherConfig
+from kdedge.errors import KdedgeError
 
 
 def check(cfg: KdedgeConfig) -> None:
@@ -22,8 +23,16 @@ def check(cfg: KdedgeConfig) -> None:
     teachers: list[TeacherConfig] = [cfg.teacher, *cfg.distill.multi_teacher.teachers,
                                      *(task.teacher for task in tasks)]
     configs = [_teacher_config(t) for t in teachers]
-    if task_kinds.declared(cfg.data.task).student_spec:  # a generator's student has its own builder
-        _check_student(cfg.distill.student, configs[0], cfg.teacher.trust_remote_code)
+    kind = task_kinds.declared(cfg.data.task)
+    if kind.student_spec:  # a generator's student has its own builder
+        specs = [cfg.distill.student]
+        if cfg.distill.student == AUTO_STUDENT:
+            if not kind.labelled:
+                raise KdedgeError(f"distill.student auto searches students of a labelled task; "
+                                  f"give a {kind.name} task one student, such as 3.")
+            specs = list(cfg.distill.search.candidates)
+        for spec in specs:
+            _check_student(spec, configs[0], cfg.teacher.trust_remote_code)
 
 
 def _teacher_config(teacher: TeacherConfig) -> Any:

@@ -4,11 +4,14 @@ over the cached teacher outputs, keep the best epoch."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
+from kdedge.config import AUTO_STUDENT
 from kdedge.data.dataset import TaskData
 from kdedge.distill import augment, losses, multi_task, teachers
 from kdedge.distill.recipes import RECIPES, Dims
@@ -23,12 +26,76 @@ from kdedge.training.trainer import train
 log = logging.getLogger("kdedge")
 
 
+@dataclass
+class Shared:
+    """What every student of one run trains from: the teacher (its outputs are cached on disk
+    per text set), its tokenizer and the training split, possibly augmented."""
+
+    teacher: Any
+    tokenizer: Any
+    train_split: Any
+    teacher_weights: list[str]
+
+
+@dataclass
+class Trained:
+    """One student after (some of) its training."""
+
+    student: Any
+    tokenizer: Any
+    info: dict[str, Any]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_score: float  # the primary validation metric of the kept state
+    paused: bool  # stopped at stop_after, before the recipe's last epoch
+    cache_hit: bool
+    train_split: Any
+    added: int
+    ensemble: list[dict[str, Any]] = field(default_factory=list)
+    tasks_metrics: dict[str, Any] = field(default_factory=dict)
+
 
 def run(ctx, task: TaskData) -> dict[str, Any]:
-    """The distill stage for a labelled task."""
+    """The distill stage for a labelled task: the configured student, or with student auto the
+    winner of the student search (kdedge/search/run.py)."""
+    cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
+    shared = prepare(ctx, task)
+    searched = None
+    if cfg.student == AUTO_STUDENT:
+        from kdedge.search.run import search
+
+        trained, searched = search(ctx, task, shared, distill_student)
+    else:
+        trained = distill_student(ctx, task, shared, cfg.student, cfg.vocabulary, ctx.checkpoints)
+    del shared  # the cached outputs were all the loop needed from the teacher
+    student, tokenizer = trained.student, trained.tokenizer
+    probe = task.splits["validation"].texts[:8]
+    reload_diff = save_verified(student, tokenizer, ctx.work / STUDENT_DIR, probe, max_length)
+    scores = evaluate_splits(student, tokenizer, task, max_length)
+    beaten = student_beats_teacher(ctx.manifest("teacher").metrics, scores, task.primary_metric)
+    if beaten:
+        log.warning("  %s", beaten["sentence"])
+    return {
+        "recipe": cfg.recipe,
+        "student": trained.info,
+        "teacher_outputs_cache": "hit" if trained.cache_hit else "miss",
+        "extra_teachers": trained.ensemble,
+        "tasks": trained.tasks_metrics,
+        "training_examples": len(trained.train_split),
+        "augmented": {"added": trained.added, "kept": augment.count_added(trained.train_split)},
+        "history": trained.history,
+        "best_epoch": trained.best_epoch,
+        "reload_max_abs_diff": reload_diff,
+        **({"search": searched} if searched is not None else {}),
+        **scores,
+    }
+
+
+def prepare(ctx, task: TaskData) -> Shared:
+    """The teacher, its tokenizer and the training split (augmented when asked)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
+    cfg = ctx.cfg.distill
     teacher_dir = ctx.input("teacher") / MODEL_DIR
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
@@ -36,19 +103,29 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
     if cfg.augment.active:
         train_split = augment.augmented(train_split, cfg.augment, ctx.input("data"),
                                         tokenizer.mask_token, ctx.cfg.run.seed)
+    weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
+               if rel.endswith((".safetensors", ".bin"))]
+    return Shared(teacher, tokenizer, train_split, weights)
 
-    student, info = build_student(cfg.student, teacher, ctx.cfg.teacher.trust_remote_code)
+
+def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_setting: str,
+                    checkpoints: Path | None, stop_after: int | None = None) -> Trained:
+    """Build the student `spec`, train it with the recipe's phases over the cached teacher
+    outputs and keep its best epoch. With `stop_after`, pause after that many epochs of the
+    recipe (counted over its phases); called again with the same `checkpoints`, it goes on from
+    there (or, once finished, restores the kept state without training)."""
+    cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
+    teacher, tokenizer, train_split = shared.teacher, shared.tokenizer, shared.train_split
+    student, info = build_student(spec, teacher, ctx.cfg.teacher.trust_remote_code)
     extra_teachers = len(cfg.multi_teacher.teachers) if cfg.recipe == "multi-teacher" else 0
     dims = Dims(student_hidden=info["state_size"], teacher_hidden=teacher.config.hidden_size,
                 teachers=1 + extra_teachers, regression=task.is_regression)
     phases = [(phase, losses.build(phase.losses)) for phase in RECIPES.get(cfg.recipe)(cfg, dims)]
     layers = sorted({layer for _, loss in phases for layer in loss.teacher_layers})
 
-    teacher_weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
-                       if rel.endswith((".safetensors", ".bin"))]
     cached, cache_hit = teacher_cache.teacher_outputs(
-        teacher_cache.cache_folder(teacher_weights, train_split.texts, max_length, layers), teacher,
-        tokenizer, train_split, max_length, layers=layers)
+        teacher_cache.cache_folder(shared.teacher_weights, train_split.texts, max_length, layers),
+        teacher, tokenizer, train_split, max_length, layers=layers)
     added = augment.count_added(train_split)
     if added:
         train_split, cached = augment.keep_confident(train_split, cached, cfg.augment, teacher,
@@ -59,8 +136,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
     if cfg.recipe == "multi-teacher":
         cached["ensemble"], ensemble = teachers.ensemble_logits(
             ctx.cfg, ctx.input_fingerprints["data"], task, train_split, cached["logits"], ctx.work)
-    del teacher  # the cached outputs are all the loop needs from it
-    tokenizer, info["vocabulary"] = vocabulary.apply(cfg.vocabulary, student, tokenizer, train_split.texts)
+    tokenizer, info["vocabulary"] = vocabulary.apply(vocabulary_setting, student, tokenizer,
+                                                     train_split.texts)
     info["parameters"] = sum(p.numel() for p in student.parameters())
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
@@ -69,8 +146,12 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
 
     history: list[dict[str, Any]] = []
     tasks_metrics: dict[str, Any] = {}
-    best_epoch = 0
+    best_epoch, best_score, paused = 0, float("-inf"), False
+    budget = stop_after
     for number, (phase, loss) in enumerate(phases, start=1):
+        if budget is not None and budget <= 0:
+            paused = True
+            break
         training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
         model, split, sampler = student, train_split, None
         teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
@@ -86,33 +167,21 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
                        keep=phase.keep, sampler=sampler,
                        prepare=None if phase.span_mask is None
                        else augment.span_masking(tokenizer, *phase.span_mask, ctx.cfg.run.seed),
-                       checkpoints=None if ctx.checkpoints is None
-                       else ctx.checkpoints / f"{number}-{phase.name}")
+                       checkpoints=None if checkpoints is None
+                       else checkpoints / f"{number}-{phase.name}", stop_after=budget)
         history += [{"phase": phase.name, **row} for row in result.history]
-        best_epoch = result.best_epoch
+        best_epoch, best_score = result.best_epoch, result.best_score
+        if result.paused:
+            paused = True
+            break
+        if budget is not None:
+            budget -= training.epochs
         if phase.all_tasks and joint is not None:  # the multi-task student, before any
             # fine-tuning on the target alone: its score on every other task, and their heads
             tasks_metrics = multi_task.evaluate_tasks(model, tokenizer, aux_tasks, max_length)
             multi_task.save_heads(model, aux_tasks, ctx.work / multi_task.HEADS_FILE)
-    probe = task.splits["validation"].texts[:8]
-    reload_diff = save_verified(student, tokenizer, ctx.work / STUDENT_DIR, probe, max_length)
-    scores = evaluate_splits(student, tokenizer, task, max_length)
-    beaten = student_beats_teacher(ctx.manifest("teacher").metrics, scores, task.primary_metric)
-    if beaten:
-        log.warning("  %s", beaten["sentence"])
-    return {
-        "recipe": cfg.recipe,
-        "student": info,
-        "teacher_outputs_cache": "hit" if cache_hit else "miss",
-        "extra_teachers": ensemble,
-        "tasks": tasks_metrics,
-        "training_examples": len(train_split),
-        "augmented": {"added": added, "kept": augment.count_added(train_split)},
-        "history": history,
-        "best_epoch": best_epoch,
-        "reload_max_abs_diff": reload_diff,
-        **scores,
-    }
+    return Trained(student, tokenizer, info, history, best_epoch, best_score, paused, cache_hit,
+                   train_split, added, ensemble, tasks_metrics)
 
 
 def _joint_training(student: Any, target: Any, train_split: Any, cached: dict[str, torch.Tensor],

@@ -48,6 +48,7 @@ class TrainResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, float]] = field(default_factory=list)
+    paused: bool = False  # stopped at `stop_after`, before the schedule's last epoch
 
 
 def make_batch(tokenizer: Any, split: TaskSplit, indices: Sequence[int], max_length: int,
@@ -121,7 +122,8 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
           keep: str = "best", sampler: Sampler | None = None, checkpoints: Path | None = None,
           config_key: str = "distill.training", collate: Collate | None = None,
           prepare: Prepare | None = None,
-          epoch_summary: Callable[[], dict[str, float]] | None = None) -> TrainResult:
+          epoch_summary: Callable[[], dict[str, float]] | None = None,
+          stop_after: int | None = None) -> TrainResult:
     """Train for cfg.epochs, evaluating after each epoch; with cfg.patience, stop early once
     the validation score has not improved for that many epochs (keep="best" only).
 
@@ -132,6 +134,10 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     With `checkpoints`, every finished epoch is saved there and a call that finds a checkpoint
     continues after its epoch, exactly as if it had not stopped. `config_key` names the
     settings in error messages (distill.training or teacher.training).
+
+    `stop_after` pauses after that epoch of the cfg.epochs schedule (with `checkpoints`, a later
+    call continues from there, as successive halving in the student search does); the result
+    is then that of the epochs so far, with `paused` set.
 
     Generation passes `collate` (its batches), `prepare` (a per-step change of the batch, given
     the global step and the total) and `epoch_summary` (what that change did, for the history).
@@ -161,7 +167,9 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
         first, best_state = resumed.epoch + 1, resumed.best_state
         result = TrainResult(resumed.best_epoch, resumed.best_score, resumed.history)
         log.info("  %s: continuing after epoch %d from its checkpoint", description, resumed.epoch)
-    for epoch in range(first, cfg.epochs + 1):
+    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    result.paused = last < cfg.epochs
+    for epoch in range(first, last + 1):
         if keep == "best" and cfg.patience and epoch - 1 - result.best_epoch >= cfg.patience:
             log.info("  %s: stopping after epoch %d, its validation score has not improved for %d "
                      "epoch(s); keeping epoch %d (%.4f)", description, epoch - 1, cfg.patience,

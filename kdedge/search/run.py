@@ -1,0 +1,147 @@
+"""distill.student auto: the student search, run inside the distill stage.
+
+1. Latency first: every candidate (distill.search.candidates, each with the search's vocabulary
+   setting) and the teacher are built untrained at their real shapes, exported, quantized and
+   timed on this machine under the bench protocol (probe.py). A candidate's latency is that of
+   its faster precision. Candidates over the latency budget are never trained.
+2. Successive halving: every remaining candidate trains `first_epochs` epochs of its recipe's
+   schedule on the shared, cached teacher outputs; the `finalists` most promising (selection.py)
+   train to the schedule's end, continuing from their checkpoints.
+3. The rule (selection.select): the fastest candidate keeping min_retention of the teacher's
+   validation score; if none does, the most accurate one, and the report says so.
+
+Each candidate is a unit of its own under the stage's checkpoints (search/NAME): its probe
+result and its per-epoch training checkpoints, so an interrupted search resumes where it
+stopped and reaches the same winner.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdedge.artifacts import MODEL_DIR
+from kdedge.errors import KdedgeError
+from kdedge.search import selection
+from kdedge.search.probe import CandidateSpec, ProbeSettings, probe
+
+log = logging.getLogger("kdedge")
+
+TEACHER = "teacher"
+PROBE_DIR = "probe"
+SEARCH_DIR = "search"
+BENCH_TEXTS = 64  # validation texts the probe times with
+
+
+def candidate_name(spec: str) -> str:
+    """A folder and report name for a student spec: "3" -> "cut-3",
+    "bilstm:hidden_size=256,..." -> "bilstm-hidden_size-256-...". """
+    if spec.replace(",", "").isdigit():
+        return "cut-" + spec.replace(",", "-")
+    return re.sub(r"[^A-Za-z0-9_]+", "-", spec).strip("-")
+
+
+def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any],
+           ) -> tuple[Any, dict[str, Any]]:
+    """(the winner, trained and restored to its kept state; what the search did, for the
+    report). `distill_student` is the distill stage's (distill/classifier.py): (ctx, task,
+    shared, spec, vocabulary, checkpoints, stop_after) -> a trained student."""
+    cfg = ctx.cfg.distill.search
+    root = (ctx.checkpoints if ctx.checkpoints is not None else ctx.work) / SEARCH_DIR
+    specs = {candidate_name(spec): spec for spec in cfg.candidates}
+    latencies, source = _latencies(ctx, task, shared, specs, root)
+    teacher_latency = latencies[TEACHER]["latency_ms"]
+    teacher_score = _teacher_score(ctx, task)
+    budget = selection.Budget(cfg.min_retention, cfg.max_latency_ms, cfg.min_speedup)
+    timed = [selection.Candidate(name, latencies[name]["latency_ms"]) for name in specs]
+    feasible = {c.name for c in selection.within_latency(timed, budget, teacher_latency)}
+    pruned = [name for name in specs if name not in feasible]
+    if pruned:
+        log.info("  search: %s over the latency budget, not trained", ", ".join(pruned))
+
+    def trained(name: str, stop_after: int | None) -> Any:
+        log.info("  search: %s (%s)", name, "to the end" if stop_after is None
+                 else f"{stop_after} epoch(s)")
+        return distill_student(ctx, task, shared, specs[name], cfg.vocabulary, root / name,
+                               stop_after)
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name in specs:  # in the configured order, so a resumed search retraces its steps
+        if name in feasible:
+            result = trained(name, cfg.first_epochs)
+            rows[name] = _row(result, first=True)
+    first_round = [selection.Candidate(n, latencies[n]["latency_ms"], rows[n]["validation_score"])
+                   for n in rows]
+    finalists = selection.finalists(first_round, teacher_score, budget, cfg.finalists, cfg.margin)
+    for name in finalists:
+        if rows[name]["paused"]:
+            rows[name] = _row(trained(name, None), first=False)
+        rows[name]["finalist"] = True
+    scored = [selection.Candidate(n, latencies[n]["latency_ms"], rows[n]["validation_score"])
+              for n in rows]
+    choice = selection.select(scored, teacher_score, teacher_latency, budget)
+    log.info("  search: %s", choice.reason)
+    winner = trained(choice.winner, None if rows[choice.winner].get("finalist")
+                     else cfg.first_epochs)  # restored from its checkpoint, not trained again
+    limit = budget.latency_limit_ms(teacher_latency)
+    report = {
+        "winner": choice.winner, "student": specs[choice.winner], "within_budget": choice.within_budget,
+        "reason": choice.reason, "latency_source": source,
+        "budget": {"min_retention": cfg.min_retention, "max_latency_ms": cfg.max_latency_ms,
+                   "min_speedup": cfg.min_speedup, "latency_limit_ms": limit},
+        "schedule": {"first_epochs": cfg.first_epochs, "finalists": cfg.finalists,
+                     "margin": cfg.margin, "vocabulary": cfg.vocabulary},
+        "teacher": {"latency_ms": teacher_latency, "validation_score": teacher_score,
+                    **{k: latencies[TEACHER][k] for k in ("precision", "size_bytes", "parameters")}},
+        "candidates": [{
+            "name": name, "student": spec, **latencies[name],
+            "pruned_by_latency": name in pruned,
+            "speedup": teacher_latency / latencies[name]["latency_ms"],
+            **rows.get(name, {"validation_score": None, "epochs": 0, "finalist": False}),
+            "retention": (rows[name]["validation_score"] / teacher_score if name in rows else None),
+            "winner": name == choice.winner,
+        } for name, spec in specs.items()],
+    }
+    return winner, report
+
+
+def _row(result: Any, first: bool) -> dict[str, Any]:
+    return {"validation_score": result.best_score, "epochs": len(result.history),
+            "paused": result.paused, "finalist": False, "best_epoch": result.best_epoch,
+            "trained_parameters": result.info.get("parameters")}
+
+
+def _teacher_score(ctx: Any, task: Any) -> float:
+    score = ((ctx.manifest("teacher").metrics.get("validation") or {}).get(task.primary_metric))
+    if not isinstance(score, int | float):
+        raise KdedgeError(f"The teacher stage recorded no validation {task.primary_metric}; "
+                          "re-run it (kdedge teacher RUN_DIR --force) before the student search.")
+    return float(score)
+
+
+def _latencies(ctx: Any, task: Any, shared: Any, specs: dict[str, str], root: Path,
+               ) -> tuple[dict[str, dict[str, Any]], str]:
+    """{name: latency_ms, precision, size_bytes, parameters} for the teacher (fp32 ONNX, what
+    the report compares with) and every candidate (its faster precision); and how they were
+    timed."""
+    cfg = ctx.cfg.distill.search
+    teacher_layers = shared.teacher.config.num_hidden_layers
+    candidates = [CandidateSpec(TEACHER, str(teacher_layers), "full"),
+                  *(CandidateSpec(name, spec, cfg.vocabulary) for name, spec in specs.items())]
+    settings = ProbeSettings.from_config(ctx.cfg)
+    texts = task.splits["validation"].texts[:BENCH_TEXTS]
+    probed = probe(candidates, ctx.input("teacher") / MODEL_DIR, shared.train_split.texts, texts,
+                   root / PROBE_DIR, settings)
+    source = f"probed here, {settings.threads} thread(s), sequence length {settings.sequence_length}"
+    out = {}
+    for candidate in candidates:
+        precisions = probed[candidate.name]["precisions"]
+        precision = ("fp32" if candidate.name == TEACHER else
+                     min(precisions, key=lambda p: precisions[p]["p50_ms"]))
+        out[candidate.name] = {"latency_ms": precisions[precision]["p50_ms"], "precision": precision,
+                               "size_bytes": precisions[precision]["size_bytes"],
+                               "parameters": probed[candidate.name].get("parameters")}
+    return out, source

@@ -1,0 +1,130 @@
+"""distill.student auto on the tiny teacher: every candidate probed, the first epochs for all,
+the finalists to the end, the rule's winner shipped, and a search interrupted mid-way resumes
+to the same winner without training finished epochs again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_pipeline import manifest, tiny_config
+
+from kdedge import pipeline
+from kdedge.search.run import candidate_name
+
+CANDIDATES = ["2", "1", "bilstm:hidden_size=16,init_embeddings=true"]
+SEARCH = {"distill.student": "auto", "distill.search.candidates": CANDIDATES,
+          "distill.search.first_epochs": 1, "distill.search.finalists": 1,
+          "distill.search.min_retention": 0.9, "distill.training.epochs": 3,
+          "bench.warmup_runs": 1, "bench.min_runs": 3, "bench.min_duration_s": 0}
+STAGES = ("data", "teacher", "distill")
+
+
+def _search(tiny_csv: Path, tiny_encoder_dir: Path, out: Path, **extra: Any) -> dict[str, Any]:
+    cfg = tiny_config(tiny_csv, tiny_encoder_dir, out, **SEARCH, **extra)
+    pipeline.prepare_run(cfg, out, resume=False, force=True)
+    pipeline.run(cfg, out, only=STAGES)
+    return manifest(out, "distill").metrics
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tiny teacher fine-tuned here stays out of the other tests' cache, whose tests
+    expect to fine-tune it themselves."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDEDGE_CACHE", str(tmp_path_factory.mktemp("search-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_csv: Path, tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+             ) -> dict[str, Any]:
+    return _search(tiny_csv, tiny_encoder_dir, tmp_path_factory.mktemp("search") / "run")
+
+
+def test_every_candidate_is_probed_and_trained_then_the_rule_picks(searched: dict[str, Any],
+                                                                  ) -> None:
+    found = searched["search"]
+    rows = {row["name"]: row for row in found["candidates"]}
+    assert list(rows) == [candidate_name(spec) for spec in CANDIDATES] == ["cut-2", "cut-1",
+        "bilstm-hidden_size-16-init_embeddings-true"]
+    teacher = found["teacher"]
+    assert teacher["precision"] == "fp32" and teacher["latency_ms"] > 0
+    for row in rows.values():
+        assert row["latency_ms"] > 0 and row["precision"] in ("fp32", "int8")
+        assert row["speedup"] == pytest.approx(teacher["latency_ms"] / row["latency_ms"])
+        assert row["retention"] == pytest.approx(row["validation_score"] / teacher["validation_score"])
+        assert not row["pruned_by_latency"]
+    finalists = [name for name, row in rows.items() if row["finalist"]]
+    assert len(finalists) == 1
+    assert [rows[n]["epochs"] for n in rows] == [3 if n in finalists else 1 for n in rows]
+    winner = rows[found["winner"]]
+    assert winner["winner"] and searched["student"]["source"] in (found["student"],
+                                                                  "teacher layers [0, 3]",
+                                                                  "teacher layers [3]")
+    # the rule on the recorded numbers: the fastest within the retention budget, else the best
+    good = [r for r in rows.values() if r["retention"] >= 0.9]
+    expected = (min(good, key=lambda r: r["latency_ms"]) if good
+                else max(rows.values(), key=lambda r: r["retention"]))
+    assert found["winner"] == expected["name"] and found["within_budget"] == bool(good)
+    assert searched["validation"]["accuracy"] == pytest.approx(winner["validation_score"])
+    assert searched["history"] and len(searched["history"]) == winner["epochs"]
+
+
+def test_a_latency_budget_no_candidate_meets_stops_before_any_training(
+        tiny_csv: Path, tiny_encoder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import error_line, run_cli
+
+    from kdedge.distill import classifier
+
+    monkeypatch.setattr(classifier, "distill_student", lambda *a: pytest.fail("trained"))
+    cfg = tiny_config(tiny_csv, tiny_encoder_dir, tmp_path / "run", **SEARCH)
+    args = [f"--set={k}={v}" for k, v in {"distill.search.min_speedup": 1000}.items()]
+    code, _, err = run_cli(["compress", "--data", str(tiny_csv), "--teacher", str(tiny_encoder_dir),
+                            "--out", str(tmp_path / "run"), *_cli(cfg), *args], capsys, monkeypatch)
+    assert code == 2
+    assert error_line(err) == (
+        "error: No candidate student meets the latency budget, so none was trained; raise "
+        "--max-latency-ms, lower --min-speedup or widen the candidates.")
+
+
+def _cli(cfg: Any) -> list[str]:
+    """The tiny run's settings as --set options."""
+    import json
+
+    from test_pipeline import TINY
+
+    settings = {**TINY, **SEARCH}
+    settings.pop("data.source", None)
+    return [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}"
+            for k, v in settings.items() if k not in ("teacher.model", "run.out")]
+
+
+def test_an_interrupted_search_resumes_to_the_same_winner(
+        tiny_csv: Path, tiny_encoder_dir: Path, tmp_path: Path, searched: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdedge.distill import classifier
+
+    calls: list[tuple[str, Any]] = []
+    real = classifier.distill_student
+
+    def counting(ctx: Any, task: Any, shared: Any, spec: str, *args: Any) -> Any:
+        calls.append((spec, args[-1]))
+        if len(calls) == 3 and not resumed:
+            raise KeyboardInterrupt  # killed while the third candidate is about to train
+        return real(ctx, task, shared, spec, *args)
+
+    monkeypatch.setattr(classifier, "distill_student", counting)
+    resumed = False
+    with pytest.raises(KeyboardInterrupt):
+        _search(tiny_csv, tiny_encoder_dir, tmp_path / "run")
+    resumed = True
+    cfg = tiny_config(tiny_csv, tiny_encoder_dir, tmp_path / "run", **SEARCH)
+    pipeline.run(cfg, tmp_path / "run", resume=True, only=STAGES)
+    again = manifest(tmp_path / "run", "distill").metrics["search"]
+    assert again["winner"] == searched["search"]["winner"]
+    assert [r["validation_score"] for r in again["candidates"]] == [
+        r["validation_score"] for r in searched["search"]["candidates"]]
