@@ -718,8 +718,53 @@ def reproducibility(report: Mapping[str, Any]) -> Section:
         table(["Stage", "Fingerprint", "Status", "Seconds", "Started"], rows, text_cols=3)))
 
 
+def search(report: Mapping[str, Any]) -> Section | None:
+    """distill.student auto: every candidate, its latency on the target and its validation
+    score, the budget, and why the winner won."""
+    found = dig(report, "training", "distill", "search")
+    if not found:
+        return None
+    budget, teacher = found.get("budget") or {}, found.get("teacher") or {}
+    rows, points = [], []
+    for c in found.get("candidates") or []:
+        trained = c.get("validation_score") is not None
+        status = ("pruned by latency, not trained" if c.get("pruned_by_latency") else
+                  f"{fmt_int(c.get('epochs'))} epoch(s)" + (", finalist" if c.get("finalist") else ""))
+        rows.append([cell(c["name"]) + (" (winner)" if c.get("winner") else ""),
+                     cell(c.get("student")), fmt_int(c.get("parameters")), cell(c.get("precision")),
+                     fmt_num(c.get("latency_ms")), fmt_ratio(c.get("speedup")),
+                     fmt_bytes(c.get("size_bytes")), status,
+                     fmt_num(c.get("validation_score"), 4) if trained else NA,
+                     fmt_pct(c.get("retention")) if trained else NA])
+        if trained:
+            points.append(charts.Point(str(c["name"]), c["latency_ms"], c["retention"],
+                                       bool(c.get("winner"))))
+    limit = budget.get("latency_limit_ms")
+    chart = charts.scatter(
+        "search", points, title="Student search: retention against latency on the target",
+        x_label="batch-1 p50 latency (ms), faster precision",
+        y_label="validation score / teacher's", front_label="winner", join=False,
+        x_limit=limit, y_limit=budget.get("min_retention"), other_label="other candidates")
+    marked = tuple(i for i, c in enumerate(found.get("candidates") or []) if c.get("winner"))
+    return Section("search", "Student search", (
+        Text(f"distill.student auto: {cell(found.get('reason'))}. Latencies were "
+             f"{cell(found.get('latency_source'))}, untrained at each candidate's real shapes "
+             f"(the teacher's ONNX fp32: {fmt_num(teacher.get('latency_ms'))} ms); every "
+             f"candidate trained {fmt_int(dig(found, 'schedule', 'first_epochs'))} epoch(s) on "
+             "the cached teacher outputs and the finalists to the end of the schedule."),
+        facts([("retention budget", fmt_pct(budget.get("min_retention"))),
+               ("latency budget", f"{fmt_num(limit)} ms" if limit else "none"),
+               ("vocabulary", cell(dig(found, "schedule", "vocabulary"))),
+               ("teacher validation score", fmt_num(teacher.get("validation_score"), 4))]),
+        Chart("search", chart, "Each trained candidate; the dashed red lines are the budgets "
+                               "(retention, and latency when one is set)."),
+        table(["Candidate", "Student", "Parameters", "Precision", "p50 ms", "Speed-up", "Size",
+               "Trained", "Validation", "Retention"], rows, text_cols=2, marked=marked)))
+
+
 BUILDERS: tuple[Builder, ...] = (
-    verdict, warnings, remarks, charts_section, artifacts, pareto, latency, generation, per_class,
+    verdict, warnings, remarks, charts_section, artifacts, pareto, search, latency, generation,
+    per_class,
     confusion, disagreements, generations, parity, quantization, training, data_section,
     environment, reproducibility)
 

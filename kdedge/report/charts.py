@@ -176,17 +176,27 @@ def _pad(lo: float, hi: float, share: float = 0.08) -> tuple[float, float]:
 
 
 def scatter(name: str, points: Sequence[Point], *, title: str, x_label: str, y_label: str,
-            front_label: str = "Pareto front") -> str:
-    """Points with labels; highlighted points joined left to right as the front."""
+            front_label: str = "Pareto front", join: bool = True,
+            x_limit: float | None = None, y_limit: float | None = None,
+            other_label: str = "other artifacts") -> str:
+    """Points with labels; highlighted points joined left to right as the front (unless not
+    `join`); x_limit and y_limit draw a budget as a dashed line across the plot."""
     if not points:
         return empty(name, title, "No artifact has both a latency and a test score.")
-    xs, ys = [p.x for p in points], [p.y for p in points]
+    xs = [p.x for p in points] + ([x_limit] if x_limit else [])
+    ys = [p.y for p in points] + ([y_limit] if y_limit is not None else [])
     log = wants_log(min(xs), max(xs))
     frame = _Frame(name, title, x_label, y_label,
                    (min(xs) / 1.3, max(xs) * 1.3) if log else (0.0, max(xs) * 1.1),
                    _pad(min(ys), max(ys)), x_log=log)
+    if x_limit:
+        frame.parts.append(f'<line class="budget" x1="{frame.x(x_limit):.1f}" '
+                           f'y1="{frame.top}" x2="{frame.x(x_limit):.1f}" y2="{frame.bottom}"/>')
+    if y_limit is not None:
+        frame.parts.append(f'<line class="budget" x1="{frame.left}" y1="{frame.y(y_limit):.1f}" '
+                           f'x2="{frame.right}" y2="{frame.y(y_limit):.1f}"/>')
     front = sorted((p for p in points if p.highlight), key=lambda p: p.x)
-    if len(front) > 1:
+    if len(front) > 1 and join:
         path = " ".join(f"{frame.x(p.x):.1f},{frame.y(p.y):.1f}" for p in front)
         frame.parts.append(f'<polyline class="front" points="{path}"/>')
     for i, p in enumerate(points):
@@ -200,7 +210,7 @@ def scatter(name: str, points: Sequence[Point], *, title: str, x_label: str, y_l
             f'<text class="point-label" x="{cx:.1f}" y="{cy + dy:.1f}" '
             f'text-anchor="{anchor}">{escape(p.label)}</text>')
     if front:
-        frame.parts.append(_legend([(front_label, "front", ""), ("other artifacts", "point", "")]))
+        frame.parts.append(_legend([(front_label, "front", ""), (other_label, "point", "")]))
     return frame.svg()
 
 

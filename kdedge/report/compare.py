@@ -814,6 +814,7 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
             "processes": _mapping(distill.get("processes")) or None,
             "duration_s": _duration(manifest),
             "lifelong": _mapping(distill.get("lifelong")) or None,
+            "search": _mapping(distill.get("search")) or None,
             "extra_teachers": [{"model": t.get("model"), "fine_tuned": t.get("fine_tuned"),
                                 f"test_{metric}": _num(dig(t, "test", metric))}
                                for t in map(_mapping, distill.get("extra_teachers") or [])],

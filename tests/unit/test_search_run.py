@@ -128,3 +128,21 @@ def test_an_interrupted_search_resumes_to_the_same_winner(
     assert again["winner"] == searched["search"]["winner"]
     assert [r["validation_score"] for r in again["candidates"]] == [
         r["validation_score"] for r in searched["search"]["candidates"]]
+
+
+def test_the_report_shows_every_candidate_the_budget_and_the_reason(searched: dict[str, Any],
+                                                                    ) -> None:
+    from kdedge.report import builders
+    from kdedge.report.render import markdown as render_markdown
+
+    found = searched["search"]
+    section = builders.search({"training": {"distill": {"search": found}}})
+    table = next(b for b in section.blocks if hasattr(b, "rows"))
+    assert len(table.rows) == len(CANDIDATES) and len(table.marked) == 1
+    assert str(table.rows[table.marked[0]][0]) == f"{found['winner']} (winner)"
+    chart = next(b for b in section.blocks if hasattr(b, "svg"))
+    assert chart.svg.count('class="budget"') == 1  # retention only: no latency budget was set
+    assert chart.svg.count("<circle") >= len(CANDIDATES)
+    markdown = render_markdown("run", "", [section])
+    assert "## Student search" in markdown and "keeping at least 90.0% of the teacher" in markdown
+    assert builders.search({"training": {"distill": {}}}) is None
