@@ -588,10 +588,29 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> K
 
 
 def validate_config(data: dict[str, Any]) -> KdedgeConfig:
+    """The config `data` gives, every field it leaves out at its default. A section given in
+    part keeps its other fields' defaults: `distill.training.epochs` alone leaves distill's own
+    learning rate, not TrainingConfig's."""
     try:
-        return KdedgeConfig.model_validate(data)
+        return KdedgeConfig.model_validate(_section_defaults(KdedgeConfig, data))
     except ValidationError as err:
         raise KdedgeError(_explain(err)) from None
+
+
+def _section_defaults(model: type[BaseModel], data: Any) -> Any:
+    """`data` with every section given in part completed by the fields its default sets: a
+    field declared `training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)`
+    and given {"epochs": 2} becomes {"epochs": 2, "learning_rate": 1e-4}."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, field in model.model_fields.items():
+        value, default = out.get(name), field.default
+        if isinstance(value, dict) and isinstance(default, _Section):
+            given = _section_defaults(type(default), value)
+            preset = default.model_dump(include=default.model_fields_set)
+            out[name] = {**preset, **given}
+    return out
 
 
 def dump_config(cfg: KdedgeConfig) -> str:

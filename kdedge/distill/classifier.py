@@ -109,11 +109,13 @@ def prepare(ctx, task: TaskData) -> Shared:
 
 
 def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_setting: str,
-                    checkpoints: Path | None, stop_after: int | None = None) -> Trained:
+                    checkpoints: Path | None, stop_after: int | None = None,
+                    learning_rate: float | None = None) -> Trained:
     """Build the student `spec`, train it with the recipe's phases over the cached teacher
     outputs and keep its best epoch. With `stop_after`, pause after that many epochs of the
     recipe (counted over its phases); called again with the same `checkpoints`, it goes on from
-    there (or, once finished, restores the kept state without training)."""
+    there (or, once finished, restores the kept state without training). `learning_rate`
+    replaces distill.training's."""
     cfg, max_length = ctx.cfg.distill, ctx.cfg.data.max_length
     teacher, tokenizer, train_split = shared.teacher, shared.tokenizer, shared.train_split
     student, info = build_student(spec, teacher, ctx.cfg.teacher.trust_remote_code)
@@ -152,7 +154,9 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
         if budget is not None and budget <= 0:
             paused = True
             break
-        training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs})
+        training = cfg.training.model_copy(update={"epochs": phase.epochs or cfg.training.epochs,
+                                                   **({"learning_rate": learning_rate}
+                                                      if learning_rate else {})})
         model, split, sampler = student, train_split, None
         teacher_fn = lambda batch: cached_outputs(cached, batch["index"])  # noqa: E731
         evaluate = lambda m: validation_score(m, tokenizer, task, max_length)  # noqa: E731

@@ -200,6 +200,11 @@ def _flag(value: str) -> bool:
 
 
 # "bilstm:key=value,..." options and their parsers
+# mostly new weights (only the embeddings may come from the teacher): trained at 2e-3, where the
+# demo's BiLSTM kept 97.3% of the teacher (benchmarks/results/methods.md); a copy of teacher
+# layers trains at distill.training.learning_rate
+LEARNING_RATE = 2e-3
+
 OPTIONS: dict[str, Any] = {"embedding_dim": int, "hidden_size": int, "num_layers": int,
                            "dropout": float, "init_embeddings": _flag}
 

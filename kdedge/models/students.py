@@ -33,6 +33,10 @@ FAMILIES.register("transformer")(transformer.narrower_transformer)
 FAMILIES.register("pretrained")(transformer.from_pretrained)
 FAMILIES.register("birnn")(birnn.build)
 
+# the learning rate a family trains at when it is one candidate among others (the student
+# search), where the families differ; the others train at distill.training.learning_rate
+LEARNING_RATES: dict[str, float] = {"birnn": birnn.LEARNING_RATE}
+
 # option name -> parser, per student kind that takes "kind:key=value,..." options
 OPTIONS: dict[str, dict[str, Any]] = {"bilstm": birnn.OPTIONS, "bigru": birnn.OPTIONS,
                                       "transformer": transformer.OPTIONS}
@@ -80,6 +84,11 @@ def parse_spec(text: str, teacher_layers: int) -> StudentSpec:
                               f"below {teacher_layers}; change --student.")
         return StudentSpec("teacher-layers", tuple(sorted(layers)))
     return StudentSpec("pretrained", source=text)
+
+
+def learning_rate(text: str, teacher_layers: int) -> float | None:
+    """The family's own learning rate for the student `text`, or None for the configured one."""
+    return LEARNING_RATES.get(parse_spec(text, teacher_layers).builder)
 
 
 def build_student(text: str, teacher: nn.Module, trust_remote_code: bool = False,

@@ -25,6 +25,7 @@ from typing import Any
 
 from kdedge.artifacts import MODEL_DIR
 from kdedge.errors import KdedgeError
+from kdedge.models.students import learning_rate
 from kdedge.search import selection
 from kdedge.search.probe import CandidateSpec, ProbeSettings, probe
 
@@ -66,8 +67,10 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
         log.info("  search: %s (%s)", name, "to the end" if stop_after is None
                  else f"{stop_after} epoch(s)")
         return distill_student(ctx, task, shared, specs[name], cfg.vocabulary, root / name,
-                               stop_after)
+                               stop_after, rates[name])
 
+    teacher_layers = shared.teacher.config.num_hidden_layers
+    rates = {name: learning_rate(spec, teacher_layers) for name, spec in specs.items()}
     rows: dict[str, dict[str, Any]] = {}
     for name in specs:  # in the configured order, so a resumed search retraces its steps
         if name in feasible:
@@ -99,6 +102,7 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
         "candidates": [{
             "name": name, "student": spec, **latencies[name],
             "pruned_by_latency": name in pruned,
+            "learning_rate": rates[name] or ctx.cfg.distill.training.learning_rate,
             "speedup": teacher_latency / latencies[name]["latency_ms"],
             **rows.get(name, {"validation_score": None, "epochs": 0, "finalist": False}),
             "retention": (rows[name]["validation_score"] / teacher_score if name in rows else None),

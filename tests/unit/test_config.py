@@ -85,3 +85,17 @@ def test_unknown_recipe_lists_the_known_ones() -> None:
                                           r"known: annealing, gold, imitkd, kd, lifelong, "
                                           r"multi-task, multi-teacher, seq-kd, two-stage, word-kd"):
         build_config(overrides={"distill.recipe": "distil"})
+
+
+def test_a_section_given_in_part_keeps_the_defaults_its_field_sets() -> None:
+    from kdedge.config import build_config
+
+    # DistillConfig.training = TrainingConfig(epochs=3, learning_rate=1e-4); TrainingConfig's
+    # own learning rate is 5e-5, which a partial section used to fall back to
+    cfg = build_config(overrides={"distill.training.epochs": 5, "data.source": "x.csv"})
+    assert (cfg.distill.training.epochs, cfg.distill.training.learning_rate) == (5, 1e-4)
+    teacher = build_config(overrides={"teacher.training.batch_size": 8, "data.source": "x.csv"})
+    assert (teacher.teacher.training.epochs, teacher.teacher.training.patience,
+            teacher.teacher.training.batch_size) == (5, 1, 8)
+    demo = build_config()  # the demo preset sets distill epochs and teacher epochs only
+    assert (demo.distill.training.learning_rate, demo.teacher.training.patience) == (1e-4, 1)
