@@ -341,8 +341,8 @@ AUTO_STUDENT = "auto"
 
 
 class DistillConfig(_Section):
-    student: str = "3"  # layer count, teacher layers "1,3,5", a directory, a hub id, or auto
-    # (the student search: distill.search)
+    student: str = "auto"  # layer count, teacher layers "1,3,5", a directory, a hub id, or auto
+    # (the student search: distill.search); build_config gives the task kind's default
     vocabulary: str = "full"  # full | trim | a size: a student reading the teacher's WordPiece
     # tokenizer keeps only the pieces its training texts use (kdedge/models/vocabulary.py)
     recipe: str = "kd"  # kd | annealing | two-stage | multi-teacher | multi-task | gold; for
@@ -575,11 +575,14 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
     data = merged.get("data")
     source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
     task = data.get("task") if isinstance(data, dict) else None
-    if source == "demo":  # the built-in demo of this task kind, sized to run in minutes
-        from kdedge import tasks
+    from kdedge import tasks
 
-        # a task that is not a name is left to the validation below to explain
-        merged = deep_merge(tasks.demo_preset(task if isinstance(task, str) else None), merged)
+    kind = task if isinstance(task, str) else None  # a task that is not a name is left to the
+    # validation below to explain
+    if source == "demo":  # the built-in demo of this task kind, sized to run in minutes
+        merged = deep_merge(tasks.demo_preset(kind), merged)
+    if kind is None or kind in tasks.names() or kind == tasks.AUTO:  # the kind's default student
+        merged = deep_merge({"distill": {"student": tasks.declared(kind).default_student}}, merged)
     return validate_config(merged)
 
 

@@ -41,6 +41,8 @@ class TaskKind:
     # the bundle writes for this kind (bundle/web.py, bundle/mobile.py)
     labelled: bool = True  # reads a label column (an unlabelled kind learns from the teacher alone)
     student_spec: bool = True  # its student is a models/students.py family picked by distill.student
+    default_student: str = "auto"  # distill.student when the config gives none: auto searches
+    # the candidates (labelled kinds); a spec otherwise
     output: str = "logits"  # the name of the exported graph's output that the bundle returns
     summary: str = ""  # one line for the docs
     report_sections: tuple[str, ...] = ()  # "module:function" report builders (report/sections.py)

@@ -37,7 +37,7 @@ KIND = Embedding(
     name="embedding", metrics=("cosine", "spearman", "recall_at_10"),
     recipes=frozenset({"kd"}),  # the student matches the teacher's embedding
     work={stage: f"{WORK}:{stage}" for stage in ("teacher", "distill", "export", "quantize")},
-    labelled=False, output="embedding", report_sections=(f"{WORK}:report_section",),
+    labelled=False, output="embedding", default_student="3", report_sections=(f"{WORK}:report_section",),
     # the PyTorch rows would time a classifier built around the encoder, not the embedding
     unbenched=frozenset({"teacher-pytorch", "student-pytorch", "student-fp16"}),
     demo_preset=DEMO_PRESET, summary="a text to its sentence embedding, for semantic search")

@@ -26,7 +26,7 @@ class Generation(TaskKind):
 
 def generation_kind(name: str, summary: str, demo_preset: dict[str, Any]) -> Generation:
     return Generation(name=name, metrics=GENERATION_METRICS, recipes=GENERATION_RECIPES,
-                      demo_preset=demo_preset, student_spec=False,
+                      demo_preset=demo_preset, student_spec=False, default_student="3",
                       work=GENERATION_WORK, label_dtype=object, generates=True,
                       unbenched=frozenset({"student-fp16"}),  # no fp16 generator is written yet
                       bundle_script="generate.py",

@@ -23,7 +23,9 @@ from kdedge_cli import main as cli_main
 pytestmark = pytest.mark.integration
 
 # 800 examples give the teacher few steps: two epochs at a higher rate reach ~0.77 test accuracy.
-SLICE = ["--max-train-samples", "800", "--set", "data.max_eval_samples=300",
+SLICE = ["--student", "3",  # the 3-layer cut (its int8 graph is checked below); the default,
+         # the student search, is tested on the tiny model (tests/unit/test_search_run.py)
+         "--max-train-samples", "800", "--set", "data.max_eval_samples=300",
          "--set", "teacher.training.epochs=2", "--set", "teacher.training.learning_rate=1.5e-4",
          "--epochs", "3", "--set", "bench.min_duration_s=0.5",
          "--set", "bench.min_runs=10", "--set", "bench.warmup_runs=3"]

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 # the tiny random teacher and toy data: a real ONNX model with a tokenizer.json in about 40 s
 TINY = ["--text-column", "sentence", "--label-column", "sentiment", "--student", "2",
         "--set", "data.max_length=32", "--set", "teacher.training.epochs=6",
-        "--set", "teacher.training.learning_rate=3e-3", "--epochs", "3",
+        "--set", "teacher.training.learning_rate=3e-3",
+        "--set", "teacher.training.patience=null", "--epochs", "3",
         "--set", "distill.training.learning_rate=3e-3", "--set", "teacher.training.batch_size=16",
         "--set", "distill.training.batch_size=16", "--set", "bench.batch_sizes=[1, 4]",
         "--set", "bench.warmup_runs=1", "--set", "bench.min_runs=3",

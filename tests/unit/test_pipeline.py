@@ -20,6 +20,7 @@ TINY = {
     "data.text_columns": ["sentence"], "data.label_column": "sentiment", "data.max_length": 32,
     "teacher.training.epochs": 6, "teacher.training.learning_rate": 3e-3,
     "teacher.training.batch_size": 16,
+    "teacher.training.patience": None,  # the toy teacher may sit at chance for an epoch first
     "distill.student": "2", "distill.training.epochs": 3, "distill.training.learning_rate": 3e-3,
     "distill.training.batch_size": 16,
     "bench.batch_sizes": [1, 4], "bench.warmup_runs": 1, "bench.min_runs": 3,
