@@ -1,12 +1,15 @@
 """The student search's parts on the built-in demo: vocabulary trimming, and the latency probe.
 
     python benchmarks/search.py [--out runs/search] [--only trim,probe] [--table-only]
+    python benchmarks/search.py --search-run RUN_DIR   # a finished `kdedge compress` (student auto)
 
 One data + teacher run is shared (the fine-tuned teacher comes from the user cache when it is
 there). trim: the 3-layer kd student runs distill, export, quantize and a batch-1 bench twice,
 with distill.vocabulary full and trim, the teacher ONNX benched in each run so every ratio is
 measured in one run. probe: the candidate grid below, untrained, exported, quantized (dynamic
 int8) and timed at batch 1 beside the teacher ONNX. Writes benchmarks/results/search.md.
+--search-run adds (or replaces) the section on the search a default run did: every candidate,
+its probed latency, its training and the winner, with the run's shipped test figures.
 """
 
 from __future__ import annotations
@@ -47,7 +50,13 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="trim part: full, trim or both")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="trim part: training epochs")
     parser.add_argument("--table-only", action="store_true", help="rewrite the tables from --out")
+    parser.add_argument("--search-run", type=Path, help="a finished run whose distill stage "
+                                                        "searched (distill.student auto)")
     args = parser.parse_args()
+    if args.search_run:
+        write_search_section(args.search_run)
+        print(RESULTS.read_text())
+        return
     if not args.table_only:
         from kdedge_cli.main import _setup_logging
 
@@ -179,6 +188,9 @@ def write(rows: list[dict[str, Any]], probed: list[dict[str, Any]]) -> None:
             f"| {r['int8_mb']:.1f} | {r['teacher_mb']:.1f} | {r['teacher_mb'] / r['int8_mb']:.2f}x "
             f"| {r['int8_p50']:.2f} | {r['teacher_p50']:.2f} | {r['speedup']:.2f}x |")
     lines += probe_table(probed)
+    old = RESULTS.read_text() if RESULTS.is_file() else ""
+    if SEARCH_HEADING in old:  # the search section (--search-run) is kept as it was
+        lines += ["", SEARCH_HEADING + old.split(SEARCH_HEADING, 1)[1].rstrip()]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
 
@@ -210,6 +222,69 @@ def probe_table(probed: list[dict[str, Any]]) -> list[str]:
             f"| {int8['size_bytes'] / 1e6:.1f} | {teacher['size_bytes'] / int8['size_bytes']:.2f}x "
             f"| {_load(fp32)} / {_load(int8)} |")
     return lines
+
+
+SEARCH_HEADING = "## The search in `kdedge compress` on the demo"
+
+
+def write_search_section(run_dir: Path) -> None:
+    """Replace the search section of search.md (everything from its heading on) with this
+    run's."""
+    import json
+
+    from kdedge.artifacts import Manifest
+    from kdedge.pipeline import stage_dirname
+
+    distill = Manifest.load(run_dir / stage_dirname("distill"))
+    found = distill.metrics["search"]
+    report = json.loads((run_dir / stage_dirname("report") / "report.json").read_text())
+    rows = {row["name"]: row for row in report["artifacts"]}
+    shipped = rows[report["recommendation"]["artifact"]]
+    cpu = Manifest.load(run_dir / stage_dirname("bench")).environment["cpu"]
+    isa = ", ".join(flag for flag, present in cpu["isa"].items() if present) or "none"
+    teacher = found["teacher"]
+    lines = [
+        SEARCH_HEADING, "",
+        f"Command: `kdedge compress --out {run_dir.name}` (the default, `--student auto`), then "
+        f"`python benchmarks/search.py --search-run {run_dir.name}`. Machine: {cpu['model']}, "
+        f"{cpu['logical_cores']} logical cores, ISA: {isa}. Latencies: {found['latency_source']}, "
+        "each candidate untrained at its real shapes, its faster precision; ratios against the "
+        f"teacher's ONNX fp32 probed in the same run ({teacher['latency_ms']:.2f} ms). Retention: "
+        "best validation accuracy over the teacher's "
+        f"({teacher['validation_score']:.4f}). Budget: keep {found['budget']['min_retention']:.0%}"
+        + (f", at most {found['budget']['latency_limit_ms']:.2f} ms"
+           if found["budget"]["latency_limit_ms"] else ", no latency budget") + ". "
+        f"Every candidate trained {found['schedule']['first_epochs']} epoch(s); the finalists "
+        f"went on to the end of the schedule ({found['schedule']['epochs']} epochs) in the order "
+        f"of their promise while the search stayed within {found['schedule']['cost']:g}x the "
+        f"costliest candidate's own distillation ({found['schedule']['spent_s']:.0f} s of "
+        f"{found['schedule']['allowed_s']:.0f} s of training). Distill stage (probe and search): "
+        f"{distill.duration_s:.0f} s.", "",
+        "| candidate | student | parameters | precision | p50 ms | speed-up | size (MB) | epochs "
+        "| validation acc | retention | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in found["candidates"]:
+        trained = c.get("validation_score") is not None
+        lines.append(
+            f"| {c['name']} | `{c['student']}` | {c['parameters'] / 1e6:.1f}M | {c['precision']} "
+            f"| {c['latency_ms']:.2f} | {c['speedup']:.2f}x | {c['size_bytes'] / 1e6:.1f} "
+            f"| {c.get('epochs', 0)} | {c['validation_score']:.4f} | {c['retention']:.1%} | "
+            if trained else
+            f"| {c['name']} | `{c['student']}` | {c['parameters'] / 1e6:.1f}M | {c['precision']} "
+            f"| {c['latency_ms']:.2f} | {c['speedup']:.2f}x | {c['size_bytes'] / 1e6:.1f} | 0 "
+            "| pruned by latency | | ")
+        lines[-1] += ("winner |" if c["winner"] else ("finalist |" if c.get("finalist") else " |"))
+    lines += [
+        "", f"The rule: {found['reason']}.",
+        f"Shipped ({report['recommendation']['artifact']}): test accuracy "
+        f"{shipped['test']['accuracy']:.4f}, {shipped['retained_accuracy']:.1%} of the teacher's; "
+        f"{shipped['vs_reference']['speedup']['1']:.2f}x the teacher ONNX's batch-1 speed and "
+        f"{shipped['vs_reference']['size_ratio']:.2f}x smaller, in the run's bench stage.",
+    ]
+    text = RESULTS.read_text() if RESULTS.is_file() else "# Student search on the built-in demo\n"
+    head = text.split(SEARCH_HEADING)[0].rstrip()
+    RESULTS.write_text(head + "\n\n" + "\n".join(lines) + "\n")
 
 
 def _load(row: dict[str, Any]) -> str:

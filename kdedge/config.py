@@ -309,7 +309,9 @@ class SearchConfig(_Section):
     max_latency_ms: float | None = Field(None, gt=0)  # batch-1 p50 on the target
     min_speedup: float | None = Field(None, gt=0)  # teacher latency / candidate latency
     first_epochs: int = Field(1, ge=1)  # every candidate trains this many epochs of its schedule,
-    finalists: int = Field(2, ge=1)  # then this many train to the schedule's end
+    cost: float = Field(2.0, ge=1)  # then the most promising train to its end while the whole
+    # search stays within this many times the costliest candidate's own distillation (timed by
+    # the first epochs); the most promising one always finishes
     margin: float = Field(0.02, ge=0, lt=1)  # a candidate this far below min_retention after the
     # first epochs may still reach it, so it is worth finishing
 

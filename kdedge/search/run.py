@@ -5,8 +5,10 @@
    timed on this machine under the bench protocol (probe.py). A candidate's latency is that of
    its faster precision. Candidates over the latency budget are never trained.
 2. Successive halving: every remaining candidate trains `first_epochs` epochs of its recipe's
-   schedule on the shared, cached teacher outputs; the `finalists` most promising (selection.py)
-   train to the schedule's end, continuing from their checkpoints.
+   schedule on the shared, cached teacher outputs, which times an epoch of each; then, in the
+   order of their promise (selection.promise), they train to the schedule's end from their
+   checkpoints while the whole search stays within `cost` times the costliest candidate's own
+   distillation (the most promising always finishes).
 3. The rule (selection.select): the fastest candidate keeping min_retention of the teacher's
    validation score; if none does, the most accurate one, and the report says so.
 
@@ -75,13 +77,23 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
     for name in specs:  # in the configured order, so a resumed search retraces its steps
         if name in feasible:
             result = trained(name, cfg.first_epochs)
-            rows[name] = _row(result, first=True)
+            rows[name] = _row(result)
     first_round = [selection.Candidate(n, latencies[n]["latency_ms"], rows[n]["validation_score"])
                    for n in rows]
-    finalists = selection.finalists(first_round, teacher_score, budget, cfg.finalists, cfg.margin)
-    for name in finalists:
+    # seconds per epoch, from the first epochs; the schedule's epochs (per phase for recipes of
+    # several phases: an estimate)
+    epochs = ctx.cfg.distill.training.epochs
+    per_epoch = {n: rows[n]["seconds"] / max(rows[n]["epochs"], 1) for n in rows}
+    allowed = cfg.cost * max((per_epoch[n] * epochs for n in rows), default=0.0)
+    spent = sum(rows[n]["seconds"] for n in rows)
+    for rank, name in enumerate(selection.promise(first_round, teacher_score, budget, cfg.margin)):
+        rest = per_epoch[name] * max(epochs - rows[name]["epochs"], 0)
+        if rank > 0 and spent + rest > allowed:
+            continue  # a cheaper one further down may still fit
         if rows[name]["paused"]:
-            rows[name] = _row(trained(name, None), first=False)
+            spent -= rows[name]["seconds"]
+            rows[name] = _row(trained(name, None))
+            spent += rows[name]["seconds"]
         rows[name]["finalist"] = True
     scored = [selection.Candidate(n, latencies[n]["latency_ms"], rows[n]["validation_score"])
               for n in rows]
@@ -95,8 +107,9 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
         "reason": choice.reason, "latency_source": source,
         "budget": {"min_retention": cfg.min_retention, "max_latency_ms": cfg.max_latency_ms,
                    "min_speedup": cfg.min_speedup, "latency_limit_ms": limit},
-        "schedule": {"first_epochs": cfg.first_epochs, "finalists": cfg.finalists,
-                     "margin": cfg.margin, "vocabulary": cfg.vocabulary},
+        "schedule": {"first_epochs": cfg.first_epochs, "epochs": epochs, "cost": cfg.cost,
+                     "margin": cfg.margin, "vocabulary": cfg.vocabulary,
+                     "allowed_s": round(allowed, 1), "spent_s": round(spent, 1)},
         "teacher": {"latency_ms": teacher_latency, "validation_score": teacher_score,
                     **{k: latencies[TEACHER][k] for k in ("precision", "size_bytes", "parameters")}},
         "candidates": [{
@@ -112,8 +125,9 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
     return winner, report
 
 
-def _row(result: Any, first: bool) -> dict[str, Any]:
+def _row(result: Any) -> dict[str, Any]:
     return {"validation_score": result.best_score, "epochs": len(result.history),
+            "seconds": round(sum(row.get("seconds", 0.0) for row in result.history), 2),
             "paused": result.paused, "finalist": False, "best_epoch": result.best_epoch,
             "trained_parameters": result.info.get("parameters")}
 

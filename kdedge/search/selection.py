@@ -82,21 +82,18 @@ def _facts(best: Candidate, kept: dict[str, float], teacher_latency_ms: float) -
             f"{teacher_latency_ms / best.latency_ms:.2f}x the teacher's speed")
 
 
-def finalists(candidates: Sequence[Candidate], teacher_score: float, budget: Budget, count: int,
-              margin: float) -> list[str]:
-    """Which candidates, scored after the first epochs, train to the end (successive halving).
+def promise(candidates: Sequence[Candidate], teacher_score: float, budget: Budget,
+            margin: float) -> list[str]:
+    """The trained candidates, scored after the first epochs, in the order they deserve the
+    rest of their training (successive halving).
 
-    The rule ships the fastest candidate that keeps the retention budget, so the rest of the
-    budget goes to the fastest ones that may still reach it: those within `margin` of it now.
-    Fewer than `count` such candidates: the most accurate others fill the places."""
+    The rule ships the fastest candidate that keeps the retention budget, so the fastest ones
+    that may still reach it come first: those within `margin` of it now, fastest first. The
+    others follow, most accurate first (the rule's fallback)."""
     kept = {c.name: c.score / teacher_score for c in candidates if c.score is not None}
     ranked = [c for c in candidates if c.name in kept]
     hopeful = sorted((c for c in ranked if kept[c.name] >= budget.min_retention - margin),
                      key=lambda c: (c.latency_ms, -kept[c.name], c.name))
-    chosen = [c.name for c in hopeful[:count]]
-    for c in sorted(ranked, key=lambda c: (-kept[c.name], c.latency_ms, c.name)):
-        if len(chosen) >= count:
-            break
-        if c.name not in chosen:
-            chosen.append(c.name)
-    return chosen
+    rest = sorted((c for c in ranked if c not in hopeful),
+                  key=lambda c: (-kept[c.name], c.latency_ms, c.name))
+    return [c.name for c in [*hopeful, *rest]]

@@ -16,7 +16,7 @@ from kdedge.search.run import candidate_name
 
 CANDIDATES = ["2", "1", "bilstm:hidden_size=16,init_embeddings=true"]
 SEARCH = {"distill.student": "auto", "distill.search.candidates": CANDIDATES,
-          "distill.search.first_epochs": 1, "distill.search.finalists": 1,
+          "distill.search.first_epochs": 1, "distill.search.cost": 1.0,
           "distill.search.min_retention": 0.9, "distill.training.epochs": 3,
           "bench.warmup_runs": 1, "bench.min_runs": 3, "bench.min_duration_s": 0}
 STAGES = ("data", "teacher", "distill")

@@ -67,17 +67,18 @@ def test_nothing_trained_or_a_non_positive_teacher_score_is_refused() -> None:
         select(CANDIDATES, 0.0, TEACHER_MS, Budget())
 
 
-def test_finalists_are_the_fastest_that_may_still_reach_the_budget() -> None:
-    from kdedge.search.selection import finalists
+def test_promise_puts_the_fastest_that_may_still_reach_the_budget_first() -> None:
+    from kdedge.search.selection import promise
 
     scored = [Candidate("cut-3", 6.0, 0.96), Candidate("cut-2", 4.0, 0.90),
               Candidate("narrow", 2.0, 0.955), Candidate("bilstm", 1.0, 0.94)]
     budget = Budget(min_retention=0.97)
-    # within 0.02 of 0.97 (teacher 1.0): narrow (0.955) and cut-3 (0.96); bilstm is 0.03 short
-    assert finalists(scored, 1.0, budget, 2, 0.02) == ["narrow", "cut-3"]
+    # within 0.02 of 0.97 (teacher 1.0): narrow (0.955) and cut-3 (0.96), fastest first; then
+    # the rest, most accurate first
+    assert promise(scored, 1.0, budget, 0.02) == ["narrow", "cut-3", "bilstm", "cut-2"]
     # a wider margin lets the fastest in first
-    assert finalists(scored, 1.0, budget, 2, 0.04) == ["bilstm", "narrow"]
-    # nobody close: the most accurate fill the places
-    assert finalists(scored, 1.0, Budget(min_retention=0.999), 3, 0.001) == ["cut-3", "narrow",
-                                                                             "bilstm"]
-    assert finalists([Candidate("x", 1.0)], 1.0, budget, 2, 0.02) == []  # untrained: none
+    assert promise(scored, 1.0, budget, 0.04) == ["bilstm", "narrow", "cut-3", "cut-2"]
+    # nobody close: most accurate first
+    assert promise(scored, 1.0, Budget(min_retention=0.999), 0.001) == ["cut-3", "narrow",
+                                                                        "bilstm", "cut-2"]
+    assert promise([Candidate("x", 1.0)], 1.0, budget, 0.02) == []  # untrained: none
