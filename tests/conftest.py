@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +101,20 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("KDEDGE_CACHE", None)
     else:
         os.environ["KDEDGE_CACHE"] = saved
+
+
+@pytest.fixture(scope="session")
+def runtime_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin folder of a fresh virtual environment holding only `kdedge[runtime]` (no torch,
+    no transformers), as on a target device: python -m venv, then pip install -e REPO[runtime]
+    (pip's cache makes it quick)."""
+    repo = Path(__file__).resolve().parents[1]
+    folder = tmp_path_factory.mktemp("runtime") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "-e",
+                    f"{repo}[runtime]"], check=True, timeout=600, env=env)
+    return folder / "bin"
 
 
 @pytest.fixture
