@@ -2,11 +2,12 @@
 
 PATH is a deployment bundle (bundle.json), a folder holding model.onnx and tokenizer.json, or a
 .onnx file with tokenizer.json beside it. A generator's bundle is timed through its generate.py
-(tokens per second and time to the first token, greedy, as the run measured it). The model is measured by the bench stage's own code
-(`bench_model`: a spawned process, the same timing loop and memory watch) and the results file
-has the stage's layout (threads, sequence_length, batch_sizes, protocol, models, skipped) plus
-the `target` it ran on and the machine's `environment`, so a report can add it as one more
-target. A bundle's defaults are the run's own bench settings, so the numbers compare.
+(tokens per second and time to the first token, greedy, as the run measured it). The model is
+measured by the bench stage's own code (`bench_model`: a spawned process, the same timing loop
+and memory watch) and the results file has the stage's layout (threads, sequence_length,
+batch_sizes, protocol, models, skipped) plus the `target` it ran on and the machine's
+`environment`, so a report can add it as one more target. A bundle's defaults are the run's own
+bench settings, so the numbers compare.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ bundle.json (what the model takes and returns, and the sha256 of every file), th
 script (predict.py, or generate.py for a generator; each needs only onnxruntime, numpy and
 tokenizers), sample_texts.txt (test texts for `kdedge bench` on a target device), the run's
 resolved config, README.md, the model card, and where the kind has them web/ (the
-transformers.js layout, web.py) and mobile/ (onnxruntime's ORT format, mobile.py). Every number in the card is read from the
-report's data; this stage measures nothing.
+transformers.js layout, web.py) and mobile/ (onnxruntime's ORT format, mobile.py). Every number
+in the card is read from the report's data; this stage measures nothing.
 """
 
 from __future__ import annotations

@@ -49,11 +49,11 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.utils import ModelOutput
 
-from kdedge.distill.generation import IGNORE, shift_right
-from kdedge.errors import KdedgeError
 from kdedge.bundle.generate import DECODER as DECODER_ONNX
 from kdedge.bundle.generate import ENCODER as ENCODER_ONNX
 from kdedge.bundle.generate import Generator
+from kdedge.distill.generation import IGNORE, shift_right
+from kdedge.errors import KdedgeError
 from kdedge.models.seq2seq import _keep
 from kdedge.models.transformer import evenly_spaced
 

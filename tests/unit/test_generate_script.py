@@ -37,8 +37,13 @@ def _bundle(folder: Path, task: str) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from transformers import (AutoTokenizer, BartConfig, BartForConditionalGeneration, GPT2Config,
-                              GPT2LMHeadModel)
+    from transformers import (
+        AutoTokenizer,
+        BartConfig,
+        BartForConditionalGeneration,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
 
     root = tmp_path_factory.mktemp("generators")
     tokenizer = AutoTokenizer.from_pretrained(write_tiny_model(root / "bert"))

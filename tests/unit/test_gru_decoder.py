@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdedge.bundle.generate import Generator
 from kdedge.distill.generation import IGNORE
 from kdedge.export.torch_export import graph_inputs
 from kdedge.models.gru_decoder import (
@@ -25,7 +26,6 @@ from kdedge.models.gru_decoder import (
     export_gru_onnx,
     gru_student,
 )
-from kdedge.bundle.generate import Generator
 
 SOURCES = ["good film", "the plot was very dull and the cast is flat"]
 TARGETS = ["nice", "awful boring story"]
