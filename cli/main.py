@@ -334,6 +334,7 @@ def report(
     """Write report.json, report.md and report.html for an existing run, with any device's
     bench added; given several runs, write a comparison of them into --out instead."""
     from kdedge import pipeline
+    from kdedge.artifacts import MANIFEST
     from kdedge.errors import KdedgeError
     from kdedge.extras import require_compress
     from kdedge.report.targets import add_bench as add
@@ -352,8 +353,12 @@ def report(
     cfg = pipeline.load_run(run_dir)
     for path in add_bench or []:  # each file is checked before the report changes
         typer.echo(f"added target {add(run_dir, path)} from {path}")
-    pipeline.run(cfg, run_dir, only=("report",))
+    bundled = (run_dir / pipeline.stage_dirname("bundle") / MANIFEST).is_file()
+    # the bundle's card lists what to ship on each target, so a new target rewrites it too
+    pipeline.run(cfg, run_dir, only=("report", "bundle") if add_bench and bundled else ("report",))
     _print_outcome(run_dir)
+    if add_bench and bundled:
+        _print_bundle(run_dir)
 
 
 def _print_outcome(run_dir: Path) -> None:

@@ -224,7 +224,7 @@ def _speed(report: Mapping[str, Any], row: Mapping[str, Any], name: str) -> str:
     verdicts = dig(report, "recommendation", "per_target") or []
     if verdicts:
         lines += ["- What to ship on each target measured (`kdedge report RUN --add-bench` adds a "
-                  "device, `kdedge bundle RUN` rewrites this card):",
+                  "device and rewrites this card):",
                   *[f"  - {_cell(v.get('sentence'))}" for v in verdicts]]
     return "\n".join(lines)
 

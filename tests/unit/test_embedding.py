@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from test_pipeline import TINY, manifest, run_fresh
@@ -78,6 +79,8 @@ def test_report_and_bundle_work_as_for_a_classifier(embedding_run) -> None:
     report = build_report_from_run(run_dir)
     assert report["task"] == "embedding" and report["primary_metric"] == "cosine"
     assert report["quality_metrics"] == ["cosine", "spearman", "recall_at_10"]
+    schema = Path(__file__).resolve().parents[2] / "kdedge" / "report" / "schema.json"
+    jsonschema.Draft202012Validator(json.loads(schema.read_text())).validate(report)
     rows = {row["name"]: row for row in report["artifacts"]}
     assert rows["teacher-onnx"]["test"]["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert "p50_ms" in json.dumps(rows["student-int8"])  # benched

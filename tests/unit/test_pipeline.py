@@ -222,6 +222,9 @@ def test_report_adds_a_device_bench_from_the_command_line(
     rows = {row["name"]: row for row in report["artifacts"]}
     assert rows["student-int8@phone"]["target"] == "phone"
     assert rows["student-int8@phone"]["latency"] == rows["student-int8"]["latency"]
+    phone = next(v for v in report["recommendation"]["per_target"] if v["target"] == "phone")
+    card = (run_dir / pipeline.stage_dirname("bundle") / "bundle" / "README.md").read_text()
+    assert f"  - {phone['sentence']}" in card  # the card says what to ship on the new target
 
 
 def test_multi_teacher_recipe_with_another_tokenizer(tiny_run: tuple[KdedgeConfig, Path],

@@ -114,6 +114,12 @@ def test_schema_keys_are_documented() -> None:
         assert f"`{key}`" in doc, key
 
 
+def test_the_schema_names_every_task_kind() -> None:
+    from kdedge import tasks
+
+    assert sorted(SCHEMA["properties"]["task"]["enum"]) == sorted(tasks.names())
+
+
 def test_pareto_front_per_target(tmp_path: Path) -> None:
     metrics = fake_metrics(ACCURACY, P50)
     metrics["bench"]["models"]["student-onnx@cuda"] = {
