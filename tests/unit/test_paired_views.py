@@ -285,7 +285,8 @@ def test_the_chain_trains_each_model_on_its_own_view(tiny_encoder_dir: Path,
     assert report["data"]["views"] == {"teacher": "clean", "student": "sentence"}
     assert any(n.startswith("Paired views: the teacher read column 'clean' and the students "
                             "column 'sentence'") for n in report["notes"])
-    assert "| teacher reads | column clean |" in (stage("report") / "report.md").read_text()
+    assert "- teacher reads: column clean\n- student reads: column sentence" in \
+        (stage("report") / "report.md").read_text()
     bundle = stage("bundle") / "bundle"
     assert json.loads((bundle / "labels.json").read_text())["views"]["student"] == "sentence"
     samples = (bundle / "sample_texts.txt").read_text().splitlines()
