@@ -67,6 +67,9 @@ def compress(
         help="Text column; give it twice for sentence pairs. [data.text_columns]")] = None,
     label_column: Annotated[str | None, typer.Option(help="[data.label_column]; for seq2seq "
                                                      "the target text.")] = None,
+    teacher_text_column: Annotated[str | None, typer.Option(
+        help="Paired views: the column the teacher reads (the clean text) while the student "
+             "reads --text-column (noisy or transcribed). [data.teacher_text_column]")] = None,
     task: Annotated[str | None, typer.Option(help="classification, regression, seq2seq (with "
                                              "'demo' data: BBC article -> headline), "
                                              "causal-lm (prompt -> continuation) or embedding "
@@ -137,6 +140,7 @@ def compress(
                           "one of the two.")
     options: dict[str, Any] = {
         "data.source": data, "data.text_columns": text_column, "data.label_column": label_column,
+        "data.teacher_text_column": teacher_text_column,
         "data.task": task,
         "teacher.model": teacher, "distill.student": student, "distill.recipe": method,
         "distill.search.max_latency_ms": max_latency_ms,

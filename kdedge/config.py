@@ -49,10 +49,14 @@ class RunConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: str = "demo"  # "demo" (or "demo-news"), a CSV / JSONL / Parquet file, or a datasets name
+    source: str = "demo"  # "demo" (or "demo-news", "demo-noisy"), a CSV / JSONL / Parquet file, or a
+    # datasets name
     dataset_config: str | None = None  # datasets config name, e.g. "sst2" for "glue"
     text_columns: tuple[str, ...] = ("text",)  # one column, or two for sentence pairs
     label_column: str = "label"
+    teacher_text_column: str | None = None  # paired views: the teacher reads this column in
+    # place of text_columns[0] (the clean text beside a noisy or transcribed one), the student
+    # and every shipped model read text_columns; classification and regression only
     task: str = "auto"  # "auto" or a task kind: classification, regression, seq2seq, causal-lm, ...
     # auto: regression when the labels are numbers with fractions (3.8), classification otherwise
     # (names, integers, bools). seq2seq / causal-lm: text_columns[0] is the source (the prompt)
@@ -90,6 +94,15 @@ class DataConfig(_Section):
         if value != tasks.AUTO and value not in tasks.KINDS:
             raise ValueError(f"unknown task; known: {', '.join([tasks.AUTO, *tasks.names()])}")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_views(self) -> DataConfig:
+        column = self.teacher_text_column
+        if column is not None and (column in self.text_columns or column == self.label_column):
+            role = "the label column" if column == self.label_column else "a student's text column"
+            raise ValueError(f"teacher_text_column {column!r} is {role}; name the column of the "
+                             "teacher's own view (the clean text), or unset it")
+        return self
 
 
 class TeacherConfig(_Section):
@@ -139,6 +152,8 @@ class AugmentConfig(_Section):
     unlabeled: str | None = None  # "unused": train rows cut by data.max_train_samples; or a file
     text_column: str = "text"  # the column of that file
     pair_column: str | None = None  # its second text column, which a sentence-pair task needs
+    teacher_column: str | None = None  # paired views: the file's column of the teacher's view
+    # of each text; default the data's teacher_text_column
     max_unlabeled: int | None = Field(None, ge=1)  # a seeded sample of the pool
     mask_copies: int = Field(0, ge=0)  # masked copies of every training text
     mask_prob: float = Field(0.15, gt=0, lt=1)  # share of words masked in a copy
@@ -513,6 +528,7 @@ class KdedgeConfig(_Section):
         from kdedge import tasks
 
         tasks.declared(self.data.task).check(self.distill.recipe, self.data.task)
+        self._views_fit()
         longest = max(self.bench.sequence_lengths or (0,))
         if longest > self.data.max_length:
             raise ValueError(
@@ -520,6 +536,25 @@ class KdedgeConfig(_Section):
                 f"{self.data.max_length}; lower it or raise data.max_length"
             )
         return self
+
+
+    def _views_fit(self) -> None:
+        """Paired views (data.teacher_text_column) need a kind whose teacher reads texts the
+        student also reads (a labelled one), and a view of every text the teacher labels."""
+        from kdedge import tasks
+
+        kind = tasks.declared(self.data.task)
+        others = [*self.distill.multi_task.tasks, *self.distill.lifelong.tasks]
+        paired = [d for d in (self.data, *(t.data for t in others)) if d.teacher_text_column]
+        if paired and not kind.paired_views:
+            raise ValueError(f"data.teacher_text_column (paired views) does not fit data.task "
+                             f"{self.data.task}: only a classification or regression teacher "
+                             "reads another view of the student's text; unset it")
+        augment = self.distill.augment
+        if augment.teacher_column is not None and self.data.teacher_text_column is None:
+            raise ValueError("distill.augment.teacher_column names the teacher's view of the "
+                             "unlabelled file, which only paired views read; set "
+                             "data.teacher_text_column or unset it")
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -578,11 +613,14 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
     source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
     task = data.get("task") if isinstance(data, dict) else None
     from kdedge import tasks
+    from kdedge.data.noise import NOISY_DEMO, NOISY_PRESET
 
     kind = task if isinstance(task, str) else None  # a task that is not a name is left to the
     # validation below to explain
     if source == "demo":  # the built-in demo of this task kind, sized to run in minutes
         merged = deep_merge(tasks.demo_preset(kind), merged)
+    if source == NOISY_DEMO:  # the same, with the teacher on the clean texts (paired views)
+        merged = deep_merge(deep_merge(tasks.demo_preset(kind), NOISY_PRESET), merged)
     if kind is None or kind in tasks.names() or kind == tasks.AUTO:  # the kind's default student
         merged = deep_merge({"distill": {"student": tasks.declared(kind).default_student}}, merged)
     return validate_config(merged)

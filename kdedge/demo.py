@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kdedge.artifacts import resolve_inside, sha256_file
 from kdedge.errors import KdedgeError
@@ -82,6 +83,15 @@ def teacher_cached() -> bool:
 def dataset_file() -> Path:
     """Rotten Tomatoes review snippets, a bz2-compressed CSV."""
     return _extracted(DATASET_WHEEL) / Path(DATASET_WHEEL.members).name
+
+
+def review_table() -> Any:
+    """The review demo's rows as a DataFrame: text, label (fresh / rotten)."""
+    import pandas as pd
+
+    table = pd.read_csv(dataset_file(), compression="bz2")
+    table = table[table["category"].isin(["fresh", "rotten"])]  # "plot" rows are not reviews
+    return table.rename(columns={"category": "label"})[["text", "label"]].reset_index(drop=True)
 
 
 def news_dir() -> Path:

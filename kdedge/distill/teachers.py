@@ -2,8 +2,8 @@
 
 Each is obtained exactly like the teacher stage's (fine-tuned on this task's data unless it
 already has a head for these labels, and cached by the same key), then run once over the raw
-training texts with its own tokenizer; only its logits are kept, so teachers may differ in
-architecture and vocabulary but never in labels.
+training texts with its own tokenizer (the teacher's view of them, under paired views); only
+its logits are kept, so teachers may differ in architecture and vocabulary but never in labels.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def teacher_logits(teacher_cfg: TeacherConfig, task: TaskData, split: TaskSplit,
     key = teacher_key(teacher_cfg, seed, data_fingerprint)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         folder = Path(tmp) / MODEL_DIR
-        metrics = prepare(teacher_cfg, task, max_length, seed, key, folder)
+        metrics = prepare(teacher_cfg, task.view("teacher"), max_length, seed, key, folder)
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
         theirs = {int(k): v for k, v in model.config.id2label.items()}
@@ -63,6 +63,6 @@ def teacher_logits(teacher_cfg: TeacherConfig, task: TaskData, split: TaskSplit,
                               "give it fine_tune: always so its head is retrained.")
         weights = [sha256_file(p) for p in sorted(folder.glob("*.safetensors"))]
         cached, hit = teacher_cache.teacher_outputs(
-            teacher_cache.cache_folder(weights, split.texts, max_length), model, tokenizer, split,
+            teacher_cache.cache_folder(weights, split.teacher_view, max_length), model, tokenizer, split,
             max_length)
     return cached["logits"], metrics, hit

@@ -31,13 +31,13 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
     cfg, max_length = ctx.cfg.export, ctx.cfg.data.max_length
     models, test_outputs = {}, {}
     for name, source in model_sources(ctx).items():
-        out = ctx.work / name
+        out, view = ctx.work / name, task.view(name)  # each model scored on the texts it reads
         exporter = "torch.onnx" if needs_torch_export(source) else "optimum"
         (export_torch_onnx if exporter == "torch.onnx" else export_onnx)(source, out, cfg.opset)
-        check = check_parity(source, out, task.splits["validation"].texts[:cfg.parity_samples],
+        check = check_parity(source, out, view.splits["validation"].texts[:cfg.parity_samples],
                              max_length, cfg.atol)
         require_parity(name, out, check)
-        scores, test_outputs[name] = onnx_scores(out, task, max_length, ctx.cfg.run.threads)
+        scores, test_outputs[name] = onnx_scores(out, view, max_length, ctx.cfg.run.threads)
         models[name] = {"path": name, "exporter": exporter, "bytes": (out / ONNX_FILE).stat().st_size,
                         "opset": cfg.opset, "parity": check, **scores}
     return {"models": models, "disagreements": disagreements(
@@ -45,7 +45,8 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
 
 
 def model_sources(ctx) -> dict[str, Path]:
-    """The PyTorch models the export stage writes as ONNX: the teacher and the student."""
+    """The PyTorch models the export stage writes as ONNX: the teacher and the student (named
+    as the readers of data.dataset, whose view of the texts each is scored on)."""
     return {"teacher": ctx.input("teacher") / MODEL_DIR, "student": ctx.input("distill") / STUDENT_DIR}
 
 

@@ -632,6 +632,8 @@ def data_section(report: Mapping[str, Any]) -> Section:
     splits = info.get("splits") or {}
     blocks: list[Block] = [facts([
         *pairs, ("task", cell(report.get("task") or "classification")),
+        *[(f"{reader} reads", f"column {column}")
+          for reader, column in (info.get("views") or {}).items()],
         ("splits", ", ".join(f"{k}: {fmt_int(v)}" for k, v in splits.items()) or NA),
         ("labels", fmt_int(info.get("num_labels")))])]
     counts = info.get("label_counts")

@@ -865,6 +865,7 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
         "source": data.get("source"),
         "labels": [str(label) for label in data.get("labels") or []],
         "num_labels": _int(data.get("num_labels")),
+        "views": views_of(data),
         "splits": {str(k): _int(v) for k, v in _mapping(data.get("splits")).items()},
         **spread,
         "checks": {  # None in runs that predate the data checks
@@ -876,6 +877,20 @@ def _data(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
             "warnings": [str(w) for w in data.get("warnings") or []],
         },
     }
+
+
+def views_of(data: Mapping[str, Any]) -> dict[str, str] | None:
+    """Paired views from the data stage's metrics: the column each model read; None without."""
+    views = _mapping(data.get("views"))
+    return {"teacher": str(views["teacher"]), "student": str(views["student"])} if views else None
+
+
+def views_sentence(views: Mapping[str, str]) -> str:
+    """What paired views mean for the numbers, in one sentence."""
+    return (f"Paired views: the teacher read column {views['teacher']!r} and the students column "
+            f"{views['student']!r}, so the teacher's scores (and teacher-onnx's) are on its own "
+            f"column, which a shipped model does not get: every student figure is on "
+            f"{views['student']!r}, as an app would give it.")
 
 
 def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[str, str],
@@ -984,6 +999,9 @@ def _notes(metrics: Mapping[str, Mapping[str, Any]], env: Mapping[str, Any] | No
     notes = [f"The {name} stage has no manifest in this run; its parts of the report show n/a."
              for name in missing]
     notes += [str(w) for w in metrics["data"].get("warnings") or []]  # the data checks' findings
+    read = views_of(metrics["data"])
+    if read:
+        notes.append(views_sentence(read))
     truncated = {str(k): _int(v) or 0 for k, v in _mapping(metrics["teacher"].get("truncated")).items()}
     if sum(truncated.values()):
         notes.append(f"{sum(truncated.values())} texts ("

@@ -40,6 +40,8 @@ class TaskKind:
     bundle_formats: frozenset[str] = frozenset({"web", "mobile"})  # the other runtimes' layouts
     # the bundle writes for this kind (bundle/web.py, bundle/mobile.py)
     labelled: bool = True  # reads a label column (an unlabelled kind learns from the teacher alone)
+    paired_views: bool = False  # the teacher may read another column than the student
+    # (data.teacher_text_column): its outputs on one view are the targets for the other
     student_spec: bool = True  # its student is a models/students.py family picked by distill.student
     default_student: str = "auto"  # distill.student when the config gives none: auto searches
     # the candidates (labelled kinds); a spec otherwise

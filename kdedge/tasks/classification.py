@@ -59,4 +59,5 @@ def label_ids(table: Any, labels: list[str], split: str) -> Any:
 
 KIND = Classification(
     name="classification", metrics=("accuracy", "macro_f1"), recipes=LABELLED_RECIPES,
-    work=LABELLED_WORK, demo_preset=DEMO_PRESET, summary="a text or text pair to one of a few labels")
+    work=LABELLED_WORK, paired_views=True, demo_preset=DEMO_PRESET,
+    summary="a text or text pair to one of a few labels")

@@ -38,8 +38,8 @@ SHARD = "rows-{start:09d}-{stop:09d}.safetensors"  # one block of rows
 
 def cache_folder(teacher_weights_sha: list[str], texts: list[Any], max_length: int,
                  layers: Sequence[int] = ()) -> Path:
-    """Keyed by the teacher's weights, the exact texts (so augmented sets cache too) and the
-    intermediate layers kept."""
+    """Keyed by the teacher's weights, the exact texts it reads (its view; augmented sets cache
+    too) and the intermediate layers kept."""
     fields = [sorted(teacher_weights_sha), max_length, *([sorted(set(layers))] if layers else [])]
     key = hashlib.sha256(repr(fields).encode())
     for text in texts:
@@ -50,7 +50,8 @@ def cache_folder(teacher_weights_sha: list[str], texts: list[Any], max_length: i
 def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit, max_length: int,
                     batch_size: int = 64, layers: Sequence[int] = (),
                     ) -> tuple[dict[str, torch.Tensor], bool]:
-    """{logits, sentence_cls, sentence_mean} for every training example, and whether cached;
+    """{logits, sentence_cls, sentence_mean} for every training example (on the teacher's view
+    of it, `split.teacher_view`: under paired views its own column), and whether cached;
     with `layers`, also those teacher layers' pooled vectors (layer_keys), which losses that
     match intermediate layers declare (WeightedSum.teacher_layers).
 
@@ -72,8 +73,8 @@ def teacher_outputs(folder: Path, teacher: Any, tokenizer: Any, split: TaskSplit
     world.barrier()
     start, stop = world.block(len(split))
     log.info("  computing teacher outputs on %d training examples (once)", len(split))
-    _write_shard(folder, start, _compute(teacher, tokenizer, split.texts[start:stop], max_length,
-                                         batch_size, layers))
+    _write_shard(folder, start, _compute(teacher, tokenizer, split.teacher_view[start:stop],
+                                         max_length, batch_size, layers))
     world.barrier()
     cached = _read_shards(folder, len(split), keys)
     if cached is None:

@@ -118,3 +118,22 @@ def test_the_demo_teachers_layer_count_bounds_the_student_without_fetching_it(
     assert _fails(["compress", "--student", "99", "--dry-run"], capsys, monkeypatch,
                   tmp_path / "r") == ("error: Student layer count 99 must be between 1 and the "
                                       "teacher's 6 layers; change --student.")
+
+
+def test_a_missing_teacher_column_fails_the_dry_run(tiny_csv: Path, tiny_encoder_dir: Path,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = _fails(["compress", "--data", str(tiny_csv), *TOY, "--teacher-text-column", "clean",
+                   "--teacher", str(tiny_encoder_dir), "--dry-run"], capsys, monkeypatch,
+                  tmp_path / "r")
+    assert line == ("error: Column 'clean' is not in the data; available columns: sentence, "
+                    "sentiment. Name the right one with --teacher-text-column.")
+    line = _fails(["compress", "--data", str(tiny_csv), *TOY, "--teacher-text-column", "clean",
+                   "--task", "seq2seq", "--method", "word-kd", "--teacher", str(tiny_encoder_dir),
+                   "--dry-run"], capsys,
+                  monkeypatch, tmp_path / "r")
+    assert line == ("error: Invalid config: data.teacher_text_column (paired views) does not fit "
+                    "data.task seq2seq: only a classification or regression teacher reads another "
+                    "view of the student's text; unset it.")
