@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kdedge import tasks
 from kdedge.bundle.web import KDEDGE_MODEL_TYPE_PREFIX
 from kdedge.report.formatting import (
     NA,
@@ -74,12 +75,13 @@ def _script(meta: Mapping[str, Any]) -> str:
     return str(meta.get("script") or "predict.py")
 
 
+def _kind(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> tasks.TaskKind:
+    return tasks.get(str(meta.get("task") or labels.get("task") or "classification"))
+
+
 def _title(name: str, meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
-    task = meta.get("task") or "classification"
-    what = {"classification": f"a {len(labels.get('labels', []))}-class text classifier",
-            "regression": "a text regression model (one score per input)",
-            "embedding": "a sentence encoder (one embedding per input)"}.get(
-                task, f"a text generator ({task})")
+    kind = _kind(meta, labels)
+    what = kind.card_title.format(kind=kind.name, classes=len(labels.get("labels", [])))
     pairs = " over sentence pairs" if len(labels.get("text_columns", [])) == 2 else ""
     parts = "its ONNX graphs" if _generator(meta) else "an ONNX model"
     return (f"# {name}: {what}{pairs}\n\n"
@@ -155,7 +157,7 @@ def _accuracy(report: Mapping[str, Any], row: Mapping[str, Any], ref: Mapping[st
               name: str) -> str:
     metric = report.get("primary_metric") or "accuracy"
     reference = report.get("reference")
-    title = "Accuracy" if report.get("task", "classification") == "classification" else "Quality"
+    title = "Accuracy" if metric == "accuracy" else "Quality"
     lines = [f"## {title}", "",
              "Measured through onnxruntime on the run's held-out splits (the test split was "
              "never used for training or model selection).", "",
@@ -236,17 +238,10 @@ def _how_to_run(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
     pair = len(labels.get("text_columns", [])) == 2
     example = '"first sentence\tsecond sentence"' if pair else '"some text"'
     script = _script(meta)
-    if _generator(meta):
-        what = ("the generated `text` and its `tokens` (greedy search, as the numbers above "
-                "were measured; `--beams 4` for beam search). In Python: `from generate import "
-                "generate; generate([\"some text\"])`.")
-    else:
-        what = ({"classification": "`label`, its probability `score`, and `probabilities` of "
-                                   "every label.",
-                 "embedding": "the `embedding` vector."}.get(str(meta.get("task")),
-                                                            "the predicted `score`.")
-                + " In Python: `from predict import predict; predict([\"some text\"])`."
-                + (" A sentence pair is one input written as `text<TAB>pair`." if pair else ""))
+    module = Path(script).stem  # predict or generate: its function has the module's name
+    what = (_kind(meta, labels).card_output.format(output=meta.get("output"))
+            + f" In Python: `from {module} import {module}; {module}([\"some text\"])`."
+            + (" A sentence pair is one input written as `text<TAB>pair`." if pair else ""))
     return "\n".join([
         "## How to run", "",
         "```bash",
@@ -292,7 +287,7 @@ def _where_it_runs(meta: Mapping[str, Any]) -> str:
                      "folder's tokenizer |")
     if web.get("path"):
         lines.append("| JavaScript, transformers.js (browser, Node) | yes | `pipeline("
-                     "\"text-classification\", \"web\")` with `env.localModelPath` set to this "
+                     f"\"{web.get('pipeline')}\", \"web\")` with `env.localModelPath` set to this "
                      f"folder; dtypes {', '.join(web.get('dtypes', []))} (default "
                      f"{web.get('default_dtype')}) |")
     else:
@@ -319,12 +314,9 @@ def _limits(report: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[
         "## Limits", "",
         f"- Inputs longer than {fmt_int(meta.get('max_length'))} tokens are cut there; the "
         "model never sees the rest.",
-        {"classification": f"- It only knows these labels: {names}; any input gets one of them.",
-         "regression": "- Scores outside the training range are extrapolations.",
-         "embedding": "- Its embeddings are close to the teacher's; compare them with each "
-                      "other, not with the teacher's."}.get(
-            str(meta.get("task")), "- A generation stops at EOS or after "
-            f"{fmt_int((meta.get('generation') or {}).get('max_new_tokens'))} tokens."),
+        "- " + _kind(meta, labels).card_limit.format(
+            labels=names, max_new_tokens=fmt_int((meta.get("generation") or {}).get(
+                "max_new_tokens"))),
         f"- {metric_name(report.get('primary_metric') or 'accuracy').capitalize()} was measured on "
         f"held-out data from {_cell(source_name(data.get('source')))}"
         " only; "

@@ -89,7 +89,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
     if cfg.web and "web" in kind.bundle_formats:
         meta["web"] = write_web(out, web_sources(name, report, lambda n: MODELS.get(n).folder(
-            ctx.input)), labels, ctx.cfg.data.max_length)
+            ctx.input)), labels, ctx.cfg.data.max_length, kind)
     if cfg.mobile and "mobile" in kind.bundle_formats:
         meta["mobile"] = write_mobile(out)
     atomic_write_text(out / CARD_FILE, render_card(report, meta, labels))

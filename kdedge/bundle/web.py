@@ -12,10 +12,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdedge.artifacts import read_json, write_json
 from kdedge.runtime import ONNX_FILE
+
+if TYPE_CHECKING:
+    from kdedge.tasks.base import TaskKind
 
 WEB_DIR = "web"
 # encoder families with a sequence-classification class in transformers.js (its models.js)
@@ -51,13 +54,15 @@ def web_sources(artifact: str, report: Mapping[str, Any], folder_of: Callable[[s
 
 
 def write_web(out: Path, sources: Mapping[str, Path], labels: Mapping[str, Any],
-              max_length: int) -> dict[str, Any]:
-    """Write out/web/ from the ONNX folders by dtype (the first is the default); return what
-    bundle.json records, or why there is no web folder."""
-    if labels.get("task") != "classification" or "fp32" not in sources:
-        return {"skipped": "transformers.js's text-classification pipeline runs classifiers; "
-                           f"this bundle's model is a {labels.get('task')} model"
-                if labels.get("task") != "classification" else "no fp32 ONNX model to ship"}
+              max_length: int, kind: TaskKind) -> dict[str, Any]:
+    """Write out/web/ from the ONNX folders by dtype (the first is the default) for the
+    transformers.js pipeline of the task kind; return what bundle.json records, or why there is
+    no web folder."""
+    if kind.web_pipeline is None:
+        return {"skipped": f"kdedge writes transformers.js's layout for classifiers; this "
+                           f"bundle's model is a {kind.name} model"}
+    if "fp32" not in sources:
+        return {"skipped": "no fp32 ONNX model to ship"}
     config = read_json(sources["fp32"] / "config.json")
     model_type = config.get("model_type")
     if model_type not in WEB_MODEL_TYPES:
@@ -79,4 +84,4 @@ def write_web(out: Path, sources: Mapping[str, Path], labels: Mapping[str, Any],
     tokenizer_config["model_max_length"] = max_length
     write_json(web / TOKENIZER_FILES[1], tokenizer_config)
     return {"path": WEB_DIR, "dtypes": list(sources), "default_dtype": default,
-            "model_type": model_type}
+            "model_type": model_type, "pipeline": kind.web_pipeline}

@@ -47,6 +47,13 @@ class TaskKind:
     # the candidates (labelled kinds); a spec otherwise
     output: str = "logits"  # the name of the exported graph's output that the bundle returns
     summary: str = ""  # one line for the docs
+    # --- the bundle's card (bundle/card.py): format strings, filled from the bundle's facts ---
+    card_title: str = "a {kind} model"  # what the model is ({classes}: the label count)
+    card_output: str = "the model's `{output}`."  # what predict.py prints for each text
+    card_limit: str = "Its quality on text unlike the training data is unknown."  # the kind's
+    # own line under Limits ({labels}: the label names, {max_new_tokens})
+    web_pipeline: str | None = None  # the transformers.js pipeline that runs this kind's model
+    # (bundle/web.py writes web/ for it); None: no web/ folder
     report_sections: tuple[str, ...] = ()  # "module:function" report builders (report/sections.py)
     # of this kind's own, shown in report.md and report.html beside the common sections
     demo_preset: Mapping[str, Any] = field(default_factory=dict)  # config under the built-in

@@ -60,4 +60,8 @@ def label_ids(table: Any, labels: list[str], split: str) -> Any:
 KIND = Classification(
     name="classification", metrics=("accuracy", "macro_f1"), recipes=LABELLED_RECIPES,
     work=LABELLED_WORK, paired_views=True, demo_preset=DEMO_PRESET,
-    summary="a text or text pair to one of a few labels")
+    summary="a text or text pair to one of a few labels",
+    card_title="a {classes}-class text classifier",
+    card_output="`label`, its probability `score`, and `probabilities` of every label.",
+    card_limit="It only knows these labels: {labels}; any input gets one of them.",
+    web_pipeline="text-classification")

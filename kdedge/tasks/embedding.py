@@ -40,4 +40,8 @@ KIND = Embedding(
     labelled=False, output="embedding", default_student="3", report_sections=(f"{WORK}:report_section",),
     # the PyTorch rows would time a classifier built around the encoder, not the embedding
     unbenched=frozenset({"teacher-pytorch", "student-pytorch", "student-fp16"}),
-    demo_preset=DEMO_PRESET, summary="a text to its sentence embedding, for semantic search")
+    demo_preset=DEMO_PRESET, summary="a text to its sentence embedding, for semantic search",
+    card_title="a sentence encoder (one embedding per input)",
+    card_output="the `embedding` vector.",
+    card_limit="Its embeddings are close to the teacher's; compare them with each other, not "
+               "with the teacher's.")

@@ -32,4 +32,8 @@ def generation_kind(name: str, summary: str, demo_preset: dict[str, Any]) -> Gen
                       bundle_script="generate.py",
                       bundle_describe="kdedge.bundle.generator:describe",
                       bundle_formats=frozenset(),  # transformers.js and mobile: not yet written
-                      summary=summary)
+                      summary=summary, card_title="a text generator ({kind})",
+                      card_output=(
+                          "the generated `text` and its `tokens` (greedy search, as the numbers "
+                          "above were measured; `--beams 4` for beam search)."),
+                      card_limit="A generation stops at EOS or after {max_new_tokens} tokens.")

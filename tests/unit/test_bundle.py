@@ -18,7 +18,7 @@ import pytest
 from conftest import run_cli
 from test_pipeline import copy_run, tiny_config
 
-from kdedge import pipeline
+from kdedge import pipeline, tasks
 from kdedge.artifacts import Manifest
 from kdedge.bench.stage import MODELS
 from kdedge.bundle import stage as bundle_stage
@@ -460,7 +460,7 @@ def test_web_folder_holds_the_transformers_js_layout(
         dtypes = ["fp32"]
     dtypes.sort(key=lambda d: d != default)
     assert meta["web"] == {"path": "web", "dtypes": dtypes, "default_dtype": default,
-                           "model_type": "bert"}
+                           "model_type": "bert", "pipeline": "text-classification"}
     web = bundle / "web"
     config = json.loads((web / "config.json").read_text())
     assert config["transformers.js_config"] == {"dtype": default}
@@ -556,7 +556,7 @@ def test_a_kdedge_architecture_gets_no_web_folder_and_a_card_that_says_so(tmp_pa
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "kdedge-birnn"}))
     labels = {"labels": ["neg", "pos"], "text_columns": ["text"], "task": "classification"}
-    web = write_web(tmp_path, {"fp32": folder}, labels, 32)
+    web = write_web(tmp_path, {"fp32": folder}, labels, 32, tasks.get("classification"))
     assert web["skipped"].startswith("transformers.js has no 'kdedge-birnn' architecture")
     assert not (tmp_path / "web").exists()
     meta = {"artifact": "student-int8", "model_type": "kdedge-birnn", "web": web,
