@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VOCAB, write_tiny_model
+from conftest import VOCAB, toy_rows, write_tiny_model
 
 from kdedge import pipeline
 from kdedge.artifacts import Manifest
@@ -298,19 +298,15 @@ def test_multi_task_recipe_trains_a_head_per_task(tiny_run: tuple[KdedgeConfig, 
 
 def test_multi_task_teacher_with_a_regression_task(tiny_run: tuple[KdedgeConfig, Path],
                                                    tmp_path: Path) -> None:
-    """The paper's multi-task teacher and mixed kinds: a score task (the share of a text's
-    words that are 'movie' or 'film') joins the sentiment task; the teacher stage's teacher is
+    """The paper's multi-task teacher and mixed kinds: a score task (how many of a text's
+    words are 'movie' or 'film') joins the sentiment task; the teacher stage's teacher is
     fine-tuned on both with a head each, the student distils from its heads (MSE for the score,
     logit MSE + CE for sentiment), and what ships is the sentiment classifier."""
-    import random
-
     import pandas as pd
 
-    rng, rows = random.Random(1), []
-    for _ in range(240):
-        words = rng.choices(VOCAB[5:], k=rng.randint(4, 8))
-        rows.append({"text": " ".join(words),
-                     "share": sum(w in ("movie", "film") for w in words) / len(words)})
+    rows = [{"text": row["sentence"], "share": float(sum(w in ("movie", "film")
+                                                          for w in row["sentence"].split()))}
+            for row in toy_rows(300, seed=3)]
     csv = tmp_path / "share.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     aux = {"name": "share", "data": {"source": str(csv), "label_column": "share",
@@ -322,10 +318,10 @@ def test_multi_task_teacher_with_a_regression_task(tiny_run: tuple[KdedgeConfig,
     teacher = metrics["multi_task_teacher"]
     assert not teacher["cache_hit"] and len(teacher["history"]) == 6
     assert teacher["scores"]["target"]["test"]["accuracy"] >= 0.9
-    assert teacher["scores"]["share"]["validation"]["pearson"] >= 0.6
+    assert teacher["scores"]["share"]["validation"]["pearson"] >= 0.7
     share = metrics["tasks"]["share"]
     assert share["kind"] == "regression" and share["teacher"].endswith("(multi-task)")
-    assert share["validation"]["pearson"] >= 0.5  # the student's score head learned
+    assert share["validation"]["pearson"] >= 0.7  # the student's score head learned
     assert metrics["test"]["accuracy"] >= 0.9
     assert [row["phase"] for row in metrics["history"]] == ["multi-task"] * 6 + ["target"]
     from safetensors import safe_open
