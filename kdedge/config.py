@@ -243,10 +243,15 @@ def distinct_names(tasks: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
 class MultiTaskConfig(_Section):
     """MKD (Liu et al. 2019): a shared student, a head per task, trained on every task's batches.
 
-    The run's data and teacher are the target task; these are the others.
+    The run's data and teacher are the target task; these are the others. Tasks may mix
+    classification and regression; each head keeps its own losses and metric.
     """
 
     tasks: tuple[TaskConfig, ...] = ()
+    teacher: Literal["multi-task", "per-task"] = "multi-task"  # multi-task (the paper's): the
+    # teacher stage's teacher gets a head per task and is fine-tuned on every task at once
+    # (teacher.training), then the student distils from its heads; per-task: each task's own
+    # teacher (tasks[].teacher), fine-tuned on that task alone
     sampler: Literal["proportional", "temperature", "uniform"] = "proportional"  # which task's
     # batch comes next: p_t proportional to n_t, to n_t^(1/T), or equal
     sampler_temperature: float = Field(2.0, ge=1)
@@ -257,6 +262,21 @@ class MultiTaskConfig(_Section):
     @classmethod
     def _distinct_names(cls, value: tuple[TaskConfig, ...]) -> tuple[TaskConfig, ...]:
         return distinct_names(value)
+
+    @model_validator(mode="after")
+    def _teachers_read(self) -> MultiTaskConfig:
+        """A task's own teacher section is read by per-task teachers only: never ignore it."""
+        own = [t.name for t in self.tasks if t.teacher != TeacherConfig()]
+        if self.teacher == "multi-task" and own:
+            raise ValueError(f"task {own[0]!r} names its own teacher, which only the per-task "
+                             "teachers read; set distill.multi_task.teacher to per-task, or drop "
+                             "its teacher section")
+        return self
+
+    @property
+    def task_teachers(self) -> tuple[TeacherConfig, ...]:
+        """The other tasks' own teachers, as far as the run uses them."""
+        return tuple(t.teacher for t in self.tasks) if self.teacher == "per-task" else ()
 
 
 class GenerationDistillConfig(_Section):
@@ -529,6 +549,11 @@ class KdedgeConfig(_Section):
 
         tasks.declared(self.data.task).check(self.distill.recipe, self.data.task)
         self._views_fit()
+        if (self.distill.recipe == "multi-task" and self.distill.multi_task.teacher == "multi-task"
+                and self.teacher.fine_tune == "never"):
+            raise ValueError("teacher.fine_tune never keeps the teacher as it is, but the "
+                             "multi-task teacher is that teacher fine-tuned on every task; set "
+                             "distill.multi_task.teacher to per-task, or teacher.fine_tune to auto")
         longest = max(self.bench.sequence_lengths or (0,))
         if longest > self.data.max_length:
             raise ValueError(
@@ -536,7 +561,6 @@ class KdedgeConfig(_Section):
                 f"{self.data.max_length}; lower it or raise data.max_length"
             )
         return self
-
 
     def _views_fit(self) -> None:
         """Paired views (data.teacher_text_column) need a kind whose teacher reads texts the

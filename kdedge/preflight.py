@@ -21,7 +21,8 @@ def check(cfg: KdedgeConfig) -> None:
     for data in [cfg.data, *(task.data for task in tasks)]:
         _check_columns(data)
     teachers: list[TeacherConfig] = [cfg.teacher, *cfg.distill.multi_teacher.teachers,
-                                     *(task.teacher for task in tasks)]
+                                     *cfg.distill.multi_task.task_teachers,
+                                     *(task.teacher for task in cfg.distill.lifelong.tasks)]
     configs = [_teacher_config(t) for t in teachers]
     kind = task_kinds.declared(cfg.data.task)
     if kind.student_spec:  # a generator's student has its own builder

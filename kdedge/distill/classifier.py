@@ -13,7 +13,7 @@ import torch
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.config import AUTO_STUDENT
 from kdedge.data.dataset import TaskData
-from kdedge.distill import augment, losses, multi_task, teachers
+from kdedge.distill import augment, losses, multi_task, task_teachers, teachers
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.evaluate import evaluate_splits, student_beats_teacher, validation_score
 from kdedge.hf import save_verified
@@ -31,10 +31,12 @@ class Shared:
     """What every student of one run trains from: the teacher (its outputs are cached on disk
     per text set), its tokenizer and the training split, possibly augmented."""
 
-    teacher: Any
+    teacher: Any  # for multi-task with its multi-task teacher: that teacher's target head
     tokenizer: Any
     train_split: Any
     teacher_weights: list[str]
+    tasks: list[multi_task.AuxTask] = field(default_factory=list)  # multi-task: the other tasks
+    multi_task_teacher: dict[str, Any] = field(default_factory=dict)  # its summary, if any
 
 
 @dataclass
@@ -67,6 +69,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         trained, searched = search(ctx, task, shared, distill_student)
     else:
         trained = distill_student(ctx, task, shared, cfg.student, cfg.vocabulary, ctx.checkpoints)
+    multi_task_teacher = shared.multi_task_teacher
     del shared  # the cached outputs were all the loop needed from the teacher
     student, tokenizer = trained.student, trained.tokenizer
     probe = task.splits["validation"].texts[:8]
@@ -80,6 +83,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
         "student": trained.info,
         "teacher_outputs_cache": "hit" if trained.cache_hit else "miss",
         "extra_teachers": trained.ensemble,
+        **({"multi_task_teacher": multi_task_teacher} if multi_task_teacher else {}),
         "tasks": trained.tasks_metrics,
         "training_examples": len(trained.train_split),
         "augmented": {"added": trained.added, "kept": augment.count_added(trained.train_split)},
@@ -106,7 +110,13 @@ def prepare(ctx, task: TaskData) -> Shared:
                                         ctx.cfg.data.teacher_text_column)
     weights = [meta["sha256"] for rel, meta in ctx.manifest("teacher").outputs.items()
                if rel.endswith((".safetensors", ".bin"))]
-    return Shared(teacher, tokenizer, train_split, weights)
+    if cfg.recipe != "multi-task":
+        return Shared(teacher, tokenizer, train_split, weights)
+    teaching = task_teachers.prepare(
+        ctx.cfg, ctx.work, teacher, tokenizer, task, weights, ctx.input_fingerprints["data"],
+        None if ctx.checkpoints is None else ctx.checkpoints / "multi-task-teacher")
+    return Shared(teaching.teacher, tokenizer, train_split, teaching.weights, teaching.tasks,
+                  teaching.summary)
 
 
 def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_setting: str,
@@ -121,8 +131,10 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
     teacher, tokenizer, train_split = shared.teacher, shared.tokenizer, shared.train_split
     student, info = build_student(spec, teacher, ctx.cfg.teacher.trust_remote_code)
     extra_teachers = len(cfg.multi_teacher.teachers) if cfg.recipe == "multi-teacher" else 0
+    aux_tasks = shared.tasks
     dims = Dims(student_hidden=info["state_size"], teacher_hidden=teacher.config.hidden_size,
-                teachers=1 + extra_teachers, regression=task.is_regression)
+                teachers=1 + extra_teachers, regression=task.is_regression,
+                tasks=(task.is_regression, *(t.data.is_regression for t in aux_tasks)))
     phases = [(phase, losses.build(phase.losses)) for phase in RECIPES.get(cfg.recipe)(cfg, dims)]
     layers = sorted({layer for _, loss in phases for layer in loss.teacher_layers})
 
@@ -145,8 +157,7 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
     info["parameters"] = sum(p.numel() for p in student.parameters())
     log.info("  student: %s, %.1fM parameters", info["source"], info["parameters"] / 1e6)
 
-    aux_tasks = multi_task.prepare_tasks(ctx.cfg, ctx.work) if cfg.recipe == "multi-task" else []
-    joint = _joint_training(student, task, train_split, cached, aux_tasks, cfg) if aux_tasks else None
+    joint = _joint_training(student, train_split, cached, aux_tasks, cfg) if aux_tasks else None
 
     history: list[dict[str, Any]] = []
     tasks_metrics: dict[str, Any] = {}
@@ -165,7 +176,7 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
         if phase.all_tasks and joint is not None:
             model, split, teacher_fn, sampler = joint
             evaluate = lambda m: multi_task.mean_validation_score(  # noqa: E731
-                m, task, aux_tasks, tokenizer, max_length)
+                m, [task, *(t.data for t in aux_tasks)], tokenizer, max_length)
         result = train(model, tokenizer, split, loss, teacher=teacher_fn,
                        evaluate=evaluate,
                        cfg=training, max_length=max_length, seed=ctx.cfg.run.seed,
@@ -190,12 +201,12 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
                    train_split, added, ensemble, tasks_metrics)
 
 
-def _joint_training(student: Any, target: Any, train_split: Any, cached: dict[str, torch.Tensor],
+def _joint_training(student: Any, train_split: Any, cached: dict[str, torch.Tensor],
                     aux: list[Any], cfg: Any) -> tuple[Any, Any, Any, Any]:
     """(model with a head per task, joint split, teacher outputs, task sampler) for MKD."""
-    split, offsets, sizes = multi_task.joint_split(target, aux, train_split)
-    model = multi_task.MultiTaskStudent(student, [student.config.num_labels] +
-                                        [t.data.num_labels for t in aux])
+    split, offsets, sizes = multi_task.joint_split([train_split, *(t.data.splits["train"] for t in aux)])
+    model = multi_task.MultiTaskModel(student, [student.config.num_labels] +
+                                      [t.data.num_labels for t in aux])
     m = cfg.multi_task
     probabilities = multi_task.sampling_probabilities(sizes, m.sampler, m.sampler_temperature)
     log.info("  tasks: %s", ", ".join(f"{name} {n} rows, p={p:.2f}" for name, n, p in zip(

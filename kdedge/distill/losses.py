@@ -26,7 +26,7 @@ class HardLabelCE(nn.Module):
     """Cross-entropy on the gold labels; rows labelled -100 (teacher-labelled only) are skipped."""
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
-        labels = batch["labels"]
+        labels = batch["labels"].long()  # ids; float when a multi-task split also holds scores
         if not bool((labels != -100).any()):  # a batch of teacher-labelled rows only
             return student.logits.sum() * 0.0
         return F.cross_entropy(student.logits, labels, ignore_index=-100)
@@ -192,6 +192,21 @@ class MultiTeacherKD(nn.Module):
             chosen = self.selector.select(student.logits.detach(), teacher, batch)
             weights = chosen / chosen.sum(1, keepdim=True).clamp(min=1.0)
         return (weights * kd).sum(1).mean()
+
+
+@LOSSES.register("per_task")
+class PerTask(nn.Module):
+    """Multi-task training: a batch comes from one task (batch["task"], the target's 0 when
+    absent) and takes that task's own terms, e.g. cross-entropy and KL for a classification
+    head, MSE to the gold and the teacher's score for a regression head."""
+
+    def __init__(self, tasks: Sequence[Sequence[tuple[str, float, dict[str, Any]]]]) -> None:
+        super().__init__()
+        self.tasks = nn.ModuleList([build(terms) for terms in tasks])
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
+        total, _ = self.tasks[batch.get("task", 0)](student, teacher, batch)
+        return total
 
 
 class WeightedSum(nn.Module):

@@ -1,17 +1,18 @@
 """Multi-task distillation, MKD (Liu et al. 2019, "MKD: a Multi-Task Knowledge Distillation
 Approach for Pretrained Language Models").
 
-One student encoder is shared by every task; each task has its own output layer and its own
-teacher. Training draws whole batches from one task at a time (a task sampler decides which),
-so heads of different widths never meet in a batch. The run's data and teacher are the target
-task: its head is the student's own, so after training the student is an ordinary classifier
-for the target task and exports like any other.
+One student encoder is shared by every task; each task has its own output layer. Training draws
+whole batches from one task at a time (a task sampler decides which), so heads of different
+widths, and classification and regression heads, never meet in a batch; each batch takes its
+own task's losses (losses.PerTask). The run's data and teacher are the target task: its head is
+the student's own, so after training the student is an ordinary classifier (or regressor) for
+the target task and exports like any other. The teachers are in task_teachers.py.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdedge.artifacts import fingerprint
-from kdedge.config import KdedgeConfig, TaskConfig
-from kdedge.data import stage as data_stage
-from kdedge.data.dataset import TaskData, TaskSplit, load_task
-from kdedge.distill import teachers
+from kdedge import tasks as task_kinds
+from kdedge.data.dataset import TaskData, TaskSplit
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import evaluate_splits, headline, validation_score
 from kdedge.training.outputs import Outputs
@@ -66,18 +64,18 @@ def task_sampler(offsets: list[int], sizes: list[int], batch_size: int, probabil
     return epoch
 
 
-class MultiTaskStudent(nn.Module):
-    """The student with an extra output layer per task.
+class MultiTaskModel(nn.Module):
+    """A model (the student, or the multi-task teacher) with an extra output layer per task.
 
-    An auxiliary head replaces the student's final output layer (the last Linear producing its
+    An auxiliary head replaces the model's final output layer (the last Linear producing its
     logits) and reads the same input, so everything below it is shared. Task 0 is the target:
-    the student's own head.
+    the model's own head, so `model` alone is the target task's model.
     """
 
-    def __init__(self, student: nn.Module, num_labels: list[int]) -> None:
+    def __init__(self, model: nn.Module, num_labels: list[int]) -> None:
         super().__init__()
-        self.student = student
-        self.output_layer = output_layer(student)
+        self.student = model  # the name keeps the saved state's keys of earlier runs
+        self.output_layer = output_layer(model)
         width = self.output_layer.in_features
         self.heads = nn.ModuleList([nn.Identity()] + [nn.Linear(width, n) for n in num_labels[1:]])
 
@@ -91,55 +89,44 @@ class MultiTaskStudent(nn.Module):
         finally:
             handle.remove()
 
+    def view(self, task: int) -> nn.Module:
+        """The model answering for one task, for code that calls model(**inputs)."""
+        return _TaskView(self, task)
+
 
 def output_layer(model: nn.Module) -> nn.Linear:
     """The last Linear whose width is the number of labels: the one that writes the logits."""
     num_labels = model.config.num_labels
     layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
     if not layers:
-        raise KdedgeError(f"Cannot find the output layer of the {type(model).__name__} student; "
-                          "use a transformer or bilstm student for the multi-task recipe.")
+        raise KdedgeError(f"Cannot find the output layer of the {type(model).__name__} model; "
+                          "the multi-task recipe needs transformer or bilstm students and teachers.")
     return layers[-1]
 
 
 @dataclass
 class AuxTask:
+    """Another task of the run: its data, and its teacher's logits on its training rows."""
+
     name: str
     data: TaskData
-    teacher_logits: torch.Tensor  # on data.splits["train"]
-    teacher_summary: dict[str, Any]
+    data_fingerprint: str
+    teacher_logits: torch.Tensor | None = None  # on data.splits["train"], once a teacher gave them
+    teacher_summary: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_tasks(cfg: KdedgeConfig, work: Path) -> list[AuxTask]:
-    """Every other task's data (written under tasks/<name>/) and its teacher's logits."""
-    return [_prepare(task, cfg, work / TASKS_DIR / task.name) for task in cfg.distill.multi_task.tasks]
+def check_kind(name: str, data: TaskData) -> None:
+    """Refuse a task whose kind has no multi-task recipe (the heads are logits or a score)."""
+    if "multi-task" not in task_kinds.get(data.kind).recipes:
+        fits = [k for k in task_kinds.names() if "multi-task" in task_kinds.get(k).recipes]
+        raise KdedgeError(f"Task {name!r} is a {data.kind} task, and multi-task distillation "
+                          f"takes {' and '.join(fits)} tasks only; drop it.")
 
 
-def _prepare(task: TaskConfig, cfg: KdedgeConfig, folder: Path) -> AuxTask:
-    log.info("  task %r: data from %s, teacher %s", task.name, task.data.source, task.teacher.model)
-    folder.mkdir(parents=True, exist_ok=True)
-    data_stage.prepare(task.data, cfg.run.seed, folder)
-    data = load_task(folder)
-    data_fp = fingerprint("data", {"data": task.data.model_dump(mode="json"), "seed": cfg.run.seed},
-                          {})
-    train = data.splits["train"]
-    logits, metrics, _ = teachers.teacher_logits(task.teacher, data, train, data_fp, cfg, folder)
-    summary = {"teacher": task.teacher.model, "fine_tuned": metrics["fine_tuned"],
-               "kind": data.kind, "labels": data.labels, "train_examples": len(train),
-               "teacher_test": headline(data, metrics["test"])}
-    return AuxTask(task.name, data, logits, summary)
-
-
-def joint_split(target: TaskData, tasks: list[AuxTask], train: TaskSplit,
-                ) -> tuple[TaskSplit, list[int], list[int]]:
-    """Every task's training rows in one split with task ids; (split, offsets, sizes).
-
-    `train` is the target's training split as distilled (with any augmentation)."""
-    mixed = [t.name for t in tasks if t.data.kind != target.kind]
-    if mixed:
-        raise KdedgeError(f"Task {mixed[0]!r} is not a {target.kind} task like the target; "
-                          "multi-task distillation here needs tasks of one kind, so drop it.")
-    splits = [train] + [t.data.splits["train"] for t in tasks]
+def joint_split(splits: list[TaskSplit]) -> tuple[TaskSplit, list[int], list[int]]:
+    """Every task's training rows in one split with task ids, the target's first; (split,
+    offsets, sizes). Mixed kinds share one label array (float64 holds class ids and scores
+    exactly); each task's losses read the labels in their own form."""
     sizes = [len(s) for s in splits]
     offsets = np.cumsum([0, *sizes[:-1]]).tolist()
     texts = [text for s in splits for text in s.texts]
@@ -163,29 +150,29 @@ def joint_teacher(target: dict[str, torch.Tensor], tasks: list[AuxTask], offsets
     return outputs
 
 
-def mean_validation_score(model: MultiTaskStudent, target: TaskData, tasks: list[AuxTask],
-                          tokenizer: Any, max_length: int) -> float:
-    """What the joint phase keeps its best epoch by: every task's primary metric counts."""
-    scores = [validation_score(_TaskView(model, number), tokenizer, data, max_length)
-              for number, data in enumerate([target, *[t.data for t in tasks]])]
-    return float(np.mean(scores))
+def mean_validation_score(model: MultiTaskModel, tasks: list[TaskData], tokenizer: Any,
+                          max_length: int) -> float:
+    """What a joint phase keeps its best epoch by: every task's primary metric (each its own:
+    accuracy, Pearson, ...) counts, through its own head; the target is tasks[0]."""
+    return float(np.mean([validation_score(model.view(number), tokenizer, data, max_length)
+                          for number, data in enumerate(tasks)]))
 
 
-def evaluate_tasks(model: MultiTaskStudent, tokenizer: Any, tasks: list[AuxTask], max_length: int,
+def evaluate_tasks(model: MultiTaskModel, tokenizer: Any, tasks: list[AuxTask], max_length: int,
                    ) -> dict[str, Any]:
     """Each other task's validation and test metrics through its own head."""
     out = {}
     for number, task in enumerate(tasks, start=1):
-        metrics = evaluate_splits(_TaskView(model, number), tokenizer, task.data, max_length)
+        metrics = evaluate_splits(model.view(number), tokenizer, task.data, max_length)
         out[task.name] = {**task.teacher_summary,
                           **{split: headline(task.data, m) for split, m in metrics.items()}}
     return out
 
 
 class _TaskView(nn.Module):
-    """The multi-task student answering for one task, for code that calls model(**inputs)."""
+    """A multi-task model answering for one task, for code that calls model(**inputs)."""
 
-    def __init__(self, model: MultiTaskStudent, task: int) -> None:
+    def __init__(self, model: MultiTaskModel, task: int) -> None:
         super().__init__()
         self.model, self.task = model, task
 
@@ -193,7 +180,9 @@ class _TaskView(nn.Module):
         return self.model(task=self.task, **inputs)
 
 
-def save_heads(model: MultiTaskStudent, tasks: list[AuxTask], path: Path) -> None:
+def save_heads(model: MultiTaskModel, tasks: list[AuxTask], path: Path) -> None:
+    """The other tasks' heads as safetensors, "<task>.weight" and "<task>.bias"; the metadata
+    gives each task's kind."""
     from safetensors.torch import save_file
 
     tensors = {}
@@ -201,4 +190,14 @@ def save_heads(model: MultiTaskStudent, tasks: list[AuxTask], path: Path) -> Non
         head = model.heads[number]
         tensors[f"{task.name}.weight"] = head.weight.detach().contiguous()
         tensors[f"{task.name}.bias"] = head.bias.detach().contiguous()
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata={task.name: task.data.kind for task in tasks})
+
+
+def load_heads(model: MultiTaskModel, tasks: list[AuxTask], path: Path) -> None:
+    """The heads save_heads wrote, into `model`'s heads for the same tasks."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    for number, task in enumerate(tasks, start=1):
+        model.heads[number].load_state_dict({"weight": tensors[f"{task.name}.weight"],
+                                             "bias": tensors[f"{task.name}.bias"]})

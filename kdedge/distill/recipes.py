@@ -38,6 +38,7 @@ class Dims:
     teacher_hidden: int
     teachers: int = 1  # the teacher stage's, plus distill.multi_teacher.teachers
     regression: bool = False  # one output, the score: gold-label terms are MSE, not CE
+    tasks: tuple[bool, ...] = ()  # multi-task: `regression` of every task, the target's first
     generation: bool = False  # token-level terms on a generator's decoder
 
 
@@ -163,12 +164,16 @@ def multi_teacher_kd(cfg: Any, dims: Dims) -> list[Phase]:
 @RECIPES.register("multi-task")
 def multi_task_kd(cfg: Any, dims: Dims) -> list[Phase]:
     """Liu et al. (2019), MKD: logit KD on every task's batches through a shared student with a
-    head per task, then (optionally) the target task alone with the same loss."""
+    head per task, each task with the terms of its own kind (a classification head: its
+    logit loss and CE; a regression head: MSE to the teacher's and the gold score); then
+    (optionally) the target task alone with the same loss."""
     m = cfg.multi_task
-    terms = logit_kd_terms(cfg.model_copy(update={"logit_loss": m.logit_loss}), dims.regression)
-    phases = [Phase("multi-task", terms, all_tasks=True)]
+    kd = cfg.model_copy(update={"logit_loss": m.logit_loss})
+    joint = ("per_task", 1.0, {"tasks": tuple(logit_kd_terms(kd, regression)
+                                              for regression in dims.tasks or (dims.regression,))})
+    phases = [Phase("multi-task", (joint,), all_tasks=True)]
     if m.finetune_epochs:
-        phases.append(Phase("target", terms, m.finetune_epochs))
+        phases.append(Phase("target", logit_kd_terms(kd, dims.regression), m.finetune_epochs))
     return phases
 
 

@@ -78,7 +78,7 @@ def test_mse_logits_on_one_output_is_mse_to_the_teachers_score() -> None:
 def test_unknown_loss_lists_the_known_ones() -> None:
     with pytest.raises(KdedgeError, match="Unknown loss 'kld'; known: annealed_mse, ce, "
                                           "imitation_ce, kl, l1_logits, l2kd_word, mse_gold, "
-                                          "mse_logits, multi_teacher_kd, prompt_lm, "
+                                          "mse_logits, multi_teacher_kd, per_task, prompt_lm, "
                                           "representation, token_ce, word_kd"):
         losses.build([("kld", 1.0, {})])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VOCAB, write_tiny_model
+from conftest import VOCAB, toy_rows, write_tiny_model
 
 from kdedge import pipeline
 from kdedge.artifacts import Manifest
@@ -259,8 +259,9 @@ def test_a_teacher_with_other_labels_is_refused(tiny_run: tuple[KdedgeConfig, Pa
 
 def test_multi_task_recipe_trains_a_head_per_task(tiny_run: tuple[KdedgeConfig, Path],
                                                   tmp_path: Path, tiny_encoder_dir: Path) -> None:
-    """A 3-topic task joins the sentiment task: its teacher is fine-tuned, the shared student
-    learns both, and the saved student is the sentiment classifier alone."""
+    """Per-task teachers: a 3-topic task joins the sentiment task, its own teacher is
+    fine-tuned, the shared student learns both, and the saved student is the sentiment
+    classifier alone."""
     import random
 
     import pandas as pd
@@ -281,6 +282,7 @@ def test_multi_task_recipe_trains_a_head_per_task(tiny_run: tuple[KdedgeConfig, 
                "epochs": 6, "learning_rate": 3e-3, "batch_size": 16}}}
     run_dir = rerun_copy(tiny_run, tmp_path, {
         "distill.recipe": "multi-task", "distill.multi_task.tasks": [aux],
+        "distill.multi_task.teacher": "per-task",
         "distill.multi_task.sampler": "temperature", "distill.training.epochs": 10},
         ("distill", "export"))
     metrics = manifest(run_dir, "distill").metrics
@@ -294,6 +296,43 @@ def test_multi_task_recipe_trains_a_head_per_task(tiny_run: tuple[KdedgeConfig, 
 
     heads = load_file(run_dir / pipeline.stage_dirname("distill") / "task_heads.safetensors")
     assert heads["topic.weight"].shape == (3, 32)
+    assert manifest(run_dir, "export").metrics["models"]["student"]["parity"]["max_abs_diff"] < 1e-4
+
+
+def test_multi_task_teacher_with_a_regression_task(tiny_run: tuple[KdedgeConfig, Path],
+                                                   tmp_path: Path) -> None:
+    """The paper's multi-task teacher and mixed kinds: a score task (how many of a text's
+    words are 'movie' or 'film') joins the sentiment task; the teacher stage's teacher is
+    fine-tuned on both with a head each, the student distils from its heads (MSE for the score,
+    logit MSE + CE for sentiment), and what ships is the sentiment classifier."""
+    import pandas as pd
+
+    rows = [{"text": row["sentence"], "share": float(sum(w in ("movie", "film")
+                                                          for w in row["sentence"].split()))}
+            for row in toy_rows(300, seed=3)]
+    csv = tmp_path / "share.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    aux = {"name": "share", "data": {"source": str(csv), "label_column": "share",
+                                     "task": "regression"}}
+    run_dir = rerun_copy(tiny_run, tmp_path, {
+        "distill.recipe": "multi-task", "distill.multi_task.tasks": [aux],
+        "distill.training.epochs": 6}, ("distill", "export"))
+    metrics = manifest(run_dir, "distill").metrics
+    teacher = metrics["multi_task_teacher"]
+    assert not teacher["cache_hit"] and len(teacher["history"]) == 6
+    assert teacher["scores"]["target"]["test"]["accuracy"] >= 0.9
+    assert teacher["scores"]["share"]["validation"]["pearson"] >= 0.7
+    share = metrics["tasks"]["share"]
+    assert share["kind"] == "regression" and share["teacher"].endswith("(multi-task)")
+    assert share["validation"]["pearson"] >= 0.7  # the student's score head learned
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert [row["phase"] for row in metrics["history"]] == ["multi-task"] * 6 + ["target"]
+    from safetensors import safe_open
+
+    path = run_dir / pipeline.stage_dirname("distill") / "task_heads.safetensors"
+    with safe_open(str(path), "pt") as heads:
+        assert heads.metadata() == {"share": "regression"}
+        assert heads.get_tensor("share.weight").shape == (1, 32)
     assert manifest(run_dir, "export").metrics["models"]["student"]["parity"]["max_abs_diff"] < 1e-4
 
 
