@@ -128,7 +128,7 @@ def multi_task_teacher(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, target: 
          **{f"data.{t.name}": t.data_fingerprint for t in tasks}})
     cached = cache_dir() / "teachers" / f"multi-task-{key}"
     num_labels = [target.num_labels, *(t.data.num_labels for t in tasks)]
-    datas = [target, *(t.data for t in tasks)]
+    datas = [data.view("teacher") for data in (target, *(t.data for t in tasks))]  # what it reads
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         if (cached / "metrics.json").is_file():
             log.info("  multi-task teacher found in the cache (%s)", cached)
@@ -145,7 +145,7 @@ def multi_task_teacher(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, target: 
                            model.view(number), tokenizer, data, max_length))
                            for number, (name, data) in enumerate(zip(
                                ["target", *(t.name for t in tasks)], datas, strict=True))}}
-            probe = target.splits["validation"].texts[:8]
+            probe = datas[0].splits["validation"].texts[:8]
             save_verified(model.student, tokenizer, folder, probe, max_length)
             save_heads(model, tasks, folder / HEADS_FILE)
             store(cached, folder, metrics)
@@ -155,7 +155,8 @@ def multi_task_teacher(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, target: 
     for number, aux in enumerate(tasks, start=1):
         split = aux.data.splits["train"]
         outputs, _ = teacher_cache.teacher_outputs(
-            teacher_cache.cache_folder([*files, f"head:{aux.name}"], split.texts, max_length),
+            teacher_cache.cache_folder([*files, f"head:{aux.name}"], split.teacher_view,
+                                       max_length),
             model.view(number), tokenizer, split, max_length)
         out.append(dataclasses.replace(aux, teacher_logits=outputs["logits"], teacher_summary=_summary(
             aux, f"{cfg.teacher.model} (multi-task)", True, scores.get(aux.name, {}))))
