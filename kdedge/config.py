@@ -281,8 +281,9 @@ class LifelongConfig(_Section):
     """
 
     tasks: tuple[TaskConfig, ...] = ()  # their data takes the run's task kind and lengths
-    kd: Literal["word", "seq", "seq-soft"] = "word"  # word-level KD, the teacher's greedy outputs
-    # as targets, or both
+    kd: Literal["word", "seq", "seq-soft", "none"] = "word"  # word-level KD, the teacher's
+    # greedy outputs as targets, or both; none: the gold targets with NLL and no teacher (LAMOL
+    # itself with replay generated, plain fine-tuning in sequence with replay none)
     temperature: float = Field(2.0, gt=0)  # word-level KD: tau^2 KL at this temperature
     lm_weight: float = Field(0.25, ge=0)  # lambda: the language-model term on the prompt
     replay: Literal["generated", "real", "none"] = "generated"  # LAMOL pseudo-samples, real

@@ -7,7 +7,7 @@ For task m of the stream (distill.lifelong.tasks, then the run's own data last):
 2. the lifelong model (the student, started from the untrained teacher checkpoint's layers)
    trains on task m with KD from that teacher (word-level: the KL between the teacher's and
    its next-token distributions on the answer and, weighted by lambda, on the prompt;
-   sequence-level; or both), plus
+   sequence-level; or both; or, with kd none, the gold targets alone: LAMOL without KD), plus
    gamma x |task m| replayed rows of the earlier tasks with plain NLL: pseudo-samples the model
    generates itself from each earlier task's generation token (LAMOL), or real rows (an
    upper bound);
@@ -84,7 +84,7 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData, wor
     student, info = build_student(cfg.distill, base)
     layouts = task_layouts(stream, layout, tokenizer, student)
     phase = RECIPES.get("lifelong")(cfg.distill, Dims(0, 0, generation=True))[0]
-    needs_teacher = life.kd != "seq"
+    needs_teacher = life.kd in ("word", "seq-soft")  # seq and none read no teacher logits
     width = student.get_input_embeddings().num_embeddings
     rng = random.Random(cfg.run.seed)
     steps, history = [], []

@@ -19,11 +19,12 @@ TARGET = [("story very", "great"), ("it is a", "awful"), ("very smart", "fine"),
           ("a weak story", "poor")] * 4  # the run's own task, last in the stream
 
 
-def lifelong_config(tiny_gpt2_dir: Path, first_csv: Path, replay: str):  # noqa: F811
+def lifelong_config(tiny_gpt2_dir: Path, first_csv: Path, replay: str,  # noqa: F811
+                    kd: str = "word"):
     return build_config(overrides={
         "data.task": "causal-lm", "data.max_length": 8, "data.max_target_length": 3,
         "teacher.model": str(tiny_gpt2_dir), "distill.recipe": "lifelong", "distill.student": "1",
-        "distill.lifelong": {"replay": replay, "replay_ratio": 0.5, "tasks": [{
+        "distill.lifelong": {"replay": replay, "replay_ratio": 0.5, "kd": kd, "tasks": [{
             "name": "first", "data": {"source": str(first_csv), "text_columns": ["prompt"],
                                       "label_column": "continuation",
                                       "validation_fraction": 0.25, "test_fraction": 0.25},
@@ -263,3 +264,50 @@ def test_each_task_starts_with_its_generation_token_and_the_teacher_reads_bos(
     with torch.no_grad():
         s = Outputs(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits)
     assert torch.isfinite(LifelongWordKD(2.0, 0.25)(s, out, batch))
+
+
+def test_kd_none_is_lamol_without_a_teacher(tiny_gpt2_dir: Path, tmp_path: Path,  # noqa: F811
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """kd none (the baselines: LAMOL with replay, fine-tuning in sequence without): the gold
+    targets' NLL + lambda x the prompt's NLL on every row, and no task teacher is ever read."""
+    from transformers import AutoModelForCausalLM
+
+    from kdedge.distill import generator, lifelong
+    from kdedge.distill.generation_training import TargetSplit, collate
+    from kdedge.distill.losses import build
+    from kdedge.distill.recipes import RECIPES, Dims
+    from kdedge.training.outputs import Outputs
+
+    cfg = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "gold",
+                                  "distill.lifelong": {"kd": "none", "lm_weight": 0.5}}).distill
+    (phase,) = RECIPES.get("lifelong")(cfg, Dims(0, 0, generation=True))
+    assert phase.losses == (("token_ce", 1.0, {}), ("prompt_lm", 0.5, {}))
+    assert phase.targets == "data"
+    teacher, tokenizer = loaded(tiny_gpt2_dir)
+    layout = layout_for(teacher.config, tokenizer, 8)
+    split = TargetSplit([p for p, _ in TARGET[:4]], layout.targets([c for _, c in TARGET[:4]], 3),
+                        pseudo=[False, True, False, True])
+    batch = collate(layout, split, range(4))
+    torch.manual_seed(2)
+    student = AutoModelForCausalLM.from_config(teacher.config).eval()
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got, _ = build(phase.losses)(Outputs(s), None, batch)
+    answer, prompt = batch["mask"], batch["prompt_mask"]
+    expected = (torch.nn.functional.cross_entropy(s[answer], batch["labels"][answer])
+                + 0.5 * torch.nn.functional.cross_entropy(s[prompt], batch["labels"][prompt]))
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("kd none read a task teacher")
+
+    monkeypatch.setattr(lifelong, "teacher_at_bos", no_teacher)
+    monkeypatch.setattr(lifelong, "_teacher_outputs", no_teacher)
+    first_csv = tmp_path / "first.csv"
+    pd.DataFrame([{"prompt": p, "continuation": c} for p, c in FIRST]).to_csv(first_csv,
+                                                                              index=False)
+    run_cfg = lifelong_config(tiny_gpt2_dir, first_csv, "none", kd="none")
+    _, metrics = generator.distill(run_cfg, teacher, tokenizer, task_of(TARGET), ["gpt2"],
+                                   work=tmp_path / "work")
+    life = metrics["lifelong"]
+    assert life["kd"] == "none" and [s["replayed"] for s in life["after_step"]] == [0, 0]
