@@ -311,3 +311,42 @@ def test_kd_none_is_lamol_without_a_teacher(tiny_gpt2_dir: Path, tmp_path: Path,
                                    work=tmp_path / "work")
     life = metrics["lifelong"]
     assert life["kd"] == "none" and [s["replayed"] for s in life["after_step"]] == [0, 0]
+
+
+def test_the_task_teachers_learn_lamols_objective_the_prompt_too(tiny_gpt2_dir: Path,  # noqa: F811
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Word-level KD on the prompt reads the teachers' prompt distributions: every task teacher
+    of the lifelong recipe is fine-tuned with the answer's NLL + lambda x the prompt's (a teacher
+    trained on answers alone has random ones there). Other recipes keep the answer's alone."""
+    from kdedge.teacher import generator as teacher_generator
+
+    tasks = [{"name": "first", "data": {"source": "first.csv"}},
+             {"name": "second", "data": {"source": "second.csv"},
+              "teacher": {"lm_weight": 0.0}}]
+    cfg = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "lifelong",
+                                  "distill.lifelong": {"lm_weight": 0.4, "tasks": tasks}})
+    assert cfg.teacher.lm_weight == 0.4
+    assert [t.teacher.lm_weight for t in cfg.distill.lifelong.tasks] == [0.4, 0.0]  # given: kept
+    again = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "lifelong",
+                                    "teacher.lm_weight": 0.1,
+                                    "distill.lifelong": {"tasks": tasks[:1]}})
+    assert again.teacher.lm_weight == 0.1 and again.distill.lifelong.tasks[0].teacher.lm_weight == 0.25
+    assert build_config(overrides={"data.task": "causal-lm", "distill.recipe": "word-kd"}
+                        ).teacher.lm_weight == 0.0
+
+    built: list[list[tuple]] = []
+    original = teacher_generator.losses.build
+
+    def spy(terms):
+        built.append(list(terms))
+        return original(terms)
+
+    monkeypatch.setattr(teacher_generator.losses, "build", spy)
+    teacher_cfg = cfg.teacher.model_copy(update={
+        "model": str(tiny_gpt2_dir), "training": cfg.teacher.training.model_copy(
+            update={"epochs": 1, "batch_size": 4, "patience": None})})
+    data = cfg.data.model_copy(update={"max_length": 8, "max_target_length": 3})
+    teacher_generator.prepare(teacher_cfg, data, task_of(TARGET), 0, tmp_path / "cache",
+                              tmp_path / "model", None)
+    assert built == [[("token_ce", 1.0, {}), ("prompt_lm", 0.4, {})]]
