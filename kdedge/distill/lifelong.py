@@ -225,17 +225,29 @@ def pseudo_samples(model: Any, layout: CausalLayout, count: int, top_k: int, max
                                 pad_token_id=layout.pad, eos_token_id=None)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for start in range(0, count, batch_size):
-            n = min(batch_size, count - start)
-            ids = torch.full((n, 1), layout.start, dtype=torch.long)
-            rows = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                  generation_config=settings)[:, 1:].tolist()
-            for row in rows:
-                sample = _split_sample(row, layout)
-                if sample is not None:
-                    out.append(sample)
-    model.train(was_training)
+    # The separator is the EOS token whenever the tokenizer has no SEP (GPT-2) or its SEP is the
+    # EOS (BERT's): generate() fills an unset eos_token_id from the model's own generation
+    # config, so it stopped every sample at its separator, before the answer, and every sample
+    # was dropped. The model's EOS is cleared while sampling and put back after.
+    own = getattr(model, "generation_config", None)
+    saved = getattr(own, "eos_token_id", None)
+    if own is not None:
+        own.eos_token_id = None
+    try:
+        with torch.no_grad():
+            for start in range(0, count, batch_size):
+                n = min(batch_size, count - start)
+                ids = torch.full((n, 1), layout.start, dtype=torch.long)
+                rows = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                      generation_config=settings)[:, 1:].tolist()
+                for row in rows:
+                    sample = _split_sample(row, layout)
+                    if sample is not None:
+                        out.append(sample)
+    finally:
+        if own is not None:
+            own.eos_token_id = saved
+        model.train(was_training)
     return out
 
 

@@ -350,3 +350,30 @@ def test_the_task_teachers_learn_lamols_objective_the_prompt_too(tiny_gpt2_dir: 
     teacher_generator.prepare(teacher_cfg, data, task_of(TARGET), 0, tmp_path / "cache",
                               tmp_path / "model", None)
     assert built == [[("token_ce", 1.0, {}), ("prompt_lm", 0.4, {})]]
+
+
+def test_pseudo_samples_run_past_the_separator_that_is_also_eos(tiny_gpt2_dir: Path,  # noqa: F811
+                                                                ) -> None:
+    """The separator is the model's EOS (BERT's [SEP] here, GPT-2's EOS when it has no SEP):
+    sampling must not stop there, or no sample has an answer and LAMOL replays nothing. A model
+    that always says the separator writes max_tokens of it; its own EOS is put back after."""
+    from kdedge.distill import lifelong
+
+    model, tokenizer = loaded(tiny_gpt2_dir)
+    layout = layout_for(model.config, tokenizer, 8)
+    assert layout.separator == layout.eos == model.generation_config.eos_token_id
+    with torch.no_grad():  # final hidden state = the separator's embedding: it is the argmax
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(50 * model.transformer.wte.weight[layout.separator])
+    lengths: list[int] = []
+    original = model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        lengths.append(out.shape[1] - 1)
+        return out
+
+    model.generate = spy
+    assert lifelong.pseudo_samples(model, layout, 3, top_k=1, max_tokens=6, seed=0) == []
+    assert lengths == [6]
+    assert model.generation_config.eos_token_id == layout.eos
