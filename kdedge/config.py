@@ -113,6 +113,9 @@ class TeacherConfig(_Section):
     # until validation stops improving: an under-trained teacher is a weak reference for the
     # student, which can then even beat it
     training: TrainingConfig = TrainingConfig(epochs=5, patience=1, learning_rate=5e-5)
+    lm_weight: float = Field(0.0, ge=0)  # causal-lm fine-tuning: lambda x the prompt's NLL beside
+    # the target's (LAMOL's objective); the lifelong recipe sets it to its own lambda for every
+    # task teacher unless given, since its word-level KD reads the teachers' prompt distributions
 
 
 class AnnealingConfig(_Section):
@@ -316,8 +319,9 @@ class LifelongConfig(_Section):
     """
 
     tasks: tuple[TaskConfig, ...] = ()  # their data takes the run's task kind and lengths
-    kd: Literal["word", "seq", "seq-soft"] = "word"  # word-level KD, the teacher's greedy outputs
-    # as targets, or both
+    kd: Literal["word", "seq", "seq-soft", "none"] = "word"  # word-level KD, the teacher's
+    # greedy outputs as targets, or both; none: the gold targets with NLL and no teacher (LAMOL
+    # itself with replay generated, plain fine-tuning in sequence with replay none)
     temperature: float = Field(2.0, gt=0)  # word-level KD: tau^2 KL at this temperature
     lm_weight: float = Field(0.25, ge=0)  # lambda: the language-model term on the prompt
     replay: Literal["generated", "real", "none"] = "generated"  # LAMOL pseudo-samples, real
@@ -647,7 +651,24 @@ def build_config(file_data: dict[str, Any] | None = None, overrides: dict[str, A
         merged = deep_merge(deep_merge(tasks.demo_preset(kind), NOISY_PRESET), merged)
     if kind is None or kind in tasks.names() or kind == tasks.AUTO:  # the kind's default student
         merged = deep_merge({"distill": {"student": tasks.declared(kind).default_student}}, merged)
-    return validate_config(merged)
+    return validate_config(_lifelong_teachers(merged))
+
+
+def _lifelong_teachers(merged: dict[str, Any]) -> dict[str, Any]:
+    """L2KD trains every task teacher with LAMOL's objective (the answer's NLL + lambda x the
+    prompt's): its word-level KD on the prompt reads the teachers' distributions there, which a
+    teacher trained on the answers alone never learnt. The lifelong recipe's lambda becomes each
+    teacher's lm_weight unless one is given, in the resolved config (so in the fingerprints)."""
+    distill = merged.get("distill")
+    if not isinstance(distill, dict) or distill.get("recipe") != "lifelong":
+        return merged
+    life = distill.get("lifelong") if isinstance(distill.get("lifelong"), dict) else {}
+    weight = life.get("lm_weight", LifelongConfig().lm_weight)
+    tasks = [({**t, "teacher": {"lm_weight": weight, **(t.get("teacher") or {})}}
+              if isinstance(t, dict) else t) for t in life.get("tasks") or ()]
+    teacher = merged.get("teacher") if isinstance(merged.get("teacher"), dict) else {}
+    return {**merged, "teacher": {"lm_weight": weight, **teacher},
+            "distill": {**distill, "lifelong": {**life, "tasks": tasks}}}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> KdedgeConfig:

@@ -7,7 +7,7 @@ For task m of the stream (distill.lifelong.tasks, then the run's own data last):
 2. the lifelong model (the student, started from the untrained teacher checkpoint's layers)
    trains on task m with KD from that teacher (word-level: the KL between the teacher's and
    its next-token distributions on the answer and, weighted by lambda, on the prompt;
-   sequence-level; or both), plus
+   sequence-level; or both; or, with kd none, the gold targets alone: LAMOL without KD), plus
    gamma x |task m| replayed rows of the earlier tasks with plain NLL: pseudo-samples the model
    generates itself from each earlier task's generation token (LAMOL), or real rows (an
    upper bound);
@@ -84,7 +84,7 @@ def distill(cfg: KdedgeConfig, teacher: Any, tokenizer: Any, task: TaskData, wor
     student, info = build_student(cfg.distill, base)
     layouts = task_layouts(stream, layout, tokenizer, student)
     phase = RECIPES.get("lifelong")(cfg.distill, Dims(0, 0, generation=True))[0]
-    needs_teacher = life.kd != "seq"
+    needs_teacher = life.kd in ("word", "seq-soft")  # seq and none read no teacher logits
     width = student.get_input_embeddings().num_embeddings
     rng = random.Random(cfg.run.seed)
     steps, history = [], []
@@ -225,17 +225,29 @@ def pseudo_samples(model: Any, layout: CausalLayout, count: int, top_k: int, max
                                 pad_token_id=layout.pad, eos_token_id=None)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for start in range(0, count, batch_size):
-            n = min(batch_size, count - start)
-            ids = torch.full((n, 1), layout.start, dtype=torch.long)
-            rows = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                  generation_config=settings)[:, 1:].tolist()
-            for row in rows:
-                sample = _split_sample(row, layout)
-                if sample is not None:
-                    out.append(sample)
-    model.train(was_training)
+    # The separator is the EOS token whenever the tokenizer has no SEP (GPT-2) or its SEP is the
+    # EOS (BERT's): generate() fills an unset eos_token_id from the model's own generation
+    # config, so it stopped every sample at its separator, before the answer, and every sample
+    # was dropped. The model's EOS is cleared while sampling and put back after.
+    own = getattr(model, "generation_config", None)
+    saved = getattr(own, "eos_token_id", None)
+    if own is not None:
+        own.eos_token_id = None
+    try:
+        with torch.no_grad():
+            for start in range(0, count, batch_size):
+                n = min(batch_size, count - start)
+                ids = torch.full((n, 1), layout.start, dtype=torch.long)
+                rows = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                      generation_config=settings)[:, 1:].tolist()
+                for row in rows:
+                    sample = _split_sample(row, layout)
+                    if sample is not None:
+                        out.append(sample)
+    finally:
+        if own is not None:
+            own.eos_token_id = saved
+        model.train(was_training)
     return out
 
 

@@ -183,10 +183,12 @@ def lifelong(cfg: Any, dims: Dims) -> list[Phase]:
     steps). word: on new-task rows tau^2 KL to the teacher's next-token distributions on the
     answer, + lambda x the same on the language-model (prompt) positions; replayed rows take
     the NLL of both (LAMOL). seq: NLL of the teacher's outputs + lambda x the prompt's NLL.
-    seq-soft: word on the teacher's outputs. The language-model term is what lets the model
+    seq-soft: word on the teacher's outputs. none: the NLL of the gold targets + lambda x the
+    prompt's NLL, no teacher (LAMOL without KD). The language-model term is what lets the model
     generate pseudo-samples."""
     life = cfg.lifelong
     word = ("l2kd_word", 1.0, {"temperature": life.temperature, "lm_weight": life.lm_weight})
-    terms = (word,) if life.kd != "seq" else (("token_ce", 1.0, {}),
-                                              ("prompt_lm", life.lm_weight, {}))
-    return [Phase("lifelong", terms, targets="teacher" if life.kd != "word" else "data")]
+    terms = (word,) if life.kd in ("word", "seq-soft") else (("token_ce", 1.0, {}),
+                                                             ("prompt_lm", life.lm_weight, {}))
+    return [Phase("lifelong", terms,
+                  targets="teacher" if life.kd in ("seq", "seq-soft") else "data")]

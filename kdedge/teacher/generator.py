@@ -90,7 +90,10 @@ def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cac
                             layout.targets(train_split.labels, data.max_target_length))
         log.info("  fine-tuning teacher %r on %d pairs (%d epoch(s))", cfg.model, len(split),
                  cfg.training.epochs)
-        result = fit(model, layout, task, split, losses.build([("token_ce", 1.0, {})]),
+        terms = [("token_ce", 1.0, {})]
+        if task.kind == "causal-lm" and cfg.lm_weight > 0:  # LAMOL's objective (lifelong)
+            terms.append(("prompt_lm", cfg.lm_weight, {}))
+        result = fit(model, layout, task, split, losses.build(terms),
                      teacher=lambda batch: None, cfg=cfg.training,
                      max_new_tokens=data.max_target_length, seed=seed, description="teacher",
                      checkpoints=checkpoints, config_key="teacher.training")

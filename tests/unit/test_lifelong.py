@@ -19,11 +19,12 @@ TARGET = [("story very", "great"), ("it is a", "awful"), ("very smart", "fine"),
           ("a weak story", "poor")] * 4  # the run's own task, last in the stream
 
 
-def lifelong_config(tiny_gpt2_dir: Path, first_csv: Path, replay: str):  # noqa: F811
+def lifelong_config(tiny_gpt2_dir: Path, first_csv: Path, replay: str,  # noqa: F811
+                    kd: str = "word"):
     return build_config(overrides={
         "data.task": "causal-lm", "data.max_length": 8, "data.max_target_length": 3,
         "teacher.model": str(tiny_gpt2_dir), "distill.recipe": "lifelong", "distill.student": "1",
-        "distill.lifelong": {"replay": replay, "replay_ratio": 0.5, "tasks": [{
+        "distill.lifelong": {"replay": replay, "replay_ratio": 0.5, "kd": kd, "tasks": [{
             "name": "first", "data": {"source": str(first_csv), "text_columns": ["prompt"],
                                       "label_column": "continuation",
                                       "validation_fraction": 0.25, "test_fraction": 0.25},
@@ -263,3 +264,116 @@ def test_each_task_starts_with_its_generation_token_and_the_teacher_reads_bos(
     with torch.no_grad():
         s = Outputs(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits)
     assert torch.isfinite(LifelongWordKD(2.0, 0.25)(s, out, batch))
+
+
+def test_kd_none_is_lamol_without_a_teacher(tiny_gpt2_dir: Path, tmp_path: Path,  # noqa: F811
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """kd none (the baselines: LAMOL with replay, fine-tuning in sequence without): the gold
+    targets' NLL + lambda x the prompt's NLL on every row, and no task teacher is ever read."""
+    from transformers import AutoModelForCausalLM
+
+    from kdedge.distill import generator, lifelong
+    from kdedge.distill.generation_training import TargetSplit, collate
+    from kdedge.distill.losses import build
+    from kdedge.distill.recipes import RECIPES, Dims
+    from kdedge.training.outputs import Outputs
+
+    cfg = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "gold",
+                                  "distill.lifelong": {"kd": "none", "lm_weight": 0.5}}).distill
+    (phase,) = RECIPES.get("lifelong")(cfg, Dims(0, 0, generation=True))
+    assert phase.losses == (("token_ce", 1.0, {}), ("prompt_lm", 0.5, {}))
+    assert phase.targets == "data"
+    teacher, tokenizer = loaded(tiny_gpt2_dir)
+    layout = layout_for(teacher.config, tokenizer, 8)
+    split = TargetSplit([p for p, _ in TARGET[:4]], layout.targets([c for _, c in TARGET[:4]], 3),
+                        pseudo=[False, True, False, True])
+    batch = collate(layout, split, range(4))
+    torch.manual_seed(2)
+    student = AutoModelForCausalLM.from_config(teacher.config).eval()
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got, _ = build(phase.losses)(Outputs(s), None, batch)
+    answer, prompt = batch["mask"], batch["prompt_mask"]
+    expected = (torch.nn.functional.cross_entropy(s[answer], batch["labels"][answer])
+                + 0.5 * torch.nn.functional.cross_entropy(s[prompt], batch["labels"][prompt]))
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("kd none read a task teacher")
+
+    monkeypatch.setattr(lifelong, "teacher_at_bos", no_teacher)
+    monkeypatch.setattr(lifelong, "_teacher_outputs", no_teacher)
+    first_csv = tmp_path / "first.csv"
+    pd.DataFrame([{"prompt": p, "continuation": c} for p, c in FIRST]).to_csv(first_csv,
+                                                                              index=False)
+    run_cfg = lifelong_config(tiny_gpt2_dir, first_csv, "none", kd="none")
+    _, metrics = generator.distill(run_cfg, teacher, tokenizer, task_of(TARGET), ["gpt2"],
+                                   work=tmp_path / "work")
+    life = metrics["lifelong"]
+    assert life["kd"] == "none" and [s["replayed"] for s in life["after_step"]] == [0, 0]
+
+
+def test_the_task_teachers_learn_lamols_objective_the_prompt_too(tiny_gpt2_dir: Path,  # noqa: F811
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Word-level KD on the prompt reads the teachers' prompt distributions: every task teacher
+    of the lifelong recipe is fine-tuned with the answer's NLL + lambda x the prompt's (a teacher
+    trained on answers alone has random ones there). Other recipes keep the answer's alone."""
+    from kdedge.teacher import generator as teacher_generator
+
+    tasks = [{"name": "first", "data": {"source": "first.csv"}},
+             {"name": "second", "data": {"source": "second.csv"},
+              "teacher": {"lm_weight": 0.0}}]
+    cfg = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "lifelong",
+                                  "distill.lifelong": {"lm_weight": 0.4, "tasks": tasks}})
+    assert cfg.teacher.lm_weight == 0.4
+    assert [t.teacher.lm_weight for t in cfg.distill.lifelong.tasks] == [0.4, 0.0]  # given: kept
+    again = build_config(overrides={"data.task": "causal-lm", "distill.recipe": "lifelong",
+                                    "teacher.lm_weight": 0.1,
+                                    "distill.lifelong": {"tasks": tasks[:1]}})
+    assert again.teacher.lm_weight == 0.1 and again.distill.lifelong.tasks[0].teacher.lm_weight == 0.25
+    assert build_config(overrides={"data.task": "causal-lm", "distill.recipe": "word-kd"}
+                        ).teacher.lm_weight == 0.0
+
+    built: list[list[tuple]] = []
+    original = teacher_generator.losses.build
+
+    def spy(terms):
+        built.append(list(terms))
+        return original(terms)
+
+    monkeypatch.setattr(teacher_generator.losses, "build", spy)
+    teacher_cfg = cfg.teacher.model_copy(update={
+        "model": str(tiny_gpt2_dir), "training": cfg.teacher.training.model_copy(
+            update={"epochs": 1, "batch_size": 4, "patience": None})})
+    data = cfg.data.model_copy(update={"max_length": 8, "max_target_length": 3})
+    teacher_generator.prepare(teacher_cfg, data, task_of(TARGET), 0, tmp_path / "cache",
+                              tmp_path / "model", None)
+    assert built == [[("token_ce", 1.0, {}), ("prompt_lm", 0.4, {})]]
+
+
+def test_pseudo_samples_run_past_the_separator_that_is_also_eos(tiny_gpt2_dir: Path,  # noqa: F811
+                                                                ) -> None:
+    """The separator is the model's EOS (BERT's [SEP] here, GPT-2's EOS when it has no SEP):
+    sampling must not stop there, or no sample has an answer and LAMOL replays nothing. A model
+    that always says the separator writes max_tokens of it; its own EOS is put back after."""
+    from kdedge.distill import lifelong
+
+    model, tokenizer = loaded(tiny_gpt2_dir)
+    layout = layout_for(model.config, tokenizer, 8)
+    assert layout.separator == layout.eos == model.generation_config.eos_token_id
+    with torch.no_grad():  # final hidden state = the separator's embedding: it is the argmax
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(50 * model.transformer.wte.weight[layout.separator])
+    lengths: list[int] = []
+    original = model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        lengths.append(out.shape[1] - 1)
+        return out
+
+    model.generate = spy
+    assert lifelong.pseudo_samples(model, layout, 3, top_k=1, max_tokens=6, seed=0) == []
+    assert lengths == [6]
+    assert model.generation_config.eos_token_id == layout.eos
