@@ -308,7 +308,9 @@ def _multitask(cfg: KdedgeConfig, base: Any, layout: Layout, stream: list[Stream
     loss = losses.build([("token_ce", 1.0, {}), ("prompt_lm", cfg.distill.lifelong.lm_weight, {})])
     fit(student, layout, stream[-1].data, TargetSplit(sources, targets), loss,
         teacher=lambda batch: None, cfg=cfg.distill.training,
-        max_new_tokens=data.max_target_length, seed=cfg.run.seed, description="multitask model")
+        max_new_tokens=data.max_target_length, seed=cfg.run.seed, description="multitask model",
+        evaluate=seen_so_far(stream, {t.name: layout for t in stream}, data.max_target_length,
+                             cfg.distill.training.eval_batch_size))  # the epoch best on every task
     return {t.name: score(student, layout, t.data, "test", data.max_target_length)["rougeL"]
             for t in stream}
 
