@@ -118,6 +118,11 @@ def test_the_schema_names_every_task_kind() -> None:
     from kdedge import tasks
 
     assert sorted(SCHEMA["properties"]["task"]["enum"]) == sorted(tasks.names())
+    patterns = {p for p in json.dumps(SCHEMA).split('"') if p.startswith("^(accuracy|")}
+    assert len(patterns) == 1  # one list of metric names, written alike wherever it is used
+    (pattern,) = patterns
+    for name in tasks.names():  # and every kind's metrics are in it
+        assert all(re.fullmatch(pattern, metric) for metric in tasks.get(name).metrics), name
 
 
 def test_pareto_front_per_target(tmp_path: Path) -> None:
