@@ -86,5 +86,17 @@ def label_warnings(counts: dict[str, dict[str, int]], labels: list[str], cfg: Da
                                                                                   strict=True))
         warnings.append(f"The classes are imbalanced in train ({shares}; the largest has {ratio:g}x "
                         "the smallest): accuracy flatters a model that favours the large class, so "
-                        "read macro-F1 beside it.")
+                        "the run judges models by macro-F1 (raise data.imbalance_ratio to keep "
+                        "accuracy).")
     return {"rare_classes": rare, "imbalance": {"ratio": ratio, "heavy": heavy}}, warnings
+
+
+def primary_metric(metrics: tuple[str, ...], summary: dict[str, object]) -> str:
+    """The metric every choice of the run is judged by (the teacher's and student's best epoch,
+    the student search, the quantization gate, the report's verdict): the kind's first, except
+    with heavily imbalanced classes, where accuracy rewards predicting the large class and
+    macro-F1 takes its place."""
+    imbalance = summary.get("imbalance")
+    if isinstance(imbalance, dict) and imbalance.get("heavy") and "macro_f1" in metrics:
+        return "macro_f1"
+    return metrics[0]

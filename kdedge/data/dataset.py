@@ -61,6 +61,8 @@ class TaskData:
     splits: dict[str, TaskSplit]
     kind: str = "classification"  # a name in kdedge.tasks
     views: dict[str, str] | None = None  # paired views: {"teacher": column, "student": column}
+    primary: str | None = None  # the metric the run judges by, when the data stage chose one
+    # other than the kind's first (macro-F1 for heavily imbalanced classes: data/checks.py)
 
     def view(self, reader: str) -> TaskData:
         """The task as `reader` ("teacher" or "student") reads it: its texts in every split's
@@ -70,7 +72,7 @@ class TaskData:
         if reader == "student":
             return self
         return TaskData(self.labels, {name: split.as_teacher() for name, split in self.splits.items()},
-                        self.kind, self.views)
+                        self.kind, self.views, self.primary)
 
     @property
     def is_regression(self) -> bool:
@@ -84,7 +86,7 @@ class TaskData:
 
     @property
     def primary_metric(self) -> str:
-        return self.metrics[0]
+        return self.primary or self.metrics[0]
 
     @property
     def num_labels(self) -> int:
@@ -108,7 +110,7 @@ def load_task(stage_dir: Path) -> TaskData:
         teacher = _texts(table, TEACHER_TEXT) if TEACHER_TEXT in table.columns else None
         splits[name] = TaskSplit(_texts(table, "text"), table["label"].to_numpy(dtype=dtype),
                                  teacher_texts=teacher)
-    return TaskData(meta["labels"], splits, kind, meta.get("views"))
+    return TaskData(meta["labels"], splits, kind, meta.get("views"), meta.get("primary_metric"))
 
 
 def views(cfg: Any) -> dict[str, str] | None:

@@ -59,15 +59,17 @@ def prepare(cfg: DataConfig, seed: int, out: Path) -> dict[str, Any]:
     for name, table in splits.items():
         table.to_parquet(split_file(out, name), index=False)
     read = views(cfg)
+    primary = checks.primary_metric(kind.metrics, summary)
     write_json(out / LABELS_FILE, {"labels": labels, "text_columns": list(cfg.text_columns),
-                                   "task": task, **({"views": read} if read else {})})
+                                   "task": task, "primary_metric": primary,
+                                   **({"views": read} if read else {})})
     log.info("  %s task; %s", task, ", ".join(f"{n}: {len(t)}" for n, t in splits.items()))
     if read:
         log.info("  paired views: the teacher reads column %r, the student column %r",
                  read["teacher"], read["student"])
     for warning in warnings:
         log.warning("  %s", warning)
-    return {"source": identity, "task": task, "primary_metric": kind.primary_metric,
+    return {"source": identity, "task": task, "primary_metric": primary,
             "labels": labels, "num_labels": len(labels), **({"views": read} if read else {}),
             "splits": {n: len(t) for n, t in splits.items()}, **summary,
             "unused_unlabeled": len(unused), "dropped_rows": dropped, "duplicates": found,

@@ -162,8 +162,6 @@ def build_report(manifests: Mapping[str, Manifest | None], *, min_retained_accur
     _add_reference_ratios(rows, by_name, batch_sizes, metric)
     recommendation = recommend(by_name, min_retained_accuracy=min_retained_accuracy,
                                batch_size=ranking_batch, metric=metric)
-    if dig(metrics["data"], "imbalance", "heavy") and recommendation["artifact"]:
-        recommendation["summary"] += " " + _macro_f1_sentence(by_name, recommendation["artifact"])
     beaten = student_beats_teacher(metrics["teacher"], metrics["distill"], metric)
     if beaten:  # the verdict itself says the reference is weak, and how to fix it
         recommendation["summary"] += " Caution: " + beaten["sentence"]
@@ -330,15 +328,6 @@ def per_target(rows: Mapping[str, Mapping[str, Any]], *, floor: float | None,
                          "p50_ms": best["p50_ms"] if best else None, "batch_size": batch_size,
                          "timed": [t["artifact"] for t in timed], "sentence": sentence})
     return verdicts
-
-
-def _macro_f1_sentence(rows: Mapping[str, Mapping[str, Any]], artifact: str) -> str:
-    """With heavily imbalanced classes accuracy flatters a model that favours the large one:
-    the verdict gives macro-F1 beside it."""
-    ours, theirs = _test_score(rows.get(artifact), "macro_f1"), _test_score(rows.get(REFERENCE),
-                                                                            "macro_f1")
-    return (f"The classes are imbalanced, so read macro-F1 beside accuracy: {artifact} "
-            f"{fmt_metric(ours, 'macro_f1')}, {REFERENCE} {fmt_metric(theirs, 'macro_f1')} on test.")
 
 
 def _candidate(row: Mapping[str, Any] | None, name: str, floor: float | None, key: str | None,

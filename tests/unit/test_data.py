@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from kdedge.config import DataConfig
+from kdedge.data.dataset import load_task
 from kdedge.data.loaders import load_tables
 from kdedge.data.stage import _select, make_splits, resolve_task
 from kdedge.errors import KdedgeError
@@ -239,8 +240,8 @@ def test_a_single_example_class_and_a_95_5_imbalance_are_warned_about(
         "than data.min_class_examples=5 in some split; its scores there are noise: add examples or "
         "merge the class.",
         "The classes are imbalanced in train (ham 95%, odd 0%, spam 5%; the largest has 304x the "
-        "smallest): accuracy flatters a model that favours the large class, so read macro-F1 "
-        "beside it.",
+        "smallest): accuracy flatters a model that favours the large class, so the run judges "
+        "models by macro-F1 (raise data.imbalance_ratio to keep accuracy).",
     ]
     assert metrics["warnings"] == expected
     assert all(message in caplog.text for message in expected)
@@ -253,9 +254,16 @@ def test_a_95_5_split_alone_is_an_imbalance_warning(tmp_path: Path) -> None:
     assert metrics["rare_classes"] == {} and metrics["imbalance"] == {"ratio": 19.0, "heavy": True}
     assert metrics["warnings"] == [
         "The classes are imbalanced in train (ham 95%, spam 5%; the largest has 19x the smallest): "
-        "accuracy flatters a model that favours the large class, so read macro-F1 beside it."]
+        "accuracy flatters a model that favours the large class, so the run judges models by "
+        "macro-F1 (raise data.imbalance_ratio to keep accuracy)."]
+    # every choice of the run (best epochs, search, gate, verdict) reads the task's primary metric
+    assert metrics["primary_metric"] == "macro_f1"
+    assert load_task(tmp_path / "01_data").primary_metric == "macro_f1"
+    assert load_task(tmp_path / "01_data").view("teacher").primary_metric == "macro_f1"
     balanced = tmp_path / "even.csv"
     _labelled([f"t {i}" for i in range(100)], ["a", "b"] * 50).to_csv(balanced, index=False)
     (tmp_path / "even").mkdir()
     _, metrics = _run_data_stage(tmp_path / "even", balanced)
     assert metrics["warnings"] == [] and metrics["imbalance"] == {"ratio": 1.0, "heavy": False}
+    assert metrics["primary_metric"] == "accuracy"
+    assert load_task(tmp_path / "even" / "01_data").primary_metric == "accuracy"

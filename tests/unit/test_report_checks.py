@@ -54,9 +54,11 @@ def test_report_json_states_the_duplicates_and_the_label_warnings(tmp_path: Path
     assert notes[4] == ("4 texts (train 3, validation 0, test 1) are longer than data.max_length "
                         "tokens and were cut there; raise data.max_length if their ends matter.")
     assert duplicates in render_markdown(report)  # the warnings reach the page
+    # with the imbalance the report leads with macro-F1 and the verdict is judged by it
+    assert report["primary_metric"] == "macro_f1"
+    assert report["quality_metrics"] == ["macro_f1", "accuracy"]
     assert report["recommendation"]["summary"].endswith(
-        "The classes are imbalanced, so read macro-F1 beside accuracy: student-int8 0.8600, "
-        "teacher-onnx 0.8900 on test.")
+        "keeping 96.6% of its test macro-F1 (0.8600 vs 0.8900).")
 
 
 def test_a_student_that_beats_its_teacher_is_flagged_in_the_verdict(tmp_path: Path) -> None:
