@@ -104,7 +104,7 @@ def test_bundle_ships_the_recommended_artifact_with_hashes(
     data_labels = json.loads((run_dir / pipeline.stage_dirname("data") / "labels.json").read_text())
     assert json.loads((bundle / "labels.json").read_text()) == data_labels
     assert data_labels == {"labels": ["neg", "pos"], "text_columns": ["sentence"],
-                           "task": "classification"}
+                           "task": "classification", "primary_metric": "accuracy"}
     template = Path(bundle_stage.__file__).with_name("predict.py")
     assert (bundle / "predict.py").read_bytes() == template.read_bytes()
     assert (bundle / "config.resolved.yaml").read_bytes() == (run_dir / "config.resolved.yaml").read_bytes()
