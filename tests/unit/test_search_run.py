@@ -29,12 +29,21 @@ def _search(tiny_csv: Path, tiny_encoder_dir: Path, out: Path, **extra: Any) -> 
     return manifest(out, "distill").metrics
 
 
+def _latency_by_size(row: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A probe latency that is a function of the graph (1 ms per MB), so two searches agree:
+    the tiny candidates' measured times are within each other's noise."""
+    ms = row["size_bytes"] / 1e6
+    return {"1": {"p50_ms": ms, "mean_ms": ms}}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The tiny teacher fine-tuned here stays out of the other tests' cache, whose tests
-    expect to fine-tune it themselves."""
+    expect to fine-tune it themselves; the probe still builds, exports, quantizes and times
+    every candidate, but ranks them by a latency that does not move between runs."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KDEDGE_CACHE", str(tmp_path_factory.mktemp("search-cache")))
+        patch.setattr("kdedge.search.probe.latency_at", _latency_by_size)
         yield
 
 
@@ -61,9 +70,9 @@ def test_every_candidate_is_probed_and_trained_then_the_rule_picks(searched: dic
     assert len(finalists) == 1
     assert [rows[n]["epochs"] for n in rows] == [3 if n in finalists else 1 for n in rows]
     winner = rows[found["winner"]]
-    assert winner["winner"] and searched["student"]["source"] in (found["student"],
-                                                                  "teacher layers [0, 3]",
-                                                                  "teacher layers [3]")
+    sources = {"cut-2": "teacher layers [1, 3]", "cut-1": "teacher layers [3]"}
+    assert winner["winner"] and searched["student"]["source"] == sources.get(found["winner"],
+                                                                            found["student"])
     # the rule on the recorded numbers: the fastest within the retention budget, else the best
     good = [r for r in rows.values() if r["retention"] >= 0.9]
     expected = (min(good, key=lambda r: r["latency_ms"]) if good
