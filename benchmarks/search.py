@@ -258,7 +258,8 @@ def write_search_section(run_dir: Path) -> None:
         f"went on to the end of the schedule ({found['schedule']['epochs']} epochs) in the order "
         f"of their promise while the search stayed within {found['schedule']['cost']:g}x the "
         f"costliest candidate's own distillation ({found['schedule']['spent_s']:.0f} s of "
-        f"{found['schedule']['allowed_s']:.0f} s of training). Distill stage (probe and search): "
+        f"{found['schedule']['allowed_s']:.0f} s, the probe's "
+        f"{found['schedule'].get('probe_s', 0):.0f} s included). Distill stage (probe and search): "
         f"{distill.duration_s:.0f} s.", "",
         "| candidate | student | parameters | precision | p50 ms | speed-up | size (MB) | epochs "
         "| validation acc | retention | |",

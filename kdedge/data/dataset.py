@@ -80,6 +80,11 @@ class TaskData:
         return self.kind == "regression"
 
     @property
+    def length_buckets(self) -> bool:
+        """The kind's choice of training batches of similar lengths (TaskKind.length_buckets)."""
+        return tasks.get(self.kind).length_buckets
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         """The kind's headline metrics; the first is the primary one."""
         return tasks.get(self.kind).metrics

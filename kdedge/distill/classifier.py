@@ -185,7 +185,8 @@ def distill_student(ctx, task: TaskData, shared: Shared, spec: str, vocabulary_s
                        prepare=None if phase.span_mask is None
                        else augment.span_masking(tokenizer, *phase.span_mask, ctx.cfg.run.seed),
                        checkpoints=None if checkpoints is None
-                       else checkpoints / f"{number}-{phase.name}", stop_after=budget)
+                       else checkpoints / f"{number}-{phase.name}", stop_after=budget,
+                       length_buckets=task.length_buckets)
         history += [{"phase": phase.name, **row} for row in result.history]
         best_epoch, best_score = result.best_epoch, result.best_score
         if result.paused:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ class CandidateSpec:
     name: str  # a folder name
     student: str  # a distill.student spec
     vocabulary: str = "full"  # a distill.vocabulary setting
+    precisions: tuple[str, ...] = PRECISIONS  # those it is timed at (the teacher: fp32 alone, as
+    # the report compares with it)
 
 
 def probe(candidates: Sequence[CandidateSpec], teacher_dir: Path, train_texts: Sequence[Any],
@@ -72,16 +75,20 @@ def probe(candidates: Sequence[CandidateSpec], teacher_dir: Path, train_texts: S
 def probe_candidate(candidate: CandidateSpec, teacher_dir: Path, train_texts: Sequence[Any],
                     bench_texts: Sequence[Any], out: Path, settings: ProbeSettings) -> dict[str, Any]:
     """Build, export, quantize and time one candidate, or read its earlier result back."""
-    key = {"candidate": asdict(candidate), "settings": settings.key()}
+    key = {"candidate": {**asdict(candidate), "precisions": list(candidate.precisions)},
+           "settings": settings.key()}  # as JSON reads it back
     saved = out / RESULT_FILE
     if saved.is_file() and read_json(saved).get("key") == key:
         return read_json(saved)["result"]
     if out.exists():
         shutil.rmtree(out)  # a half-finished or outdated unit starts again
+    started = time.perf_counter()
     parameters = save_untrained(candidate, teacher_dir, train_texts, out / "pytorch")
     fp32 = export(out / "pytorch", out / "fp32", settings.opset)
-    folders = {"fp32": fp32, "int8": quantize(fp32, out / "int8", settings.quantize, train_texts,
-                                              settings.sequence_length)}
+    folders = {"fp32": fp32}
+    if "int8" in candidate.precisions:
+        folders["int8"] = quantize(fp32, out / "int8", settings.quantize, train_texts,
+                                   settings.sequence_length)
     result = {"name": candidate.name, "student": candidate.student, "vocabulary": candidate.vocabulary,
               "parameters": parameters, "sequence_length": settings.sequence_length,
               "threads": settings.threads, "precisions": {}}
@@ -96,6 +103,7 @@ def probe_candidate(candidate: CandidateSpec, teacher_dir: Path, train_texts: Se
                                            "load_average_1m": os.getloadavg()[0]}
         log.info("  probe %s %s: %.2f ms p50, %.1f MB", candidate.name, precision, point["p50_ms"],
                  row["size_bytes"] / 1e6)
+    result["seconds"] = round(time.perf_counter() - started, 2)  # what probing it cost
     write_json(saved, {"key": key, "result": result})
     return result
 

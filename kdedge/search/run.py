@@ -7,8 +7,8 @@
 2. Successive halving: every remaining candidate trains `first_epochs` epochs of its recipe's
    schedule on the shared, cached teacher outputs, which times an epoch of each; then, in the
    order of their promise (selection.promise), they train to the schedule's end from their
-   checkpoints while the whole search stays within `cost` times the costliest candidate's own
-   distillation (the most promising always finishes).
+   checkpoints while the whole search, the probe included, stays within `cost` times the
+   costliest candidate's own distillation (the most promising always finishes).
 3. The rule (selection.select): the fastest candidate keeping min_retention of the teacher's
    validation score; if none does, the most accurate one, and the report says so.
 
@@ -55,7 +55,7 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
     cfg = ctx.cfg.distill.search
     root = (ctx.checkpoints if ctx.checkpoints is not None else ctx.work) / SEARCH_DIR
     specs = {candidate_name(spec): spec for spec in cfg.candidates}
-    latencies, source = _latencies(ctx, task, shared, specs, root)
+    latencies, source, probe_s = _latencies(ctx, task, shared, specs, root)
     teacher_latency = latencies[TEACHER]["latency_ms"]
     teacher_score = _teacher_score(ctx, task)
     budget = selection.Budget(cfg.min_retention, cfg.max_latency_ms, cfg.min_speedup)
@@ -85,7 +85,7 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
     epochs = ctx.cfg.distill.training.epochs
     per_epoch = {n: rows[n]["seconds"] / max(rows[n]["epochs"], 1) for n in rows}
     allowed = cfg.cost * max((per_epoch[n] * epochs for n in rows), default=0.0)
-    spent = sum(rows[n]["seconds"] for n in rows)
+    spent = probe_s + sum(rows[n]["seconds"] for n in rows)
     for rank, name in enumerate(selection.promise(first_round, teacher_score, budget, cfg.margin)):
         rest = per_epoch[name] * max(epochs - rows[name]["epochs"], 0)
         if rank > 0 and spent + rest > allowed:
@@ -109,7 +109,8 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
                    "min_speedup": cfg.min_speedup, "latency_limit_ms": limit},
         "schedule": {"first_epochs": cfg.first_epochs, "epochs": epochs, "cost": cfg.cost,
                      "margin": cfg.margin, "vocabulary": cfg.vocabulary,
-                     "allowed_s": round(allowed, 1), "spent_s": round(spent, 1)},
+                     "allowed_s": round(allowed, 1), "spent_s": round(spent, 1),
+                     "probe_s": round(probe_s, 1)},
         "teacher": {"latency_ms": teacher_latency, "validation_score": teacher_score,
                     **{k: latencies[TEACHER][k] for k in ("precision", "size_bytes", "parameters")}},
         "candidates": [{
@@ -141,13 +142,13 @@ def _teacher_score(ctx: Any, task: Any) -> float:
 
 
 def _latencies(ctx: Any, task: Any, shared: Any, specs: dict[str, str], root: Path,
-               ) -> tuple[dict[str, dict[str, Any]], str]:
+               ) -> tuple[dict[str, dict[str, Any]], str, float]:
     """{name: latency_ms, precision, size_bytes, parameters} for the teacher (fp32 ONNX, what
-    the report compares with) and every candidate (its faster precision); and how they were
-    timed."""
+    the report compares with) and every candidate (its faster precision); how they were timed;
+    and the seconds the probe took (as recorded, so a resumed search counts the same)."""
     cfg = ctx.cfg.distill.search
     teacher_layers = shared.teacher.config.num_hidden_layers
-    candidates = [CandidateSpec(TEACHER, str(teacher_layers), "full"),
+    candidates = [CandidateSpec(TEACHER, str(teacher_layers), "full", ("fp32",)),
                   *(CandidateSpec(name, spec, cfg.vocabulary) for name, spec in specs.items())]
     settings = ProbeSettings.from_config(ctx.cfg)
     texts = task.splits["validation"].texts[:BENCH_TEXTS]
@@ -162,4 +163,4 @@ def _latencies(ctx: Any, task: Any, shared: Any, specs: dict[str, str], root: Pa
         out[candidate.name] = {"latency_ms": precisions[precision]["p50_ms"], "precision": precision,
                                "size_bytes": precisions[precision]["size_bytes"],
                                "parameters": probed[candidate.name].get("parameters")}
-    return out, source
+    return out, source, sum(result.get("seconds", 0.0) for result in probed.values())

@@ -39,6 +39,8 @@ class TaskKind:
     # -> the bundle.json fields that say what the graphs take and return
     bundle_formats: frozenset[str] = frozenset({"web", "mobile"})  # the other runtimes' layouts
     # the bundle writes for this kind (bundle/web.py, bundle/mobile.py)
+    length_buckets: bool = True  # training batches rows of similar length unless the config
+    # says otherwise (training.length_buckets); off where the labels may follow the length
     labelled: bool = True  # reads a label column (an unlabelled kind learns from the teacher alone)
     paired_views: bool = False  # the teacher may read another column than the student
     # (data.teacher_text_column): its outputs on one view are the targets for the other

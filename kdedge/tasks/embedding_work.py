@@ -259,7 +259,8 @@ def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
                    teacher=lambda batch: Outputs(logits=cached["logits"][batch["index"]]),
                    evaluate=validation_cosine, cfg=cfg.training, max_length=max_length,
                    seed=ctx.cfg.run.seed, description="student (embedding)",
-                   checkpoints=None if ctx.checkpoints is None else ctx.checkpoints / "1-embedding")
+                   checkpoints=None if ctx.checkpoints is None else ctx.checkpoints / "1-embedding",
+                   length_buckets=task.length_buckets)
     out = ctx.work / STUDENT_DIR
     student.save(out, tokenizer)
     probe = task.splits["validation"].texts[:8]

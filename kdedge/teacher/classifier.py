@@ -61,7 +61,7 @@ def prepare(cfg: TeacherConfig, task: TaskData, max_length: int, seed: int, key:
                        evaluate=lambda m: validation_score(m, tokenizer, task, max_length),
                        cfg=cfg.training, max_length=max_length, seed=seed,
                        description="teacher", checkpoints=checkpoints,
-                       config_key="teacher.training")
+                       config_key="teacher.training", length_buckets=task.length_buckets)
         history, best_epoch = result.history, result.best_epoch
     metrics = {
         "model": cfg.model,

@@ -100,6 +100,15 @@ def token_lengths(tokenizer: Any, split: TaskSplit, max_length: int) -> list[int
     return [len(ids) for ids in encoded["input_ids"]]
 
 
+def bucketed_epochs(cfg: TrainingConfig, kind_default: bool, own_batches: bool,
+                    loss_fn: WeightedSum) -> bool:
+    """Whether an epoch's batches group rows of similar lengths: the config's choice, else the
+    task kind's; never when the caller batches its own way (generation) or when a teacher
+    selector learns from each batch's outcome (it must see batches drawn at random)."""
+    asked = kind_default if cfg.length_buckets is None else cfg.length_buckets
+    return asked and not own_batches and not loss_fn.wants_feedback
+
+
 def _flushing_subnormals(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     """Tiny gradients square to subnormal floats in Adam's second moment, and x86 CPUs compute
     on subnormals many times slower: a student initialized from a well-trained teacher spent
@@ -123,7 +132,7 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
           config_key: str = "distill.training", collate: Collate | None = None,
           prepare: Prepare | None = None,
           epoch_summary: Callable[[], dict[str, float]] | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, length_buckets: bool = False) -> TrainResult:
     """Train for cfg.epochs, evaluating after each epoch; with cfg.patience, stop early once
     the validation score has not improved for that many epochs (keep="best" only).
 
@@ -139,17 +148,19 @@ def train(model: nn.Module, tokenizer: Any, split: TaskSplit, loss_fn: WeightedS
     call continues from there, as successive halving in the student search does); the result
     is then that of the epochs so far, with `paused` set.
 
+    `length_buckets` is the task kind's choice of batches of similar lengths
+    (TaskKind.length_buckets), which cfg.length_buckets overrides when it is set.
+
     Generation passes `collate` (its batches), `prepare` (a per-step change of the batch, given
     the global step and the total) and `epoch_summary` (what that change did, for the history).
     """
     world = parallel.world()
     _check_precision(cfg, world, config_key)
     generator = torch.Generator().manual_seed(seed)
-    if sampler is None:  # batches of similar lengths, unless the caller batches its own way or
-        # a teacher selector learns from each batch's outcome (it must see batches drawn at random)
-        bucketed = cfg.length_buckets and collate is None and not loss_fn.wants_feedback
+    if sampler is None:
         sampler = (length_bucketed_batches(token_lengths(tokenizer, split, max_length), cfg.batch_size)
-                   if bucketed else shuffled_batches(len(split), cfg.batch_size))
+                   if bucketed_epochs(cfg, length_buckets, collate is not None, loss_fn)
+                   else shuffled_batches(len(split), cfg.batch_size))
     steps_per_epoch = len(sampler(torch.Generator().manual_seed(seed)))
     total_steps = steps_per_epoch * cfg.epochs
     collate = collate or (lambda rows: make_batch(tokenizer, split, rows, max_length))

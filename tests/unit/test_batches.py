@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
 from kdedge.training.trainer import length_bucketed_batches, shuffled_batches
@@ -29,3 +30,25 @@ def test_bucketed_batches_cover_every_row_once_with_less_padding() -> None:
     assert _padded(batches, lengths) < 0.5 * shuffled
     again = sampler(torch.Generator().manual_seed(1))
     assert again == batches and sampler(torch.Generator().manual_seed(2)) != batches
+
+
+def test_length_buckets_follow_the_task_kind_unless_the_config_says() -> None:
+    from kdedge.config import TrainingConfig
+    from kdedge.data.dataset import TaskData, TaskSplit
+    from kdedge.distill import losses
+    from kdedge.distill.recipes import gold_loss
+    from kdedge.training.trainer import bucketed_epochs
+
+    split = TaskSplit(["a"], np.zeros(1, np.int64))
+    classes = TaskData(["x", "y"], {"train": split}, "classification")
+    scores = TaskData(["score"], {"train": split}, "regression")
+    assert (classes.length_buckets, scores.length_buckets) == (True, False)
+    gold = losses.build([(gold_loss(False), 1.0, {})])
+    default, on, off = (TrainingConfig(), TrainingConfig(length_buckets=True),
+                        TrainingConfig(length_buckets=False))
+    assert [bucketed_epochs(cfg, kind, False, gold) for cfg in (default, on, off)
+            for kind in (True, False)] == [True, False, True, True, False, False]
+    assert not bucketed_epochs(on, True, True, gold)  # generation batches its own way
+    selector = losses.build([(gold_loss(False), 1.0, {})])
+    selector.losses[0].wants_feedback = True  # a teacher selector rewarded per batch
+    assert not bucketed_epochs(on, True, False, selector)

@@ -32,9 +32,12 @@ def test_candidates_are_timed_untrained_at_their_real_shapes(tiny_model_dir: Pat
     from kdedge.models.students import build_student
 
     candidates = [CandidateSpec("cut-1", "1"), CandidateSpec("bilstm", "bilstm:hidden_size=8"),
-                  CandidateSpec("cut-1-trim", "1", vocabulary="trim")]
+                  CandidateSpec("cut-1-trim", "1", vocabulary="trim"),
+                  CandidateSpec("whole", "2", precisions=("fp32",))]  # as the teacher is timed
     results = probe(candidates, tiny_model_dir, TEXTS[:2], TEXTS, tmp_path, SETTINGS)
-    assert list(results) == ["cut-1", "bilstm", "cut-1-trim"]
+    assert list(results) == ["cut-1", "bilstm", "cut-1-trim", "whole"]
+    assert set(results.pop("whole")["precisions"]) == {"fp32"}
+    assert not (tmp_path / "whole" / "int8").exists()
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     for name, spec in (("cut-1", "1"), ("bilstm", "bilstm:hidden_size=8")):
         assert results[name]["parameters"] == build_student(spec, teacher)[1]["parameters"]
@@ -43,6 +46,7 @@ def test_candidates_are_timed_untrained_at_their_real_shapes(tiny_model_dir: Pat
         for row in result["precisions"].values():
             assert row["p50_ms"] > 0 and row["size_bytes"] > 0 and row["load_average_1m"] >= 0
         assert (result["sequence_length"], result["threads"]) == (16, 1)
+        assert result["seconds"] > 0  # what probing it cost, counted in the search's
     vocabulary_size = len((tiny_model_dir / "vocab.txt").read_text().split())
     assert embedding_rows(tmp_path / "cut-1" / "fp32" / ONNX_FILE) == vocabulary_size
     kept = len((tmp_path / "cut-1-trim" / "fp32" / "vocab.txt").read_text().split())
@@ -56,7 +60,7 @@ def test_candidates_are_timed_untrained_at_their_real_shapes(tiny_model_dir: Pat
         raise AssertionError("a probed candidate was measured again")
 
     monkeypatch.setattr(probe_module, "export", no_export)  # resumed: every result is read back
-    assert probe(candidates, tiny_model_dir, TEXTS[:2], TEXTS, tmp_path, SETTINGS) == results
+    assert probe(candidates[:3], tiny_model_dir, TEXTS[:2], TEXTS, tmp_path, SETTINGS) == results
     other = ProbeSettings(sequence_length=8, threads=1, warmup_runs=1, min_runs=3, min_duration_s=0)
     with pytest.raises(AssertionError, match="measured again"):  # other settings: measured anew
         probe(candidates[:1], tiny_model_dir, TEXTS[:2], TEXTS, tmp_path, other)

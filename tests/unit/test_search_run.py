@@ -68,6 +68,11 @@ def test_every_candidate_is_probed_and_trained_then_the_rule_picks(searched: dic
         assert not row["pruned_by_latency"]
     finalists = [name for name, row in rows.items() if row["finalist"]]
     assert len(finalists) == 1
+    # the probe counts in the search's cost, as recorded (a resumed search counts the same)
+    schedule = found["schedule"]
+    assert schedule["probe_s"] > 0
+    assert schedule["spent_s"] == pytest.approx(
+        schedule["probe_s"] + sum(row["seconds"] for row in rows.values()), abs=0.2)
     assert [rows[n]["epochs"] for n in rows] == [3 if n in finalists else 1 for n in rows]
     winner = rows[found["winner"]]
     sources = {"cut-2": "teacher layers [1, 3]", "cut-1": "teacher layers [3]"}
