@@ -67,7 +67,8 @@ def score_stats(splits: dict[str, Any], column: str) -> dict[str, dict[str, floa
 
 KIND = Regression(
     name="regression", metrics=("pearson", "spearman", "mse"), recipes=LABELLED_RECIPES,
-    work=LABELLED_WORK, paired_views=True, label_dtype=np.float32, length_buckets=False, demo_preset=DEMO_PRESET,
+    work=LABELLED_WORK, paired_views=True, label_dtype=np.float32, length_buckets=False,
+    demo_preset=DEMO_PRESET,
     summary="a text or text pair to a float score",
     card_title="a text regression model (one score per input)",
     card_output="the predicted `score`.",
