@@ -551,6 +551,21 @@ def _pair(stage: Mapping[str, Any], metric: str) -> str:
             f"{fmt_metric(stage.get(f'test_{metric}'), metric)}")
 
 
+def _multi_task_teacher(summary: Mapping[str, Any] | None, teacher: Mapping[str, Any],
+                        metric: str, name: str) -> list[tuple[str, str]]:
+    """MKD's one teacher of every task: a fact line beside the run's single-task teacher."""
+    if not summary:
+        return []
+    trained = ("from the cache" if summary.get("cache_hit") else
+               f"fine-tuned here for {fmt_int(summary.get('epochs'))} epoch(s), best "
+               f"{fmt_int(summary.get('best_epoch'))}")
+    return [("multi-task teacher", (
+        f"one teacher fine-tuned on every task ({trained}; mean validation score "
+        f"{fmt_num(summary.get('mean_validation_score'), 4)}); test {name} on this task "
+        f"{fmt_metric(summary.get(f'test_{metric}'), metric)}, the single-task teacher's "
+        f"{fmt_metric(teacher.get(f'test_{metric}'), metric)}"))]
+
+
 def training(report: Mapping[str, Any]) -> Section:
     teacher = dig(report, "training", "teacher")
     distill = dig(report, "training", "distill")
@@ -597,6 +612,7 @@ def training(report: Mapping[str, Any]) -> Section:
                                f"student {fmt_num(t.get('test'), 4)} (its teacher "
                                f"{fmt_num(t.get('teacher_test'), 4)}), test split")
               for task, t in (distill.get("other_tasks") or {}).items()],
+            *_multi_task_teacher(distill.get("multi_task_teacher"), teacher, metric, name),
         ]), history_table(distill.get("history") or [], distill.get("best_epoch"), metric)),
             lifelong)
     else:

@@ -813,8 +813,20 @@ def _training(metrics: Mapping[str, Mapping[str, Any]],
                 "teacher_test": _num(dig(t, "teacher_test", _first_metric(dig(t, "test")))),
                 "metric": _first_metric(dig(t, "test"))}
                 for name, t in _mapping(distill.get("tasks")).items()},
+            "multi_task_teacher": _multi_task_teacher(distill.get("multi_task_teacher"), metric),
         }
     return out
+
+
+def _multi_task_teacher(summary: Any, metric: str) -> dict[str, Any] | None:
+    """The one teacher of every task (MKD): how it trained and its test score on this task."""
+    summary = _mapping(summary)
+    if not summary:
+        return None
+    return {"best_epoch": _int(summary.get("best_epoch")),
+            "mean_validation_score": _num(summary.get("mean_validation_score")),
+            "epochs": len(summary.get("history") or []), "cache_hit": bool(summary.get("cache_hit")),
+            f"test_{metric}": _num(dig(summary, "scores", "target", "test", metric))}
 
 
 def _first_metric(split: Any) -> str | None:

@@ -465,6 +465,11 @@ def test_other_teachers_tasks_and_selection_are_reported(tmp_path: Path) -> None
                                               "test": {"accuracy": 0.81, "macro_f1": 0.8}}],
                           "tasks": {"news": {"labels": ["a", "b"], "teacher_test": {"accuracy": 0.9},
                                              "test": {"accuracy": 0.88, "macro_f1": 0.87}}},
+                          "multi_task_teacher": {
+                              "cache_hit": False, "best_epoch": 2, "mean_validation_score": 0.8512,
+                              "history": [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}],
+                              "scores": {"target": {"test": {"accuracy": 0.905}},
+                                         "news": {"test": {"accuracy": 0.9}}}},
                           "history": [{"phase": "multi-teacher", "epoch": 1, "train_loss": 0.5,
                                        "validation_score": 0.7, "seconds": 2.0,
                                        "teacher0_selected": 0.9, "teacher1_selected": 0.25}]}
@@ -474,11 +479,20 @@ def test_other_teachers_tasks_and_selection_are_reported(tmp_path: Path) -> None
                                           "test_accuracy": 0.81}]
     assert distill["other_tasks"]["news"] == {"labels": ["a", "b"], "test": 0.88,
                                               "teacher_test": 0.9, "metric": "accuracy"}
+    assert distill["multi_task_teacher"] == {"best_epoch": 2, "mean_validation_score": 0.8512,
+                                             "epochs": 3, "cache_hit": False,
+                                             "test_accuracy": 0.905}
     assert distill["history"][0]["teachers_used"] == [0.9, 0.25]
     md = render_markdown(data)
     assert "- teacher 2: second, test accuracy 81.00%" in md
     assert "- task news: accuracy of the multi-task student 0.8800 (its teacher 0.9000), test split" in md
     assert "| multi-teacher | 1 | 0.5000 | 70.00% | 2.0 | n/a | 0.90 / 0.25 |" in md
+    teacher_test = f"{data['training']['teacher']['test_accuracy']:.2%}"
+    assert ("- multi-task teacher: one teacher fine-tuned on every task (fine-tuned here for 3 "
+            "epoch(s), best 2; mean validation score 0.8512); test accuracy on this task 90.50%, "
+            f"the single-task teacher's {teacher_test}") in md
+    assert "multi-task teacher" not in render_markdown(build_report_from_run(
+        write_run(tmp_path / "plain", fake_metrics(ACCURACY, P50))))
 
 
 def test_an_int8_student_that_failed_the_gate_is_not_recommended(tmp_path: Path) -> None:
