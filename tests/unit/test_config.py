@@ -12,6 +12,7 @@ def test_demo_preset_applies_only_to_the_demo() -> None:
     assert demo.data.source == "demo"
     assert demo.data.max_train_samples == DEMO_PRESET["data"]["max_train_samples"]
     assert demo.data.max_length == 64
+    assert (demo.teacher.training.epochs, demo.distill.training.epochs) == (3, 3)
     own = build_config(overrides={"data.source": "reviews.csv"})
     assert own.data.max_train_samples is None
     assert own.data.max_length == 128
