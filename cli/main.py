@@ -85,14 +85,22 @@ def compress(
                                                 "candidates for the fastest within the budget "
                                                 "below. [distill.student]")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(
-        help="With --student auto: the largest batch-1 p50 latency (ms) on this machine. "
-             "[distill.search.max_latency_ms]")] = None,
+        help="With --student auto: the largest batch-1 p50 latency (ms) on the target (this "
+             "machine, or --target-latency's device). [distill.search.max_latency_ms]")] = None,
     min_speedup: Annotated[float | None, typer.Option(
         help="With --student auto: the least speed-up over the teacher's ONNX at batch 1. "
              "[distill.search.min_speedup]")] = None,
     min_retention: Annotated[float | None, typer.Option(
         help="With --student auto: the share of the teacher's validation score to keep "
              "(default 0.97). [distill.search.min_retention]")] = None,
+    target_latency: Annotated[Path | None, typer.Option(
+        help="With --student auto: time the candidates on the target device, not here: the "
+             "results JSON of `kdedge bench PROBE_BUNDLE` run there (see --probe-bundle). "
+             "[distill.search.target_latency]")] = None,
+    probe_bundle: Annotated[Path | None, typer.Option(
+        help="With --student auto: run the data and teacher stages, write every candidate's "
+             "untrained graphs to this folder for `kdedge bench` on the target device, and "
+             "stop.")] = None,
     method: Annotated[str | None, typer.Option(help="Distillation recipe: kd, annealing, two-stage, "
                                                "multi-teacher, multi-task, gold; for seq2seq "
                                                "word-kd, seq-kd, imitkd, gold. "
@@ -145,6 +153,7 @@ def compress(
         "teacher.model": teacher, "distill.student": student, "distill.recipe": method,
         "distill.search.max_latency_ms": max_latency_ms,
         "distill.search.min_speedup": min_speedup, "distill.search.min_retention": min_retention,
+        "distill.search.target_latency": target_latency,
         "run.out": out, "run.seed": seed,
         "data.max_train_samples": max_train_samples, "distill.training.epochs": epochs,
         "teacher.trust_remote_code": trust_remote_code,
@@ -154,11 +163,24 @@ def compress(
     }
     overrides = {**parse_sets(set_ or []), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(config, overrides)
+    if probe_bundle is not None:
+        from kdedge.search import device
+
+        device.check_request(cfg, probe_bundle)
     preflight.check(cfg)  # every model, student and column, before any stage (also --dry-run)
     run_dir = pipeline.default_run_dir(cfg)
     pipeline.prepare_run(cfg, run_dir, resume=resume or dry_run, force=force)
     if dry_run:
         typer.echo(run_dir.resolve() / pipeline.RESOLVED_CONFIG)
+        return
+    if probe_bundle is not None:
+        pipeline.run(cfg, run_dir, resume=resume, until="teacher")
+        if _is_main():
+            written = device.write_bundle(cfg, run_dir, probe_bundle).resolve()
+            typer.echo(f"Time it on the device: kdedge bench {written} --target NAME --output "
+                       "results.json; then run this command again with --target-latency "
+                       "results.json --resume in place of --probe-bundle.")
+            typer.echo(written)
         return
     pipeline.run(cfg, run_dir, resume=resume)
     if _is_main():
@@ -254,11 +276,13 @@ for _name in STAGE_HELP:
 @app.command()
 def bench(
     path: Annotated[Path, typer.Argument(help="A run directory (benchmarks its models as the "
-                                         "bench stage), or a bundle folder, a folder with "
+                                         "bench stage), a bundle folder, a folder with "
                                          "model.onnx, or a .onnx file (benchmarks that model "
-                                         "here).")],
+                                         "here), or a probe bundle (times every candidate "
+                                         "of a student search here).")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Results JSON to write (default: bench-results.json).")] = None,
+        "--output", "-o", help="Results JSON to write (default: bench-results.json; "
+                               "probe-results.json for a probe bundle).")] = None,
     target: Annotated[str | None, typer.Option(
         help="This machine's name in the results (default: cpu-HOSTNAME).")] = None,
     batch_sizes: Annotated[str | None, typer.Option(
@@ -279,10 +303,11 @@ def bench(
     min_duration: Annotated[float | None, typer.Option(
         help="Seconds each batch size is timed at least (default: the bundle's run, else 5).")] = None,
 ) -> None:
-    """Benchmark the models of a run, or one ONNX model on this machine (a target device needs
-    only kdedge's runtime extra, no torch), and write a results JSON."""
+    """Benchmark the models of a run, or one ONNX model or a probe bundle on this machine (a
+    target device needs only kdedge's runtime extra, no torch), and write a results JSON."""
     from kdedge.errors import KdedgeError
     from kdedge.pipeline import RUN_MANIFEST
+    from kdedge.search import device
 
     standalone = {"--output": output, "--target": target, "--batch-sizes": batch_sizes,
                   "--sequence-lengths": sequence_lengths, "--threads": threads, "--texts": texts,
@@ -295,6 +320,9 @@ def bench(
                               "settings are its config's bench section (kdedge compress --set "
                               "bench.KEY=VALUE --resume).")
         _run_stage("bench", path)
+        return
+    if (path / device.BUNDLE_FILE).is_file():
+        _bench_probe_bundle(path, standalone)
         return
     from kdedge.bench.standalone import DEFAULT_OUTPUT, bench_path
 
@@ -310,6 +338,36 @@ def bench(
                        f"{point['sequence_length']}, batch {point['batch_size']}: p50 "
                        f"{point['p50_ms']:.2f} ms, {point['throughput_samples_per_s']} samples/s")
     typer.echo(output.resolve())
+
+
+def _bench_probe_bundle(path: Path, options: dict[str, Any]) -> None:
+    """`kdedge bench` on a probe bundle: every candidate graph at batch 1, at the bundle's
+    sequence length and one thread count, so the student search can rank them."""
+    from kdedge.errors import KdedgeError
+    from kdedge.search import device
+
+    fixed = [name for name in ("--batch-sizes", "--sequence-lengths") if options[name] is not None]
+    if fixed:
+        raise KdedgeError(f"{fixed[0]} does not apply to a probe bundle: its candidates are timed "
+                          "at batch 1 and the sequence length of the run that wrote it; drop it.")
+    threads = _int_list(options["--threads"], "--threads")
+    if threads is not None and len(threads) != 1:
+        raise KdedgeError(f"--threads {options['--threads']} gives several counts, but a probe "
+                          "bundle's candidates are ranked at one; pass one, e.g. --threads 4.")
+    output = options["--output"] or device.DEFAULT_OUTPUT
+    results = device.bench_bundle(path, output=output, target=options["--target"],
+                                  threads=threads[0] if threads else None,
+                                  texts_file=options["--texts"],
+                                  warmup_runs=options["--warmup-runs"],
+                                  min_runs=options["--min-runs"],
+                                  min_duration_s=options["--min-duration"])
+    for name, row in results["models"].items():
+        point = row["latency"][0]
+        typer.echo(f"{name} on {results['target']}: threads {point['threads']}, length "
+                   f"{point['sequence_length']}, batch 1: p50 {point['p50_ms']:.2f} ms")
+    typer.echo(f"Pass it to the search: kdedge compress ... --student auto --target-latency "
+               f"{output}")
+    typer.echo(Path(output).resolve())
 
 
 def _int_list(text: str | None, option: str) -> list[int] | None:

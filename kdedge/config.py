@@ -354,6 +354,9 @@ class SearchConfig(_Section):
     # the first epochs); the most promising one always finishes
     margin: float = Field(0.02, ge=0, lt=1)  # a candidate this far below min_retention after the
     # first epochs may still reach it, so it is worth finishing
+    target_latency: Path | None = None  # the results JSON of `kdedge bench PROBE_BUNDLE` on the
+    # target device: the candidates' latencies are read from it instead of timed here
+    # (kdedge/search/device.py); None: timed on this machine
 
     @field_validator("candidates")
     @classmethod

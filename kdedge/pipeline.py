@@ -156,12 +156,14 @@ def load_run(run_dir: Path) -> KdedgeConfig:
 
 
 def run(cfg: KdedgeConfig, run_dir: Path, *, resume: bool = False,
-        only: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Run the stages in order (or only the named ones); return the run manifest."""
+        only: tuple[str, ...] | None = None, until: str | None = None) -> dict[str, Any]:
+    """Run the stages in order (or only the named ones), up to and including `until` if
+    given; return the run manifest."""
     run_dir = run_dir.resolve()
     fps = fingerprints(cfg)
     world = parallel.world()
-    for index, stage in enumerate(STAGES, start=1):
+    last = len(STAGES) if until is None else STAGE_NAMES.index(until) + 1
+    for index, stage in enumerate(STAGES[:last], start=1):
         final = run_dir / stage_dirname(stage.name)
         label = f"[{index}/{len(STAGES)}] {stage.name}"
         if only is not None and stage.name not in only:

@@ -1,4 +1,5 @@
-"""Checks before the first stage: every model, student spec and column a run names.
+"""Checks before the first stage: every model, student spec and column a run names, and the
+target device's latency file of a student search.
 
 A wrong --student or --text-column, a missing model directory or a hub id with no network
 would otherwise surface minutes in, after the data stage or teacher fine-tuning. Here each
@@ -34,6 +35,25 @@ def check(cfg: KdedgeConfig) -> None:
             specs = list(cfg.distill.search.candidates)
         for spec in specs:
             _check_student(spec, configs[0], cfg.teacher.trust_remote_code)
+    if cfg.distill.search.target_latency is not None:
+        _check_target_latency(cfg, configs[0])
+
+
+def _check_target_latency(cfg: KdedgeConfig, teacher: Any) -> None:
+    """The device's results file times this run's candidates (the teacher too, when its layer
+    count is known here) at its sequence length."""
+    from kdedge.search import device
+    from kdedge.search.probe import TEACHER, ProbeSettings, search_candidates
+
+    if cfg.distill.student != AUTO_STUDENT:
+        raise KdedgeError(f"distill.search.target_latency times the candidates of the student "
+                          f"search, but distill.student is {cfg.distill.student}; pass --student "
+                          "auto, or drop --target-latency.")
+    layers = getattr(teacher, "num_hidden_layers", None)
+    candidates = [c for c in search_candidates(cfg.distill.search, layers or 0)
+                  if layers is not None or c.name != TEACHER]
+    device.read_results(cfg.distill.search.target_latency, candidates,
+                        ProbeSettings.from_config(cfg).sequence_length)
 
 
 def _teacher_config(teacher: TeacherConfig) -> Any:

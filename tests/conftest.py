@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,28 @@ def error_line(stderr: str) -> str:
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
     assert stderr.rstrip().endswith(errors[0]), stderr
     return errors[0]
+
+
+# --- the student search on a target device ---------------------------------------------
+
+
+def probe_results(path: Path, times: dict[str, dict[str, float]], candidates: list[Any], *,
+                  target: str = "edge", sequence_length: int = 32, threads: int = 4) -> Path:
+    """A results file as `kdedge bench PROBE_BUNDLE` writes it (the fields the search reads),
+    with the given batch-1 p50 per candidate and precision (the mean 10% above it)."""
+    specs = {c.name: c for c in candidates}  # probe.CandidateSpec
+    import json
+
+    models = {f"{name}-{precision}": {
+        "latency": [{"batch_size": 1, "sequence_length": sequence_length, "threads": threads,
+                     "p50_ms": ms, "mean_ms": ms * 1.1}],
+        "size_bytes": 1000 * len(name), "load_average_1m": 0.5}
+        for name, precisions in times.items() for precision, ms in precisions.items()}
+    path.write_text(json.dumps({
+        "target": target, "threads": [threads], "sequence_lengths": [sequence_length],
+        "batch_sizes": [1], "models": models,
+        "probe": {"candidates": {name: {
+            "student": specs[name].student, "vocabulary": specs[name].vocabulary, "parameters": 7,
+            "graphs": {precision: f"{name}-{precision}" for precision in precisions}}
+            for name, precisions in times.items()}}}))
+    return path

@@ -203,7 +203,11 @@ def sample_texts(data_dir: Path, count: int) -> list[str]:
     """The first test texts, one per line; a sentence pair as "text<TAB>pair"."""
     from kdedge.data.dataset import load_task
 
-    texts = load_task(data_dir).splits["test"].texts[:count]
+    return text_lines(load_task(data_dir).splits["test"].texts[:count])
+
+
+def text_lines(texts: Any) -> list[str]:
+    """One line per text, as `kdedge bench --texts` reads them; a pair as "text<TAB>pair"."""
     return ["\t".join(map(_one_line, t)) if isinstance(t, tuple | list) else _one_line(t)
             for t in texts]
 

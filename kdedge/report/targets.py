@@ -26,6 +26,10 @@ def validate(results: Any, source: Path) -> dict[str, Any]:
     redo = "write it with `kdedge bench BUNDLE --output FILE` on the target"
     if not isinstance(results, dict):
         raise KdedgeError(f"{source} is not a kdedge bench results object; {redo}.")
+    if "probe" in results:
+        raise KdedgeError(f"{source} holds a probe bundle's times for the student search, not a "
+                          "run's models; pass it to `kdedge compress --target-latency`, and "
+                          "add the bench of the run's bundle here.")
     target = results.get("target")
     if not isinstance(target, str) or not _TARGET.fullmatch(target):
         raise KdedgeError(f"{source} names target {target!r}, which is not a short name of "

@@ -4,16 +4,19 @@ vocabulary), exported, quantized and timed under the bench protocol, before any 
 Latency does not depend on the weights, so a candidate that cannot meet the latency budget is
 never trained. Each candidate is one resumable unit: its result is written to
 `out/NAME/probe.json` with the settings that made it, and a later probe with the same settings
-reads it back instead of measuring again.
+reads it back instead of measuring again. Building a candidate (`build_candidate`, torch) and
+timing its graphs (`time_graph`, onnxruntime only) are separate, so the graphs can be timed on
+the target device instead (device.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +30,25 @@ from kdedge.runtime import ONNX_FILE
 log = logging.getLogger("kdedge")
 RESULT_FILE = "probe.json"
 PRECISIONS = ("fp32", "int8")
+TEACHER = "teacher"  # the teacher's entry among the probed candidates
+BENCH_TEXTS = 64  # validation texts the candidates are timed with
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
-    """How every candidate is timed: the bench protocol's settings at batch 1."""
+class Timing:
+    """How a graph is timed: the bench protocol at batch 1, at one length and thread count."""
 
     sequence_length: int
     threads: int
     warmup_runs: int = 10
     min_runs: int = 50
     min_duration_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class ProbeSettings(Timing):
+    """How every candidate is built (exporter opset, quantizer) and timed."""
+
     opset: int = 18
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
 
@@ -61,8 +72,24 @@ class CandidateSpec:
     name: str  # a folder name
     student: str  # a distill.student spec
     vocabulary: str = "full"  # a distill.vocabulary setting
-    precisions: tuple[str, ...] = PRECISIONS  # those it is timed at (the teacher: fp32 alone, as
-    # the report compares with it)
+    precisions: tuple[str, ...] = PRECISIONS  # the graphs built and timed
+
+
+def candidate_name(spec: str) -> str:
+    """A folder and report name for a student spec: "3" -> "cut-3",
+    "bilstm:hidden_size=256,..." -> "bilstm-hidden_size-256-...". """
+    if spec.replace(",", "").isdigit():
+        return "cut-" + spec.replace(",", "-")
+    return re.sub(r"[^A-Za-z0-9_]+", "-", spec).strip("-")
+
+
+def search_candidates(search: Any, teacher_layers: int) -> list[CandidateSpec]:
+    """What the search times (a distill.search config): the teacher first, untrained at its own
+    shapes and in fp32 (the ONNX model the report compares with), then every configured
+    candidate with the search's vocabulary setting, in the configured order."""
+    return [CandidateSpec(TEACHER, str(teacher_layers), "full", ("fp32",)),
+            *(CandidateSpec(candidate_name(spec), spec, search.vocabulary)
+              for spec in search.candidates)]
 
 
 def probe(candidates: Sequence[CandidateSpec], teacher_dir: Path, train_texts: Sequence[Any],
@@ -74,7 +101,7 @@ def probe(candidates: Sequence[CandidateSpec], teacher_dir: Path, train_texts: S
 
 def probe_candidate(candidate: CandidateSpec, teacher_dir: Path, train_texts: Sequence[Any],
                     bench_texts: Sequence[Any], out: Path, settings: ProbeSettings) -> dict[str, Any]:
-    """Build, export, quantize and time one candidate, or read its earlier result back."""
+    """Build, export, quantize and time one candidate here, or read its earlier result back."""
     key = {"candidate": {**asdict(candidate), "precisions": list(candidate.precisions)},
            "settings": settings.key()}  # as JSON reads it back
     saved = out / RESULT_FILE
@@ -83,29 +110,56 @@ def probe_candidate(candidate: CandidateSpec, teacher_dir: Path, train_texts: Se
     if out.exists():
         shutil.rmtree(out)  # a half-finished or outdated unit starts again
     started = time.perf_counter()
-    parameters = save_untrained(candidate, teacher_dir, train_texts, out / "pytorch")
-    fp32 = export(out / "pytorch", out / "fp32", settings.opset)
-    folders = {"fp32": fp32}
-    if "int8" in candidate.precisions:
-        folders["int8"] = quantize(fp32, out / "int8", settings.quantize, train_texts,
-                                   settings.sequence_length)
-    result = {"name": candidate.name, "student": candidate.student, "vocabulary": candidate.vocabulary,
-              "parameters": parameters, "sequence_length": settings.sequence_length,
-              "threads": settings.threads, "precisions": {}}
-    for precision, folder in folders.items():
-        row = bench_model(f"{candidate.name}-{precision}", "onnxruntime", folder, bench_texts, [1],
-                          [settings.sequence_length], [settings.threads], settings.warmup_runs,
-                          settings.min_runs, settings.min_duration_s)
-        point = latency_at(row)["1"]
-        result["precisions"][precision] = {"p50_ms": point["p50_ms"], "mean_ms": point["mean_ms"],
-                                           "size_bytes": row["size_bytes"],
-                                           # a shared machine's load says how far to trust the time
-                                           "load_average_1m": os.getloadavg()[0]}
-        log.info("  probe %s %s: %.2f ms p50, %.1f MB", candidate.name, precision, point["p50_ms"],
-                 row["size_bytes"] / 1e6)
-    result["seconds"] = round(time.perf_counter() - started, 2)  # what probing it cost
+    parameters, folders = build_candidate(candidate, teacher_dir, train_texts, out, settings)
+    rows = {precision: time_graph(f"{candidate.name}-{precision}", folder, bench_texts, settings)
+            for precision, folder in folders.items()}
+    result = candidate_result(candidate, parameters, settings, rows)
+    result["seconds"] = round(time.perf_counter() - started, 2)  # what probing it cost here
     write_json(saved, {"key": key, "result": result})
     return result
+
+
+def build_candidate(candidate: CandidateSpec, teacher_dir: Path, train_texts: Sequence[Any],
+                    out: Path, settings: ProbeSettings) -> tuple[int, dict[str, Path]]:
+    """The candidate untrained, exported and quantized under `out`: (its parameters,
+    {precision: folder holding model.onnx and its tokenizer}). Needs torch."""
+    parameters = save_untrained(candidate, teacher_dir, train_texts, out / "pytorch")
+    folders = {"fp32": export(out / "pytorch", out / "fp32", settings.opset)}
+    if "int8" in candidate.precisions:
+        folders["int8"] = quantize(folders["fp32"], out / "int8", settings.quantize, train_texts,
+                                   settings.sequence_length)
+    shutil.rmtree(out / "pytorch")  # the weights are random: only the graphs are timed
+    return parameters, folders
+
+
+def time_graph(name: str, folder: Path, texts: Sequence[Any], timing: Timing,
+               on_step: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """One graph at batch 1 under the bench protocol (bench_model's row), with the machine's
+    load while it ran: a shared machine's load says how far to trust the time. Needs no torch,
+    so a target device runs it too."""
+    row = bench_model(name, "onnxruntime", folder, texts, [1], [timing.sequence_length],
+                      [timing.threads], timing.warmup_runs, timing.min_runs, timing.min_duration_s,
+                      on_step=on_step)
+    row["load_average_1m"] = os.getloadavg()[0]
+    point = latency_at(row)["1"]
+    log.info("  probe %s: %.2f ms p50, %.1f MB", name, point["p50_ms"], row["size_bytes"] / 1e6)
+    return row
+
+
+def candidate_result(candidate: CandidateSpec, parameters: int | None, timing: Timing,
+                     rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A probed candidate as the search reads it, from its graphs' bench rows (timed here or on
+    the target device): its batch-1 latency and size at every precision."""
+    precisions = {}
+    for precision, row in rows.items():
+        point = latency_at(row)["1"]
+        precisions[precision] = {"p50_ms": point["p50_ms"], "mean_ms": point["mean_ms"],
+                                 "size_bytes": row["size_bytes"],
+                                 "load_average_1m": row.get("load_average_1m")}
+    return {"name": candidate.name, "student": candidate.student,
+            "vocabulary": candidate.vocabulary, "parameters": parameters,
+            "sequence_length": timing.sequence_length, "threads": timing.threads,
+            "precisions": precisions}
 
 
 def save_untrained(candidate: CandidateSpec, teacher_dir: Path, train_texts: Sequence[Any],

@@ -2,8 +2,10 @@
 
 1. Latency first: every candidate (distill.search.candidates, each with the search's vocabulary
    setting) and the teacher are built untrained at their real shapes, exported, quantized and
-   timed on this machine under the bench protocol (probe.py). A candidate's latency is that of
-   its faster precision. Candidates over the latency budget are never trained.
+   timed under the bench protocol: on this machine (probe.py), or read from the results of a
+   probe bundle benched on the target device (distill.search.target_latency, device.py). A
+   candidate's latency is that of its faster precision. Candidates over the latency budget are
+   never trained.
 2. Successive halving: every remaining candidate trains `first_epochs` epochs of its recipe's
    schedule on the shared, cached teacher outputs, which times an epoch of each; then, in the
    order of their promise (selection.promise), they train to the schedule's end from their
@@ -20,7 +22,6 @@ stopped and reaches the same winner.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,23 +29,20 @@ from typing import Any
 from kdedge.artifacts import MODEL_DIR
 from kdedge.errors import KdedgeError
 from kdedge.models.students import learning_rate
-from kdedge.search import selection
-from kdedge.search.probe import CandidateSpec, ProbeSettings, probe
+from kdedge.search import device, selection
+from kdedge.search.probe import (
+    BENCH_TEXTS,
+    TEACHER,
+    CandidateSpec,
+    ProbeSettings,
+    probe,
+    search_candidates,
+)
 
 log = logging.getLogger("kdedge")
 
-TEACHER = "teacher"
 PROBE_DIR = "probe"
 SEARCH_DIR = "search"
-BENCH_TEXTS = 64  # validation texts the probe times with
-
-
-def candidate_name(spec: str) -> str:
-    """A folder and report name for a student spec: "3" -> "cut-3",
-    "bilstm:hidden_size=256,..." -> "bilstm-hidden_size-256-...". """
-    if spec.replace(",", "").isdigit():
-        return "cut-" + spec.replace(",", "-")
-    return re.sub(r"[^A-Za-z0-9_]+", "-", spec).strip("-")
 
 
 def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any],
@@ -54,13 +52,15 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
     shared, spec, vocabulary, checkpoints, stop_after) -> a trained student."""
     cfg = ctx.cfg.distill.search
     root = (ctx.checkpoints if ctx.checkpoints is not None else ctx.work) / SEARCH_DIR
-    specs = {candidate_name(spec): spec for spec in cfg.candidates}
-    latencies, source, probe_s = _latencies(ctx, task, shared, specs, root)
+    teacher_layers = shared.teacher.config.num_hidden_layers
+    timed = search_candidates(cfg, teacher_layers)
+    specs = {c.name: c.student for c in timed if c.name != TEACHER}
+    latencies, source, probe_s = _latencies(ctx, task, timed, root)
     teacher_latency = latencies[TEACHER]["latency_ms"]
     teacher_score = _teacher_score(ctx, task)
     budget = selection.Budget(cfg.min_retention, cfg.max_latency_ms, cfg.min_speedup)
-    timed = [selection.Candidate(name, latencies[name]["latency_ms"]) for name in specs]
-    feasible = {c.name for c in selection.within_latency(timed, budget, teacher_latency)}
+    ranked = [selection.Candidate(name, latencies[name]["latency_ms"]) for name in specs]
+    feasible = {c.name for c in selection.within_latency(ranked, budget, teacher_latency)}
     pruned = [name for name in specs if name not in feasible]
     if pruned:
         log.info("  search: %s over the latency budget, not trained", ", ".join(pruned))
@@ -71,7 +71,6 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
         return distill_student(ctx, task, shared, specs[name], cfg.vocabulary, root / name,
                                stop_after, rates[name])
 
-    teacher_layers = shared.teacher.config.num_hidden_layers
     rates = {name: learning_rate(spec, teacher_layers) for name, spec in specs.items()}
     rows: dict[str, dict[str, Any]] = {}
     for name in specs:  # in the configured order, so a resumed search retraces its steps
@@ -105,6 +104,7 @@ def search(ctx: Any, task: Any, shared: Any, distill_student: Callable[..., Any]
     report = {
         "winner": choice.winner, "student": specs[choice.winner], "within_budget": choice.within_budget,
         "reason": choice.reason, "latency_source": source,
+        **({"latency_file": device.identity(cfg.target_latency)} if cfg.target_latency else {}),
         "budget": {"min_retention": cfg.min_retention, "max_latency_ms": cfg.max_latency_ms,
                    "min_speedup": cfg.min_speedup, "latency_limit_ms": limit},
         "schedule": {"first_epochs": cfg.first_epochs, "epochs": epochs, "cost": cfg.cost,
@@ -141,25 +141,26 @@ def _teacher_score(ctx: Any, task: Any) -> float:
     return float(score)
 
 
-def _latencies(ctx: Any, task: Any, shared: Any, specs: dict[str, str], root: Path,
+def _latencies(ctx: Any, task: Any, candidates: list[CandidateSpec], root: Path,
                ) -> tuple[dict[str, dict[str, Any]], str, float]:
     """{name: latency_ms, precision, size_bytes, parameters} for the teacher (fp32 ONNX, what
-    the report compares with) and every candidate (its faster precision); how they were timed;
-    and the seconds the probe took (as recorded, so a resumed search counts the same)."""
-    cfg = ctx.cfg.distill.search
-    teacher_layers = shared.teacher.config.num_hidden_layers
-    candidates = [CandidateSpec(TEACHER, str(teacher_layers), "full", ("fp32",)),
-                  *(CandidateSpec(name, spec, cfg.vocabulary) for name, spec in specs.items())]
+    the report compares with) and every candidate (its faster precision); how they were timed:
+    here, or on the target device when distill.search.target_latency names its results; and
+    the seconds probing took here (as recorded, so a resumed search counts the same; none
+    for the device's)."""
     settings = ProbeSettings.from_config(ctx.cfg)
-    texts = task.splits["validation"].texts[:BENCH_TEXTS]
-    probed = probe(candidates, ctx.input("teacher") / MODEL_DIR, shared.train_split.texts, texts,
-                   root / PROBE_DIR, settings)
-    source = f"probed here, {settings.threads} thread(s), sequence length {settings.sequence_length}"
+    results = ctx.cfg.distill.search.target_latency
+    if results is not None:
+        probed, source = device.read_results(results, candidates, settings.sequence_length)
+    else:
+        probed = probe(candidates, ctx.input("teacher") / MODEL_DIR, task.splits["train"].texts,
+                       task.splits["validation"].texts[:BENCH_TEXTS], root / PROBE_DIR, settings)
+        source = (f"probed here, {settings.threads} thread(s), sequence length "
+                  f"{settings.sequence_length}")
     out = {}
     for candidate in candidates:
         precisions = probed[candidate.name]["precisions"]
-        precision = ("fp32" if candidate.name == TEACHER else
-                     min(precisions, key=lambda p: precisions[p]["p50_ms"]))
+        precision = min(candidate.precisions, key=lambda p: precisions[p]["p50_ms"])
         out[candidate.name] = {"latency_ms": precisions[precision]["p50_ms"], "precision": precision,
                                "size_bytes": precisions[precision]["size_bytes"],
                                "parameters": probed[candidate.name].get("parameters")}

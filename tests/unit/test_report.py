@@ -581,6 +581,10 @@ def test_a_device_bench_joins_the_report_as_its_own_target(tmp_path: Path) -> No
     (json.dumps(device_results(target="../x")), r"names target '\.\./x', which is not a short"),
     (json.dumps({**device_results(), "models": {"m": {"latency": {"1": {}}}}}),
      r"has no per-model latency lists under 'models'"),
+    (json.dumps({**device_results(), "probe": {"candidates": {}}}),
+     r"nowhere\.json holds a probe bundle's times for the student search, not a run's models; "
+     r"pass it to `kdedge compress --target-latency`, and add the bench of the run's bundle "
+     r"here\.$"),
 ])
 def test_a_bad_device_bench_file_is_refused_and_changes_nothing(
         tmp_path: Path, content: str | None, message: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 from test_pipeline import manifest, tiny_config
 
 from kdedge import pipeline
-from kdedge.search.run import candidate_name
+from kdedge.artifacts import sha256_file
+from kdedge.search.probe import candidate_name
 
 CANDIDATES = ["2", "1", "bilstm:hidden_size=16,init_embeddings=true"]
 SEARCH = {"distill.student": "auto", "distill.search.candidates": CANDIDATES,
@@ -85,6 +86,50 @@ def test_every_candidate_is_probed_and_trained_then_the_rule_picks(searched: dic
     assert found["winner"] == expected["name"] and found["within_budget"] == bool(good)
     assert searched["validation"]["accuracy"] == pytest.approx(winner["validation_score"])
     assert searched["history"] and len(searched["history"]) == winner["epochs"]
+
+
+def test_latencies_measured_on_the_target_rank_and_prune_the_candidates(
+        tiny_csv: Path, tiny_encoder_dir: Path, tmp_path: Path, searched: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the device, cut-2 (the slowest here) is the fastest and the only one within the
+    latency budget: the search reads the device's times exactly, probes nothing here, trains
+    only cut-2 and ships it."""
+    from conftest import probe_results
+
+    from kdedge.bench.stats import latency_at
+    from kdedge.report import builders
+    from kdedge.report.render import markdown as render_markdown
+    from kdedge.search.probe import CandidateSpec
+
+    here = {row["name"]: row["latency_ms"] for row in searched["search"]["candidates"]}
+    assert max(here, key=here.get) == "cut-2"
+    bilstm = candidate_name(CANDIDATES[2])
+    times = {"teacher": {"fp32": 20.0}, "cut-2": {"fp32": 3.0, "int8": 1.5},
+             "cut-1": {"fp32": 9.0, "int8": 8.0}, bilstm: {"fp32": 6.0, "int8": 7.0}}
+    specs = [CandidateSpec("teacher", "4", "full", ("fp32",)),
+             *(CandidateSpec(candidate_name(s), s, "trim") for s in CANDIDATES)]
+    results = probe_results(tmp_path / "edge.json", times, specs, target="rpi5", threads=4)
+    monkeypatch.setattr("kdedge.search.run.probe", lambda *a: pytest.fail("probed here"))
+    monkeypatch.setattr("kdedge.search.probe.latency_at", latency_at)  # the times as written
+    found = _search(tiny_csv, tiny_encoder_dir, tmp_path / "run", **{
+        "distill.search.target_latency": str(results),
+        "distill.search.max_latency_ms": 5.0})["search"]
+    rows = {row["name"]: row for row in found["candidates"]}
+    assert found["latency_source"] == ("measured on rpi5 (kdedge bench on a probe bundle), 4 "
+                                       "thread(s), sequence length 32")
+    assert found["latency_file"] == {"path": str(results.resolve()),
+                                     "sha256": sha256_file(results)}
+    assert {n: (r["latency_ms"], r["precision"], r["speedup"]) for n, r in rows.items()} == {
+        "cut-2": (1.5, "int8", 20.0 / 1.5), "cut-1": (8.0, "int8", 2.5), bilstm: (6.0, "fp32", 20 / 6)}
+    assert (found["teacher"]["latency_ms"], found["teacher"]["precision"]) == (20.0, "fp32")
+    assert [n for n, r in rows.items() if r["pruned_by_latency"]] == ["cut-1", bilstm]
+    assert [rows[n]["epochs"] for n in rows] == [3, 0, 0]
+    assert found["winner"] == "cut-2" and found["budget"]["latency_limit_ms"] == 5.0
+    assert found["schedule"]["probe_s"] == 0  # nothing was built or timed here
+    shown = render_markdown("run", "", [builders.search({"training": {"distill": {"search": found}}})])
+    assert ("Latencies were measured on rpi5 (kdedge bench on a probe bundle), 4 thread(s), "
+            "sequence length 32, untrained at each candidate's real shapes (the teacher's ONNX "
+            "fp32: 20.00 ms)") in shown
 
 
 def test_a_latency_budget_no_candidate_meets_stops_before_any_training(
