@@ -1,5 +1,6 @@
 """A target device: a fresh virtual environment with only `kdedge[runtime]` (no torch, no
-transformers) benchmarks a bundle with `kdedge bench` and predicts with its predict.py."""
+transformers) benchmarks a bundle with `kdedge bench` and predicts with its predict.py, and
+times a student search's probe bundle."""
 
 from __future__ import annotations
 
@@ -96,6 +97,24 @@ def test_runtime_install_benches_and_predicts_without_torch(
     expected = onnx_logits(bundle, AutoTokenizer.from_pretrained(bundle), texts, 32).argmax(-1)
     assert [json.loads(line)["label_id"] for line in piped.stdout.splitlines()] == expected.tolist()
     assert len(texts) == 32
+
+    # the student search's probe bundle, written from the same run, is timed here too
+    probe = tmp_path / "probe"
+    monkeypatch.setattr(sys, "argv", ["kdedge", "compress", "--data", str(tiny_csv), "--teacher",
+                                      str(tiny_encoder_dir), "--out", str(tmp_path / "run"), *TINY,
+                                      "--student", "auto", "--set", "distill.search.candidates=['1']",
+                                      "--probe-bundle", str(probe), "--resume"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    assert exit_info.value.code in (0, None)
+    probed = subprocess.run([kdedge, "bench", str(probe), "--output", str(tmp_path / "probe.json"),
+                             "--target", "edge", "--threads", "1", "--min-duration", "0"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert probed.returncode == 0, probed.stderr
+    timed = json.loads((tmp_path / "probe.json").read_text())
+    assert list(timed["models"]) == ["teacher-fp32", "cut-1-fp32", "cut-1-int8"]
+    assert timed["probe"]["candidates"]["cut-1"]["student"] == "1"
+    assert all(row["latency"][0]["p50_ms"] > 0 for row in timed["models"].values())
 
     refused = subprocess.run([kdedge, "compress", "--out", str(tmp_path / "nope")],
                              capture_output=True, text=True, timeout=120)
