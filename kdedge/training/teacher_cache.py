@@ -20,7 +20,7 @@ from kdedge import parallel
 from kdedge.data.dataset import TaskSplit
 from kdedge.demo import cache_dir
 from kdedge.errors import KdedgeError
-from kdedge.evaluate import batches, encode
+from kdedge.evaluate import batches, encode, length_sorted
 from kdedge.training.outputs import pool
 
 log = logging.getLogger("kdedge")
@@ -87,8 +87,9 @@ def _compute(teacher: Any, tokenizer: Any, texts: list[Any], max_length: int, ba
              layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in [*KEYS, *layer_keys(layers)]}
     teacher.eval()
+    ordered, back = length_sorted(texts)
     with torch.inference_mode():
-        for chunk in batches(texts, batch_size):
+        for chunk in batches(ordered, batch_size):
             enc = encode(tokenizer, chunk, max_length, "pt")
             out = teacher(**enc, output_hidden_states=True)
             last = out.hidden_states[-1]
@@ -99,7 +100,8 @@ def _compute(teacher: Any, tokenizer: Any, texts: list[Any], max_length: int, ba
                 for pooling in POOLINGS:
                     parts[f"layer{layer}_{pooling}"].append(
                         pool(out.hidden_states[layer], enc["attention_mask"], pooling).float())
-    return {key: torch.cat(value).contiguous() for key, value in parts.items() if value}
+    rows = torch.from_numpy(back)  # back in the split's order
+    return {key: torch.cat(value)[rows].contiguous() for key, value in parts.items() if value}
 
 
 def _write_shard(folder: Path, start: int, outputs: dict[str, torch.Tensor]) -> None:

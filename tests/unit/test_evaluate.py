@@ -120,3 +120,24 @@ def test_onnx_quality_scores_one_text_per_call_with_the_batched_figure_beside(
     # the gate's score is the worse of the two ways of calling the model
     assert shipping_score(int8, tokenizer, task, "test", 16) == min(
         expected["accuracy"], metrics["test"]["accuracy"])
+
+
+def test_length_sorted_passes_return_every_row_in_the_texts_order(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdedge.evaluate import length_sorted, torch_logits
+
+    texts = ["a b c d e", "a", ("ab", "c"), "abc", ("a", "b")]
+    ordered, back = length_sorted(texts)
+    assert ordered == ["a", ("a", "b"), ("ab", "c"), "abc", "a b c d e"]  # ties keep their order
+    assert [ordered[i] for i in back] == texts
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sentences = [row["sentence"] for row in toy_rows(20)]
+    assert len({len(s) for s in sentences}) > 5  # lengths vary, so the order matters
+    with torch.no_grad():  # one text at a time: nothing padded, the rows' own order
+        alone = np.concatenate([model(**tokenizer([s], return_tensors="pt")).logits.numpy()
+                                for s in sentences])
+    np.testing.assert_allclose(torch_logits(model, tokenizer, sentences, 32, batch_size=4), alone,
+                               atol=1e-5)
