@@ -79,8 +79,7 @@ def summarize(name: str, run_dir: Path) -> dict[str, Any]:
             "teacher_acc": teacher["test"]["accuracy"], "teacher_epochs": len(teacher["history"]),
             "student_val": distill["validation"]["accuracy"],
             "student_acc": distill["test"]["accuracy"],
-            "student_f1": distill["test"]["macro_f1"],
-            "train_s": sum(row["seconds"] for row in distill["history"])}
+            "student_f1": distill["test"]["macro_f1"]}
 
 
 def write(rows: list[dict[str, Any]]) -> None:
@@ -100,14 +99,14 @@ def write(rows: list[dict[str, Any]]) -> None:
         f"Machine: {cpu['model']}, {cpu['logical_cores']} logical cores, ISA: {isa}.",
         "",
         "| variant | teacher reads | recipe | teacher test acc (its view) | teacher epochs "
-        "| student val acc | student test acc (noisy) | student test macro-F1 | training (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| student val acc | student test acc (noisy) | student test macro-F1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['teacher_reads']} | {r['recipe']} | {r['teacher_acc']:.4f} "
             f"| {r['teacher_epochs']} | {r['student_val']:.4f} | {r['student_acc']:.4f} "
-            f"| {r['student_f1']:.4f} | {r['train_s']:.0f} |")
+            f"| {r['student_f1']:.4f} |")
     RESULTS.write_text("\n".join(lines) + "\n")
 
 

@@ -109,6 +109,17 @@ def load_classifier(source: str, id2label: dict[int, str], *, revision: str | No
     return model, tokenizer, matched
 
 
+def save_tokenizer(tokenizer: Any, folder: Path) -> None:
+    """save_pretrained, without the padding and truncation that its last call happened to use:
+    a fast tokenizer writes them into tokenizer.json, so the file would depend on what the
+    run last encoded (a resumed run encodes other batches last). Every reader sets its own."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
+    tokenizer.save_pretrained(folder)
+
+
 def save_verified(model: Any, tokenizer: Any, folder: Path, probe_texts: list[Any],
                   max_length: int) -> float:
     """save_pretrained model and tokenizer, reload them, and return the max |logit| difference.
@@ -123,7 +134,7 @@ def save_verified(model: Any, tokenizer: Any, folder: Path, probe_texts: list[An
 
     register_auto_classes()  # a BiRNN student reloads through the Auto classes
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     reloaded = AutoModelForSequenceClassification.from_pretrained(folder)
     before = torch_logits(model, tokenizer, probe_texts, max_length)
     after = torch_logits(reloaded, tokenizer, probe_texts, max_length)

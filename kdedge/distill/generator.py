@@ -24,6 +24,7 @@ from kdedge.distill.generation_training import (
 )
 from kdedge.distill.recipes import RECIPES, Dims
 from kdedge.errors import KdedgeError
+from kdedge.hf import save_tokenizer
 from kdedge.models.layouts import layout_for
 from kdedge.models.seq2seq import fewer_decoder_layers, fewer_layers
 from kdedge.training import teacher_cache
@@ -47,7 +48,7 @@ def run(ctx, task: TaskData) -> dict[str, Any]:
                                ctx.checkpoints, ctx.work)
     out = ctx.work / STUDENT_DIR
     student.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     return metrics
 
 

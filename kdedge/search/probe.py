@@ -167,6 +167,7 @@ def save_untrained(candidate: CandidateSpec, teacher_dir: Path, train_texts: Seq
     """The candidate as distill would build it (vocabulary included), saved untrained."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from kdedge.hf import save_tokenizer
     from kdedge.models import vocabulary
     from kdedge.models.students import build_student
 
@@ -175,7 +176,7 @@ def save_untrained(candidate: CandidateSpec, teacher_dir: Path, train_texts: Seq
     student, _ = build_student(candidate.student, teacher)
     tokenizer, _ = vocabulary.apply(candidate.vocabulary, student, tokenizer, train_texts)
     student.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     return sum(p.numel() for p in student.parameters())
 
 

@@ -87,8 +87,10 @@ class SentenceEncoder(nn.Module):
     def save(self, folder: Path, tokenizer: Any) -> None:
         from safetensors.torch import save_file
 
+        from kdedge.hf import save_tokenizer
+
         self.encoder.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+        save_tokenizer(tokenizer, folder)
         (folder / ENCODER_FILE).write_text(json.dumps(
             {"pooling": self.pooling, "projection": self.projection is not None, "dim": self.dim}))
         if self.projection is not None:

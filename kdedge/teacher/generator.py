@@ -22,7 +22,7 @@ from kdedge.distill import losses
 from kdedge.distill.generation_training import TargetSplit, fit, score
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import truncated
-from kdedge.hf import resolve_source
+from kdedge.hf import resolve_source, save_tokenizer
 from kdedge.models.layouts import layout_for
 from kdedge.models.seq2seq import bert2bert
 from kdedge.teacher.cache import cache_entry, store
@@ -113,7 +113,7 @@ def prepare(cfg: TeacherConfig, data: DataConfig, task: TaskData, seed: int, cac
     }
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     store(cached, out, metrics)
     return metrics
 

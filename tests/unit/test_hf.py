@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import BertConfig
@@ -34,3 +35,21 @@ def test_a_regression_head_is_built_on_a_classifier_and_then_matches(tiny_model_
     tokenizer.save_pretrained(tmp_path)
     again, _, matched = load_classifier(str(tmp_path), SCORE, revision=None, trust_remote_code=False)
     assert matched and again.config.id2label == SCORE
+
+
+def test_a_saved_tokenizer_does_not_depend_on_what_it_last_encoded(tiny_model_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """A fast tokenizer writes the padding and truncation of its last call into tokenizer.json,
+    so a run resumed after its last batch would ship another file than an uninterrupted one."""
+    from transformers import AutoTokenizer
+
+    from kdedge.hf import save_tokenizer
+
+    used = AutoTokenizer.from_pretrained(tiny_model_dir)
+    used(["good film", "bad"], padding=True, truncation=True, max_length=8)
+    save_tokenizer(used, tmp_path / "used")
+    save_tokenizer(AutoTokenizer.from_pretrained(tiny_model_dir), tmp_path / "fresh")
+    saved = json.loads((tmp_path / "used" / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None
+    assert ((tmp_path / "used" / "tokenizer.json").read_bytes()
+            == (tmp_path / "fresh" / "tokenizer.json").read_bytes())

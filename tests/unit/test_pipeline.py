@@ -314,12 +314,14 @@ def test_multi_task_teacher_with_a_regression_task(tiny_run: tuple[KdedgeConfig,
     pd.DataFrame(rows).to_csv(csv, index=False)
     aux = {"name": "share", "data": {"source": str(csv), "label_column": "share",
                                      "task": "regression"}}
+    # the multi-task teacher trains teacher.training's epochs from the run's teacher; at the toy
+    # rate its mean validation score still rose at epoch 6 (0.84 from one start, 0.94 from another)
     run_dir = rerun_copy(tiny_run, tmp_path, {
         "distill.recipe": "multi-task", "distill.multi_task.tasks": [aux],
-        "distill.training.epochs": 6}, ("distill", "export"))
+        "teacher.training.epochs": 9, "distill.training.epochs": 6}, ("distill", "export"))
     metrics = manifest(run_dir, "distill").metrics
     teacher = metrics["multi_task_teacher"]
-    assert not teacher["cache_hit"] and len(teacher["history"]) == 6
+    assert not teacher["cache_hit"] and len(teacher["history"]) == 9
     assert teacher["scores"]["target"]["test"]["accuracy"] >= 0.9
     assert teacher["scores"]["share"]["validation"]["pearson"] >= 0.7
     share = metrics["tasks"]["share"]
