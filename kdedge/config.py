@@ -38,7 +38,7 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast; fp16 needs a CUDA GPU
     length_buckets: bool | None = None  # batch rows of similar token counts: about half the
-    # padded tokens on short real texts, 1.6-1.9x faster teacher (benchmarks/results/
+    # padded tokens on short real texts, teacher epochs 1.6-1.9x faster (benchmarks/results/
     # real-data.md), but batches are then less random; None: the task kind's choice (on for
     # classes; off for regression, where a score that follows length cost accuracy)
 
