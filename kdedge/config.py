@@ -505,7 +505,7 @@ class BenchConfig(_Section):
     # TensorRT in this onnxruntime) is skipped once, with the reason
     targets: tuple[Literal["cpu", "cuda", "tensorrt"], ...] | None = None
     batch_sizes: tuple[int, ...] = (1, 32)
-    sequence_lengths: tuple[int, ...] | None = None  # default: (data.max_length,)
+    sequence_lengths: tuple[int, ...] | None = None  # default: what 95% of the texts fit in
     threads: tuple[int, ...] | None = None  # same for every model; default: physical cores
     warmup_runs: int = Field(10, ge=0)
     min_runs: int = Field(50, ge=1)

@@ -41,9 +41,10 @@ def check(cfg: KdedgeConfig) -> None:
 
 def _check_target_latency(cfg: KdedgeConfig, teacher: Any) -> None:
     """The device's results file times this run's candidates (the teacher too, when its layer
-    count is known here) at its sequence length."""
+    count is known here), at bench.sequence_lengths when set (a length taken from the texts is
+    known only after the data and teacher stages; the search checks it then)."""
     from kdedge.search import device
-    from kdedge.search.probe import TEACHER, ProbeSettings, search_candidates
+    from kdedge.search.probe import TEACHER, search_candidates
 
     if cfg.distill.student != AUTO_STUDENT:
         raise KdedgeError(f"distill.search.target_latency times the candidates of the student "
@@ -53,7 +54,7 @@ def _check_target_latency(cfg: KdedgeConfig, teacher: Any) -> None:
     candidates = [c for c in search_candidates(cfg.distill.search, layers or 0)
                   if layers is not None or c.name != TEACHER]
     device.read_results(cfg.distill.search.target_latency, candidates,
-                        ProbeSettings.from_config(cfg).sequence_length)
+                        (cfg.bench.sequence_lengths or (None,))[0])
 
 
 def _teacher_config(teacher: TeacherConfig) -> Any:

@@ -62,6 +62,29 @@ def encode_texts(folder: Path, texts: Sequence[Any], sequence_length: int) -> Ba
     }
 
 
+LENGTH_QUANTILE = 0.95  # the default bench length covers this share of the data's texts
+LENGTH_STEP = 8  # ... rounded up to a multiple of this
+
+
+def typical_length(folder: Path, texts: Sequence[Any], cap: int) -> int:
+    """The token count that 95% of the texts fit in, rounded up to a multiple of 8, at most cap.
+
+    The bench's default sequence length: a deployed model pads a batch to its longest text (the
+    bundle does), so this is what the user's texts cost at batch 1, where data.max_length is
+    only the most that any text may cost."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    inputs = [tuple(t) if isinstance(t, tuple | list) else t for t in texts]
+    counts = [len(e.ids) for e in tokenizer.encode_batch(inputs)]
+    if not counts:
+        return cap
+    quantile = float(np.quantile(counts, LENGTH_QUANTILE, method="higher"))
+    return int(min(cap, max(LENGTH_STEP, math.ceil(quantile / LENGTH_STEP) * LENGTH_STEP)))
+
+
 def make_batches(encoded: Batch, batch_size: int, limit: int = MAX_DISTINCT_BATCHES,
                  ) -> list[Batch]:
     """Consecutive real batches, wrapping around when there are fewer texts than one batch."""

@@ -19,8 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from kdedge.artifacts import write_json
 from kdedge.bench.isolate import HWM_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
-from kdedge.bench.measure import bench_model
-from kdedge.bench.runners import RUNTIMES, missing_files, runtime_for, split_targets
+from kdedge.bench.measure import LENGTH_QUANTILE, bench_model, typical_length
+from kdedge.bench.runners import (
+    RUNTIMES,
+    TOKENIZER_FILE,
+    missing_files,
+    runtime_for,
+    split_targets,
+)
 from kdedge.bench.stats import without_timings
 from kdedge.errors import KdedgeError
 from kdedge.progress import progress_bar
@@ -33,6 +39,7 @@ log = logging.getLogger("kdedge")
 
 RESULTS_FILE = "results.json"
 MAX_TEXTS = 2048  # enough distinct real batches to cycle; keeps the child's payload small
+LENGTH_TEXTS = 4096  # evaluation texts the default sequence length is counted on
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,22 @@ MODELS.register("student-int8")(ModelSource("onnxruntime", "quantize", "student-
 MODELS.register("student-fp16")(ModelSource("onnxruntime", "quantize", "student-fp16",
                                             targets=("cuda", "tensorrt"),
                                             how_to_make="set quantize.fp16=true to write it"))
+
+
+def sequence_lengths(run_cfg: Any, task: Any, teacher_dir: Path) -> tuple[list[int], str]:
+    """The lengths every model is timed at, and why: bench.sequence_lengths when set, else the
+    token count that 95% of the validation and test texts fit in with the teacher's tokenizer
+    (what the user's texts cost; the bench and the student search's probe share it), else
+    data.max_length when the teacher has no tokenizer.json."""
+    cap = run_cfg.data.max_length
+    if run_cfg.bench.sequence_lengths:
+        return list(run_cfg.bench.sequence_lengths), "bench.sequence_lengths"
+    if not (teacher_dir / TOKENIZER_FILE).is_file():
+        return [cap], "data.max_length"
+    texts = [*task.splits["validation"].texts, *task.splits["test"].texts][:LENGTH_TEXTS]
+    length = typical_length(teacher_dir, texts, cap)
+    return [length], (f"{LENGTH_QUANTILE:.0%} of the validation and test texts fit; "
+                      f"data.max_length {cap}")
 
 
 def entry_name(model: str, target: str) -> str:
@@ -108,17 +131,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     targets, absent = split_targets(cfg.targets)
     entries = plan([m for m in cfg.models if m not in kind.unbenched], targets, kind.generates)
     threads = list(cfg.threads or (physical_cores(),))
-    sequence_lengths = list(cfg.sequence_lengths or (ctx.cfg.data.max_length,))
+    lengths, basis = sequence_lengths(ctx.cfg, data, MODELS.get("teacher-pytorch").folder(ctx.input))
     texts = list(data.splits["test"].texts[:MAX_TEXTS])
     if not texts:
         raise KdedgeError("The test split is empty, so there are no real texts to bench with; "
                           "raise data.test_fraction or data.max_eval_samples.")
-    results = results_header(threads, sequence_lengths, cfg, len(texts))
+    results = results_header(threads, lengths, cfg, len(texts))
+    results["sequence_length_basis"] = basis
     results["targets"] = targets
     results["skipped_targets"] = absent
     for target, reason in absent.items():
         log.warning("bench: target %s skipped (%s)", target, reason)
-    steps = len(threads) * len(sequence_lengths) * len(cfg.batch_sizes)
+    steps = len(threads) * len(lengths) * len(cfg.batch_sizes)
     done = 0
     with progress_bar("bench", len(entries) * steps) as progress:
         task = progress.task_ids[0]
@@ -130,7 +154,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 if reason is not None:
                     raise KdedgeError(reason)
                 row = bench_model(
-                    entry, runtime, folder, texts, cfg.batch_sizes, sequence_lengths, threads,
+                    entry, runtime, folder, texts, cfg.batch_sizes, lengths, threads,
                     cfg.warmup_runs, cfg.min_runs, cfg.min_duration_s,
                     on_step=lambda _name, _size: progress.advance(task),
                 )

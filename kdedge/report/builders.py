@@ -284,9 +284,9 @@ def latency(report: Mapping[str, Any]) -> Section:
                                        else "")
                   for row in report.get("artifacts") or [] if not row.get("latency")]
     blocks: list[Block] = [
-        Text(f"Milliseconds per batch at sequence length {fmt_int(bench.get('sequence_length'))} "
-             f"with {fmt_int(bench.get('threads'))} threads; speed-up = {ref} p50 / artifact p50 "
-             "at the same batch size."),
+        Text(f"Milliseconds per batch at sequence length {fmt_int(bench.get('sequence_length'))}"
+             f"{_basis(bench)} with {fmt_int(bench.get('threads'))} threads; "
+             f"speed-up = {ref} p50 / artifact p50 at the same batch size."),
         table(header, rows)]
     if unmeasured:
         blocks.append(Text(f"Not benchmarked: {'; '.join(unmeasured)}.", "muted"))
@@ -666,6 +666,12 @@ def data_section(report: Mapping[str, Any]) -> Section:
     return Section("data", "Data", tuple(blocks))
 
 
+def _basis(bench: Mapping[str, Any]) -> str:
+    """Why the bench ran at its sequence length, in parentheses, when the results say."""
+    basis = bench.get("sequence_length_basis")
+    return f" ({cell(basis)})" if basis else ""
+
+
 def _settings(settings: Any) -> str:
     """{"providers": [...], "intra_op_threads": 4} as "providers CPUExecutionProvider, ..."."""
     if not isinstance(settings, Mapping) or not settings:
@@ -698,7 +704,7 @@ def environment(report: Mapping[str, Any]) -> Section:
     blocks.append(facts([
         *pairs,
         ("bench threads (every model)", fmt_int(bench.get("threads"))),
-        ("sequence length", fmt_int(bench.get("sequence_length"))),
+        ("sequence length", fmt_int(bench.get("sequence_length")) + _basis(bench)),
         ("batch sizes", ", ".join(fmt_int(b) for b in bench.get("batch_sizes") or []) or NA),
         ("targets", ", ".join(map(cell, bench.get("targets") or [])) or NA),
         ("benchmark protocol", _settings(bench.get("protocol"))),

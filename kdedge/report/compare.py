@@ -912,6 +912,8 @@ def _benchmark(bench: Mapping[str, Any], batch_sizes: list[int], skipped: dict[s
     return {
         "threads": threads[0] if threads else None,
         "sequence_length": lengths[0] if lengths else None,
+        "sequence_length_basis": (str(bench["sequence_length_basis"])
+                                  if bench.get("sequence_length_basis") else None),
         "threads_swept": threads,
         "sequence_lengths_swept": lengths,
         "batch_sizes": batch_sizes,

@@ -83,7 +83,7 @@ def write_bundle(cfg: Any, run_dir: Path, out: Path) -> Path:
     layers = AutoConfig.from_pretrained(teacher_dir).num_hidden_layers
     return build_bundle(search_candidates(cfg.distill.search, layers), teacher_dir,
                         task.splits["train"].texts, task.splits["validation"].texts[:BENCH_TEXTS],
-                        Path(out), ProbeSettings.from_config(cfg))
+                        Path(out), ProbeSettings.from_config(cfg, task, teacher_dir))
 
 
 def build_bundle(candidates: Sequence[CandidateSpec], teacher_dir: Path,
@@ -183,11 +183,12 @@ def bench_bundle(path: Path, *, output: Path = DEFAULT_OUTPUT, target: str | Non
     return results
 
 
-def read_results(path: Path, candidates: Sequence[CandidateSpec], sequence_length: int,
+def read_results(path: Path, candidates: Sequence[CandidateSpec], sequence_length: int | None,
                  ) -> tuple[dict[str, dict[str, Any]], str]:
     """Each candidate's probe result (probe.candidate_result's shape) as measured on the device,
     and a line saying where; a one-line KdedgeError when the file is not the results of a probe
-    bundle of these candidates at this sequence length. Needs no torch."""
+    bundle of these candidates at this sequence length (None: not known yet, as before the data
+    and teacher stages when the length comes from the texts). Needs no torch."""
     path = Path(path)
     unedited = "pass the results file `kdedge bench PROBE_BUNDLE` wrote on the device, unedited"
     if not path.is_file():
@@ -210,10 +211,10 @@ def read_results(path: Path, candidates: Sequence[CandidateSpec], sequence_lengt
         raise KdedgeError(f"Target latency file {path} lacks its target, thread count, sequence "
                           f"length, candidates or models; {unedited}.")
     target, [threads], [measured] = header
-    if measured != sequence_length:
+    if sequence_length is not None and measured != sequence_length:
         raise KdedgeError(f"Target latency file {path} was measured at sequence length {measured}, "
                           f"but this run times its candidates at {sequence_length} "
-                          f"(bench.sequence_lengths, else data.max_length); {REDO}.")
+                          f"(bench.sequence_lengths, else the data's own); {REDO}.")
     probed = {}
     for candidate in candidates:
         entry = named.get(candidate.name)

@@ -53,12 +53,14 @@ class ProbeSettings(Timing):
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> ProbeSettings:
-        """The run's bench protocol (its headline thread count and length) and quantizer."""
+    def from_config(cls, cfg: Any, task: Any, teacher_dir: Path) -> ProbeSettings:
+        """The run's bench protocol (its headline thread count and sequence length, which the
+        task's texts may set) and quantizer."""
+        from kdedge.bench.stage import sequence_lengths
         from kdedge.environment import physical_cores
 
         bench = cfg.bench
-        return cls(sequence_length=(bench.sequence_lengths or (cfg.data.max_length,))[0],
+        return cls(sequence_length=sequence_lengths(cfg, task, teacher_dir)[0][0],
                    threads=(bench.threads or (physical_cores(),))[0], warmup_runs=bench.warmup_runs,
                    min_runs=bench.min_runs, min_duration_s=bench.min_duration_s,
                    opset=cfg.export.opset, quantize=cfg.quantize)

@@ -148,12 +148,13 @@ def _latencies(ctx: Any, task: Any, candidates: list[CandidateSpec], root: Path,
     here, or on the target device when distill.search.target_latency names its results; and
     the seconds probing took here (as recorded, so a resumed search counts the same; none
     for the device's)."""
-    settings = ProbeSettings.from_config(ctx.cfg)
+    teacher_dir = ctx.input("teacher") / MODEL_DIR
+    settings = ProbeSettings.from_config(ctx.cfg, task, teacher_dir)
     results = ctx.cfg.distill.search.target_latency
     if results is not None:
         probed, source = device.read_results(results, candidates, settings.sequence_length)
     else:
-        probed = probe(candidates, ctx.input("teacher") / MODEL_DIR, task.splits["train"].texts,
+        probed = probe(candidates, teacher_dir, task.splits["train"].texts,
                        task.splits["validation"].texts[:BENCH_TEXTS], root / PROBE_DIR, settings)
         source = (f"probed here, {settings.threads} thread(s), sequence length "
                   f"{settings.sequence_length}")

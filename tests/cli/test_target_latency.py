@@ -50,7 +50,7 @@ def test_a_good_device_file_passes_the_checks_and_is_kept_in_the_config(
                          + REDO),
     ("other length", "error: Target latency file {file} was measured at sequence length 128, but "
                      "this run times its candidates at 32 (bench.sequence_lengths, else "
-                     "data.max_length); " + REDO),
+                     "the data's own); " + REDO),
     ("fixed student", "error: distill.search.target_latency times the candidates of the student "
                       "search, but distill.student is 2; pass --student auto, or drop "
                       "--target-latency."),
@@ -63,7 +63,8 @@ def test_a_device_file_that_does_not_fit_the_run_fails_before_any_stage(
         probe_results(file, TIMES, _candidates("full" if case == "other vocabulary" else "trim"),
                       sequence_length=128 if case == "other length" else 32)
     student = "2" if case == "fixed student" else "auto"
-    code, _, err = _compress(["--student", student, "--target-latency", str(file)], tiny_csv,
+    length = ["--set", "bench.sequence_lengths=[32]"] if case == "other length" else []
+    code, _, err = _compress(["--student", student, "--target-latency", str(file), *length], tiny_csv,
                              tiny_model_dir, tmp_path / "run", capsys, monkeypatch)
     assert code == 2 and error_line(err) == message.format(file=file)
     assert not (tmp_path / "run").exists()

@@ -16,7 +16,7 @@ from conftest import VOCAB, toy_rows
 from kdedge.artifacts import read_json
 from kdedge.bench import stage as bench_stage
 from kdedge.bench.isolate import ChildFailed, Reporter, run_watched
-from kdedge.bench.measure import bench_model, encode_texts, make_batches
+from kdedge.bench.measure import bench_model, encode_texts, make_batches, typical_length
 from kdedge.bench.runners import (
     RUNTIMES,
     bound_runner,
@@ -61,6 +61,35 @@ def onnx_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     return [row["sentence"] for row in toy_rows(20)]
+
+
+# --- the sequence length: what the data's texts need -----------------------------------------
+
+def test_the_default_length_is_what_95_percent_of_the_texts_fit(tiny_model_dir: Path) -> None:
+    short, long = "good film", " ".join(["the movie"] * 15)  # 4 and 32 tokens with [CLS], [SEP]
+    # the 95th percentile (the higher row) of 40 counts is the 39th smallest, rounded up to 8
+    assert typical_length(tiny_model_dir, [short] * 39 + [long], cap=128) == 8
+    assert typical_length(tiny_model_dir, [short] * 37 + [long] * 3, cap=128) == 32
+    assert typical_length(tiny_model_dir, [short] * 37 + [long] * 3, cap=24) == 24
+    assert typical_length(tiny_model_dir, [("good film", "the movie was fun")] * 4, cap=128) == 16
+    assert typical_length(tiny_model_dir, [], cap=48) == 48
+
+
+def test_bench_lengths_come_from_the_config_else_the_texts_else_max_length(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    from kdedge.data.dataset import TaskData, TaskSplit
+
+    long = " ".join(["the movie"] * 15)
+    splits = {"validation": TaskSplit([long] * 3, np.zeros(3, dtype=np.int64)),
+              "test": TaskSplit(["good"] * 3, np.ones(3, dtype=np.int64))}
+    task = TaskData(labels=["neg", "pos"], splits=splits)
+    cfg = KdedgeConfig.model_validate({"data": {"max_length": 64}})
+    assert bench_stage.sequence_lengths(cfg, task, tiny_model_dir) == (
+        [32], "95% of the validation and test texts fit; data.max_length 64")
+    assert bench_stage.sequence_lengths(cfg, task, tmp_path) == ([64], "data.max_length")
+    chosen = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"sequence_lengths": (48,)})})
+    assert bench_stage.sequence_lengths(chosen, task, tiny_model_dir) == (
+        [48], "bench.sequence_lengths")
 
 
 # --- stats: pure functions, golden numbers ---------------------------------------------------
@@ -378,6 +407,8 @@ def test_stage_measures_present_models_with_one_protocol(
 
     _, metrics = stage_run
     assert metrics["threads"] == [1] and metrics["sequence_lengths"] == [SEQ]
+    assert metrics["sequence_length_basis"] == ("95% of the validation and test texts fit; "
+                                                f"data.max_length {SEQ}")
     assert metrics["batch_sizes"] == [1, 2]
     assert metrics["targets"] + list(metrics["skipped_targets"]) == ["cpu", "cuda"]
     assert metrics["protocol"] | TINY == metrics["protocol"]

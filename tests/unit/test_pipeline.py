@@ -99,7 +99,7 @@ def test_bench_and_report_cover_every_model(tiny_run: tuple[KdedgeConfig, Path])
     # the default targets are this machine's: nothing is planned for an absent GPU
     if bench["targets"] == ["cpu"]:
         assert bench["skipped"] == {} and bench["skipped_targets"] == {}
-    assert bench["threads"] == [1] and bench["sequence_lengths"] == [32]
+    assert bench["threads"] == [1] and bench["sequence_lengths"] == [16]  # 95% of the toy texts fit
     for result in bench["models"].values():
         assert set(latency_at(result)) == {"1", "4"}
         row = latency_at(result)["1"]
@@ -109,6 +109,12 @@ def test_bench_and_report_cover_every_model(tiny_run: tuple[KdedgeConfig, Path])
     assert (report_dir / "report.md").is_file()
     data = json.loads((report_dir / "report.json").read_text())
     assert data["schema_version"] == 1
+    basis = "95% of the validation and test texts fit; data.max_length 32"
+    assert (data["benchmark"]["sequence_length"], data["benchmark"]["sequence_length_basis"]) == (
+        16, basis)
+    escaped = basis.replace("_", "\\_")  # Markdown
+    assert f"Milliseconds per batch at sequence length 16 ({escaped}) with 1 threads" in (
+        report_dir / "report.md").read_text()
 
 
 def test_resume_skips_every_unchanged_stage(tiny_run: tuple[KdedgeConfig, Path], tmp_path: Path) -> None:

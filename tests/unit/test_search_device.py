@@ -101,7 +101,7 @@ def test_the_probe_bundle_holds_every_candidate_graph_and_its_settings(
     assert manifest["format"] == "kdedge-probe-bundle" and manifest["pairs"] is False
     settings = manifest["settings"]
     assert (settings["sequence_length"], settings["threads"], settings["min_runs"],
-            settings["opset"]) == (32, 1, 3, 18)
+            settings["opset"]) == (16, 1, 3, 18)  # 16: what 95% of the toy texts fit
     assert settings["quantize"]["mode"] == "dynamic"
     assert list(manifest["candidates"]) == NAMES
     for candidate in CANDIDATES:
@@ -128,7 +128,7 @@ def test_bench_times_every_graph_of_a_probe_bundle_without_torch(
     manifest = json.loads((bundle[0] / device.BUNDLE_FILE).read_text())
     assert results["target"] == "edge" and results["targets"] == ["cpu"]
     assert (results["threads"], results["sequence_lengths"], results["batch_sizes"]) == (
-        [1], [32], [1])
+        [1], [16], [1])
     assert results["protocol"]["warmup_runs"] == 1 and results["protocol"]["min_runs"] == 3
     assert results["protocol"]["min_duration_s"] == 0  # --min-duration over the bundle's
     assert list(results["models"]) == GRAPHS
@@ -137,9 +137,9 @@ def test_bench_times_every_graph_of_a_probe_bundle_without_torch(
             row = results["models"][f"{name}-{precision}"]
             assert row["model_sha256"] == graph["model_sha256"] and row["path"] == graph["path"]
             [point] = row["latency"]
-            assert (point["batch_size"], point["sequence_length"], point["threads"]) == (1, 32, 1)
+            assert (point["batch_size"], point["sequence_length"], point["threads"]) == (1, 16, 1)
             assert point["runs"] >= 3 and point["p50_ms"] > 0 and row["size_bytes"] > 0
-            assert f"{name}-{precision} on edge: threads 1, length 32, batch 1: p50 " \
+            assert f"{name}-{precision} on edge: threads 1, length 16, batch 1: p50 " \
                    f"{point['p50_ms']:.2f} ms" in out
     assert results["probe"]["candidates"] == {
         name: {"student": e["student"], "vocabulary": e["vocabulary"], "parameters": e["parameters"],
@@ -153,13 +153,13 @@ def test_bench_times_every_graph_of_a_probe_bundle_without_torch(
 def test_the_search_reads_the_device_times_exactly(benched: tuple[dict[str, Any], Path, str],
                                                    ) -> None:
     results, output, _ = benched
-    probed, source = device.read_results(output, CANDIDATES, 32)
-    assert source == "measured on edge (kdedge bench on a probe bundle), 1 thread(s), sequence length 32"
+    probed, source = device.read_results(output, CANDIDATES, 16)
+    assert source == "measured on edge (kdedge bench on a probe bundle), 1 thread(s), sequence length 16"
     assert list(probed) == NAMES
     for candidate in CANDIDATES:
         found = probed[candidate.name]
         assert (found["student"], found["vocabulary"], found["sequence_length"], found["threads"]) \
-            == (candidate.student, candidate.vocabulary, 32, 1)
+            == (candidate.student, candidate.vocabulary, 16, 1)
         assert found["parameters"] == results["probe"]["candidates"][candidate.name]["parameters"]
         assert list(found["precisions"]) == list(candidate.precisions)
         for precision, row in found["precisions"].items():
@@ -169,7 +169,7 @@ def test_the_search_reads_the_device_times_exactly(benched: tuple[dict[str, Any]
                            "size_bytes": measured["size_bytes"],
                            "load_average_1m": measured["load_average_1m"]}
     # a run searching fewer of the bundle's candidates reads just those
-    assert list(device.read_results(output, CANDIDATES[:2], 32)[0]) == NAMES[:2]
+    assert list(device.read_results(output, CANDIDATES[:2], 16)[0]) == NAMES[:2]
 
 
 def test_a_file_from_another_run_or_no_file_at_all_is_one_clear_error(tmp_path: Path) -> None:
@@ -192,7 +192,7 @@ def test_a_file_from_another_run_or_no_file_at_all_is_one_clear_error(tmp_path: 
                            "wrote, with `kdedge bench DIR` on the device.")
     probe_results(file, TIMES, CANDIDATES, sequence_length=64)
     assert error(file) == (f"{head} was measured at sequence length 64, but this run times its "
-                           "candidates at 32 (bench.sequence_lengths, else data.max_length); "
+                           "candidates at 32 (bench.sequence_lengths, else the data's own); "
                            + REDO)
     probe_results(file, {k: v for k, v in TIMES.items() if k != "cut-1"}, CANDIDATES)
     assert error(file) == f"{head} has no candidate 'cut-1' (student 1); " + REDO
