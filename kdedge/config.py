@@ -337,17 +337,6 @@ class LifelongConfig(_Section):
         return distinct_names(value)
 
 
-class EmbeddingDistillConfig(_Section):
-    """The embedding task's loss: 1 - cosine to the teacher's embedding of each text, plus the
-    neighbourhood term of CompRess (Abbasi Koohpayegani et al. 2020): each text's similarities to
-    a bank of the teacher's embeddings of training texts, softened at `temperature`, matched by
-    KL, so the student ranks the bank as the teacher does (what semantic search needs)."""
-
-    neighbours: float = Field(1.0, ge=0)  # weight of the neighbourhood term; 0: cosine alone
-    temperature: float = Field(0.05, gt=0)  # on cosine similarities, which lie in [-1, 1]
-    bank: int = Field(4096, ge=2)  # teacher embeddings of training texts ranked (a seeded sample)
-
-
 class SearchConfig(_Section):
     """distill.student auto: the candidate students and the budget the winner must meet
     (kdedge/search/run.py)."""
@@ -413,7 +402,6 @@ class DistillConfig(_Section):
     multi_task: MultiTaskConfig = MultiTaskConfig()
     generation: GenerationDistillConfig = GenerationDistillConfig()
     lifelong: LifelongConfig = LifelongConfig()
-    embedding: EmbeddingDistillConfig = EmbeddingDistillConfig()
     search: SearchConfig = SearchConfig()
     training: TrainingConfig = TrainingConfig(epochs=3, learning_rate=1e-4)  # per phase when
     # a recipe sets its own epochs (annealing), only the optimizer settings apply

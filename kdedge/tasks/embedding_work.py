@@ -30,7 +30,6 @@ from torch import nn
 
 from kdedge.artifacts import MODEL_DIR, STUDENT_DIR
 from kdedge.data.dataset import TaskData, TaskSplit, load_unlabeled
-from kdedge.distill.divergence import tempered_kl
 from kdedge.distill.losses import WeightedSum
 from kdedge.errors import KdedgeError
 from kdedge.evaluate import onnx_logits, regression_metrics, torch_logits, truncated
@@ -170,35 +169,6 @@ class CosineToTeacher(nn.Module):
         return (1 - F.cosine_similarity(student.logits, teacher.logits, dim=-1)).mean()
 
 
-class NeighbourKL(nn.Module):
-    """CompRess's neighbourhood term: KL(teacher || student) over each text's cosine similarities
-    to a fixed bank of the teacher's embeddings, both divided by the temperature. The cosine term
-    pulls each vector to its teacher's; this one keeps the order of its neighbours."""
-
-    def __init__(self, bank: torch.Tensor, temperature: float) -> None:
-        super().__init__()
-        self.register_buffer("bank", F.normalize(bank.float(), dim=-1), persistent=False)
-        self.temperature = temperature
-
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: dict[str, Any]) -> torch.Tensor:
-        if teacher is None:
-            raise KdedgeError("The embedding loss needs the teacher's embeddings.")
-        ranks = [F.normalize(v.float(), dim=-1) @ self.bank.T / self.temperature
-                 for v in (student.logits, teacher.logits)]
-        return tempered_kl(ranks[0], ranks[1], 1.0).mean()
-
-
-def embedding_loss(cfg: Any, cached: torch.Tensor, seed: int) -> WeightedSum:
-    """Cosine to the teacher, plus the neighbourhood term over a seeded sample of `cached` (the
-    teacher's embeddings of the training texts) when distill.embedding.neighbours is not 0."""
-    terms: list[tuple[str, float, nn.Module]] = [("cosine", 1.0, CosineToTeacher())]
-    if cfg.neighbours > 0:
-        rows = torch.randperm(len(cached), generator=torch.Generator().manual_seed(seed))
-        terms.append(("neighbours", cfg.neighbours,
-                      NeighbourKL(cached[rows[:cfg.bank]], cfg.temperature)))
-    return WeightedSum(terms)
-
-
 def load_reference(teacher_stage: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
@@ -287,8 +257,7 @@ def distill(ctx: Any, task: TaskData) -> dict[str, Any]:
         vectors = torch_logits(model, tokenizer, task.splits["validation"].texts, max_length)
         return embedding_metrics(vectors, reference["validation"])["cosine"]
 
-    loss = embedding_loss(cfg.embedding, cached["logits"], ctx.cfg.run.seed)
-    result = train(student, tokenizer, train_split, loss,
+    result = train(student, tokenizer, train_split, WeightedSum([("cosine", 1.0, CosineToTeacher())]),
                    teacher=lambda batch: Outputs(logits=cached["logits"][batch["index"]]),
                    evaluate=validation_cosine, cfg=cfg.training, max_length=max_length,
                    seed=ctx.cfg.run.seed, description="student (embedding)",

@@ -17,7 +17,7 @@ from kdedge import pipeline
 from kdedge.config import build_config
 from kdedge.errors import KdedgeError
 from kdedge.report.compare import build_report_from_run
-from kdedge.tasks.embedding_work import NeighbourKL, embedding_loss, embedding_metrics
+from kdedge.tasks.embedding_work import embedding_metrics
 
 
 def test_metrics_of_the_teacher_against_itself_are_perfect() -> None:
@@ -37,31 +37,6 @@ def test_metrics_on_fixed_vectors() -> None:
     # pair similarities (01 02 03 12 13 23): teacher [.8, 0, -1, .6, -.8, 0], student
     # [.6, 0, 0, .8, -.8, -1]; ranks [6, 3.5, 1, 5, 2, 3.5] and [5, 3.5, 3.5, 6, 2, 1]: 9.75 / 17
     assert got["spearman"] == pytest.approx(9.75 / 17, abs=1e-6)
-
-
-def test_the_neighbourhood_term_on_fixed_vectors() -> None:
-    import torch
-
-    from kdedge.config import EmbeddingDistillConfig
-    from kdedge.training.outputs import Outputs
-
-    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    loss = NeighbourKL(bank, temperature=1.0)
-    teacher = Outputs(logits=torch.tensor([[2.0, 0.0]]))  # normalised: similarities 1 and 0
-    # teacher [0.731, 0.269] against student [0.269, 0.731]: KL = (0.731 - 0.269) * 1 = tanh(1/2)
-    assert loss(Outputs(logits=torch.tensor([[0.0, 1.0]])), teacher, {}).item() == pytest.approx(
-        np.tanh(0.5), abs=1e-6)
-    assert loss(Outputs(logits=torch.tensor([[3.0, 0.0]])), teacher, {}).item() == pytest.approx(0)
-    # a colder temperature ranks more sharply: the same two vectors cost more
-    colder = NeighbourKL(bank, temperature=0.5)(Outputs(logits=torch.tensor([[0.0, 1.0]])), teacher, {})
-    assert colder.item() == pytest.approx(2 * np.tanh(1.0), abs=1e-6)
-
-    cached = torch.randn(10, 2)
-    both = embedding_loss(EmbeddingDistillConfig(bank=4), cached, seed=0)
-    assert both.names == ["cosine", "neighbours"] and both.weights == [1.0, 1.0]
-    again = embedding_loss(EmbeddingDistillConfig(bank=4), cached, seed=0)
-    assert torch.equal(both.losses[1].bank, again.losses[1].bank) and len(both.losses[1].bank) == 4
-    assert embedding_loss(EmbeddingDistillConfig(neighbours=0), cached, seed=0).names == ["cosine"]
 
 
 @pytest.fixture(scope="module")
