@@ -62,7 +62,7 @@ def test_runtime_install_benches_and_predicts_without_torch(
     assert bench.returncode == 0, bench.stderr
     results = json.loads(output.read_text())
     assert results["target"] == "edge" and results["threads"] == [1]
-    assert results["batch_sizes"] == [1, 4] and results["sequence_lengths"] == [32]
+    assert results["batch_sizes"] == [1, 4] and results["sequence_lengths"] == [16]
     assert results["protocol"]["min_runs"] == 3  # the run's protocol, read from bundle.json
     row = results["models"][meta["artifact"]]
     assert sorted(point["batch_size"] for point in row["latency"]) == [1, 4]

@@ -156,7 +156,7 @@ def test_card_repeats_the_report_numbers(bundle: Path, meta: dict[str, Any],
             f"is {fmt_ratio(row['vs_reference']['size_ratio'])} that.") in lines
     assert fmt_bytes(row["memory"]["inference_peak_rss_bytes"]) in card
     assert report["environment"]["cpu"]["model"] in card
-    assert f"threads: {report['benchmark']['threads']}, sequence length 32" in card
+    assert f"threads: {report['benchmark']['threads']}, sequence length 16" in card
     assert report["recommendation"]["summary"] in card
     distill = report["training"]["distill"]
     if row["family"] == "student":  # timing noise may make the teacher the fastest on the toy run
@@ -329,7 +329,7 @@ def test_bench_on_a_bundle_writes_results_like_the_stage(
     assert results["target"] == "edge-1" and results["threads"] == [1]
     assert results["targets"] == ["cpu"]
     assert results["batch_sizes"] == meta["bench"]["batch_sizes"] == [1, 4]  # the run's, by default
-    assert results["sequence_lengths"] == meta["bench"]["sequence_lengths"] == [32]
+    assert results["sequence_lengths"] == meta["bench"]["sequence_lengths"] == [16]
     assert results["texts"] == 12 and results["skipped"] == {}
     assert results["protocol"] | {"warmup_runs": 0, "min_runs": 2, "min_duration_s": 0.0} \
         == results["protocol"]
@@ -342,7 +342,7 @@ def test_bench_on_a_bundle_writes_results_like_the_stage(
     assert row["target"] == "cpu"
     points = row["latency"]
     assert sorted((p["threads"], p["sequence_length"], p["batch_size"]) for p in points) == \
-        [(1, 32, 1), (1, 32, 4)]
+        [(1, 16, 1), (1, 16, 4)]
     for stats in points:
         assert stats["runs"] == len(stats["timings_ms"]) >= 2
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["max_ms"]

@@ -108,7 +108,8 @@ def test_latencies_measured_on_the_target_rank_and_prune_the_candidates(
              "cut-1": {"fp32": 9.0, "int8": 8.0}, bilstm: {"fp32": 6.0, "int8": 7.0}}
     specs = [CandidateSpec("teacher", "4", "full", ("fp32",)),
              *(CandidateSpec(candidate_name(s), s, "trim") for s in CANDIDATES)]
-    results = probe_results(tmp_path / "edge.json", times, specs, target="rpi5", threads=4)
+    results = probe_results(tmp_path / "edge.json", times, specs, target="rpi5", threads=4,
+                            sequence_length=16)  # what 95% of the toy texts fit
     monkeypatch.setattr("kdedge.search.run.probe", lambda *a: pytest.fail("probed here"))
     monkeypatch.setattr("kdedge.search.probe.latency_at", latency_at)  # the times as written
     found = _search(tiny_csv, tiny_encoder_dir, tmp_path / "run", **{
@@ -116,7 +117,7 @@ def test_latencies_measured_on_the_target_rank_and_prune_the_candidates(
         "distill.search.max_latency_ms": 5.0})["search"]
     rows = {row["name"]: row for row in found["candidates"]}
     assert found["latency_source"] == ("measured on rpi5 (kdedge bench on a probe bundle), 4 "
-                                       "thread(s), sequence length 32")
+                                       "thread(s), sequence length 16")
     assert found["latency_file"] == {"path": str(results.resolve()),
                                      "sha256": sha256_file(results)}
     assert {n: (r["latency_ms"], r["precision"], r["speedup"]) for n, r in rows.items()} == {
@@ -128,7 +129,7 @@ def test_latencies_measured_on_the_target_rank_and_prune_the_candidates(
     assert found["schedule"]["probe_s"] == 0  # nothing was built or timed here
     shown = render_markdown("run", "", [builders.search({"training": {"distill": {"search": found}}})])
     assert ("Latencies were measured on rpi5 (kdedge bench on a probe bundle), 4 thread(s), "
-            "sequence length 32, untrained at each candidate's real shapes (the teacher's ONNX "
+            "sequence length 16, untrained at each candidate's real shapes (the teacher's ONNX "
             "fp32: 20.00 ms)") in shown
 
 
