@@ -346,7 +346,7 @@ def test_bench_on_a_bundle_writes_results_like_the_stage(
     for stats in points:
         assert stats["runs"] == len(stats["timings_ms"]) >= 2
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["max_ms"]
-        assert (f"threads 1, length 32, batch {stats['batch_size']}: p50 "
+        assert (f"threads 1, length 16, batch {stats['batch_size']}: p50 "
                 f"{stats['p50_ms']:.2f} ms") in out
     assert row["memory"]["inference_peak_rss_bytes"] > 0
     # the artifact's own files are measured, not the card or predict.py: the run's size exactly
