@@ -15,10 +15,6 @@ DEMO_PRESET = {
     # the default 3 epochs, which length-bucketed batches made affordable here
     "teacher": {"training": {"epochs": 3}},
 }
-# the classifier's demo: the reviews the train cap leaves out (6,249) teach the students too,
-# labelled by the teacher (QE-style augmentation); the small students gain most from them
-# (benchmarks/results/search.md)
-CLASSIFIER_DEMO = {**DEMO_PRESET, "distill": {"augment": {"unlabeled": "unused"}}}
 LABELLED_WORK = {  # a model with a head over the text: one forward, logits (or a score) out
     "teacher": "kdedge.teacher.classifier:run",
     "distill": "kdedge.distill.classifier:run",
@@ -63,7 +59,7 @@ def label_ids(table: Any, labels: list[str], split: str) -> Any:
 
 KIND = Classification(
     name="classification", metrics=("accuracy", "macro_f1"), recipes=LABELLED_RECIPES,
-    work=LABELLED_WORK, paired_views=True, demo_preset=CLASSIFIER_DEMO,
+    work=LABELLED_WORK, paired_views=True, demo_preset=DEMO_PRESET,
     summary="a text or text pair to one of a few labels",
     card_title="a {classes}-class text classifier",
     card_output="`label`, its probability `score`, and `probabilities` of every label.",
