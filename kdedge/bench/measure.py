@@ -45,6 +45,11 @@ def pad_token_of(folder: Path, tokenizer: Any) -> tuple[str, int]:
     return "[PAD]", 0  # no pad token (GPT-2 style): id 0 under a zero attention mask
 
 
+def _encodable(texts: Sequence[Any]) -> list[Any]:
+    """Texts as `tokenizers` takes them: a string, or a (text, pair) tuple."""
+    return [tuple(t) if isinstance(t, tuple | list) else t for t in texts]
+
+
 def encode_texts(folder: Path, texts: Sequence[Any], sequence_length: int) -> Batch:
     """Token arrays [len(texts), sequence_length] (int64) from the folder's tokenizer.json."""
     from tokenizers import Tokenizer
@@ -53,8 +58,7 @@ def encode_texts(folder: Path, texts: Sequence[Any], sequence_length: int) -> Ba
     pad_token, pad_id = pad_token_of(folder, tokenizer)
     tokenizer.enable_truncation(max_length=sequence_length)
     tokenizer.enable_padding(length=sequence_length, pad_id=pad_id, pad_token=pad_token)
-    inputs = [tuple(t) if isinstance(t, tuple | list) else t for t in texts]
-    encodings = tokenizer.encode_batch(inputs)
+    encodings = tokenizer.encode_batch(_encodable(texts))
     return {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -77,8 +81,7 @@ def typical_length(folder: Path, texts: Sequence[Any], cap: int) -> int:
     tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    inputs = [tuple(t) if isinstance(t, tuple | list) else t for t in texts]
-    counts = [len(e.ids) for e in tokenizer.encode_batch(inputs)]
+    counts = [len(e.ids) for e in tokenizer.encode_batch(_encodable(texts))]
     if not counts:
         return cap
     quantile = float(np.quantile(counts, LENGTH_QUANTILE, method="higher"))
