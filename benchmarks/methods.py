@@ -139,10 +139,10 @@ def write(rows: list[dict[str, Any]]) -> None:
         f"Command: `python benchmarks/methods.py`. Same data (4000 / 1000 / 1000), same fine-tuned "
         f"teacher, {EPOCHS} epochs of training per variant, int8 = dynamic quantization. Latency: "
         f"batch 1, sequence length {lengths} (the bench default: 95% of the validation and test texts "
-        "fit), 2 threads, teacher ONNX fp32 and int8 student measured in "
-        "the same bench run. Training seconds are wall clock on 2 cores, one variant at a time; "
-        "they exclude fine-tuning the extra teachers. multi-teacher: the run's teacher plus the same encoder fine-tuned with "
-        "learning rate 8e-5; multi-task: BBC News topics (`demo-news`) as the second task.",
+        "fit), 2 threads, teacher ONNX fp32 and int8 student measured in the same bench run. "
+        "Training seconds are wall clock on 2 cores, one variant at a time; they exclude "
+        "fine-tuning the extra teachers. multi-teacher: the run's teacher plus the same encoder "
+        "fine-tuned with learning rate 8e-5; multi-task: BBC News topics (`demo-news`) as the second task.",
         "",
         "| variant | student | parameters | student acc | int8 acc | teacher acc | int8 retained "
         "| int8 size (MB) | int8 p50 b1 (ms) | teacher p50 b1 (ms) | speed-up | training (s) | notes |",
