@@ -122,8 +122,11 @@ def test_a_run_killed_in_every_stage_resumes_to_the_same_report(tiny: dict[str, 
 
 def test_ctrl_c_exits_130_and_resume_finishes_the_run(tiny: dict[str, Path]) -> None:
     run = tiny["root"] / "interrupted"
+    # Ctrl-C must reach the run's handler even where pytest itself runs with SIGINT ignored
+    # (a shell's background job), which a child would otherwise inherit
     process = subprocess.Popen(command(tiny["config"], run), env=env(run), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     # distill takes seconds; the teacher stage may be a cache hit of milliseconds that a poll misses
     while not (run / f".{pipeline.stage_dirname('distill')}.partial").exists() and process.poll() is None:
